@@ -1,0 +1,154 @@
+//! Quickstart: a producer enqueues jobs, a worker processes them, one job fails for good
+//! and lands in the dead-letter queue, one fails twice and succeeds on its third attempt.
+//!
+//! ```text
+//! cargo run --example quickstart                                   # embedded, no server
+//! QUEUE_URL=redis://127.0.0.1:6379 cargo run --example quickstart  # any registered backend
+//! ```
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use queue_core::{
+    headers, Backoff, Job, JobContext, JobError, Producer, Queue, ReceiveOptions, RetryPolicy,
+    Worker,
+};
+use serde::{Deserialize, Serialize};
+
+/// The job: send one e-mail.
+#[derive(Serialize, Deserialize, Debug)]
+struct SendEmail {
+    to: String,
+    subject: String,
+}
+
+impl Job for SendEmail {
+    const NAME: &'static str = "send_email";
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    examples::register_drivers();
+    let url = std::env::var("QUEUE_URL").unwrap_or_else(|_| "memory://".to_string());
+    let queue: Arc<dyn Queue> = queue_core::connect(&url).await?;
+    // A fresh queue per run, so that counts are this run's own on a shared server.
+    let name = format!("quickstart-{}", std::process::id());
+    let name = examples::queue_name_for(&*queue, &name);
+    queue.create_queue(&name).await?;
+    println!(
+        "backend: {} ({}), queue: {name}",
+        queue.backend(),
+        queue_core::redact(&url)
+    );
+
+    // The request path: enqueue and answer at once (HTTP 202 Accepted).
+    let producer = Producer::new(queue.clone(), name.clone());
+    for to in [
+        "ada@example.com",
+        "flaky@example.com",
+        "bounce@invalid",
+        "grace@example.com",
+        "linus@example.com",
+    ] {
+        let id = producer
+            .enqueue(&SendEmail {
+                to: to.into(),
+                subject: "Welcome!".into(),
+            })
+            .await?;
+        println!("enqueued  {id}  send_email to {to}");
+    }
+
+    // The worker: retries with exponential backoff, dead-letters what keeps failing.
+    let flaky_failures = Arc::new(AtomicU32::new(0));
+    let flaky = flaky_failures.clone();
+    let worker = Worker::new(queue.clone(), name.clone())
+        .concurrency(4)
+        .poll_wait(Duration::from_secs(1))
+        .retry(RetryPolicy {
+            max_attempts: 4,
+            backoff: Backoff::Exponential {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(2),
+                jitter: true,
+            },
+        })
+        .handle(move |job: SendEmail, ctx: JobContext| {
+            let flaky = flaky.clone();
+            async move {
+                match job.to.as_str() {
+                    "bounce@invalid" => {
+                        println!(
+                            "attempt {}  {}: invalid address, giving up",
+                            ctx.attempt, job.to
+                        );
+                        Err(JobError::permanent("mailbox does not exist"))
+                    }
+                    "flaky@example.com" if ctx.attempt < 3 => {
+                        flaky.fetch_add(1, Ordering::SeqCst);
+                        println!(
+                            "attempt {}  {}: SMTP timeout, will retry",
+                            ctx.attempt, job.to
+                        );
+                        Err(JobError::retry("SMTP timeout"))
+                    }
+                    _ => {
+                        println!(
+                            "attempt {}  {}: sent \"{}\"",
+                            ctx.attempt, job.to, job.subject
+                        );
+                        Ok(())
+                    }
+                }
+            }
+        })
+        .start();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = worker.report();
+        if r.succeeded == 4 && r.dead_lettered == 1 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("jobs did not settle within 120 s: {r:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = worker.shutdown().await;
+
+    println!();
+    println!("processed:     {}", report.succeeded);
+    println!("retried:       {}", report.retried);
+    println!("dead-lettered: {}", report.dead_lettered);
+
+    let dlq = queue.dead_letter_queue(&name);
+    let opts = ReceiveOptions {
+        max: 10,
+        wait: Duration::from_secs(2),
+        lease: Duration::from_secs(30),
+    };
+    for d in queue.receive(&dlq, opts).await? {
+        println!(
+            "in the DLQ:    {} after {} attempt(s), reason {}: {}",
+            d.id,
+            d.headers
+                .get(headers::DLQ_ATTEMPTS)
+                .map_or("?", |s| s.as_str()),
+            d.headers
+                .get(headers::DLQ_REASON)
+                .map_or("?", |s| s.as_str()),
+            d.headers
+                .get(headers::DLQ_ERROR)
+                .map_or("?", |s| s.as_str()),
+        );
+        queue.nack(&dlq, &d.receipt, Duration::ZERO).await?; // leave it there for `redrive`
+    }
+    let stats = queue.stats(&name).await?;
+    println!(
+        "queue stats:   ready {}, in flight {}, delayed {}, dead {}",
+        stats.ready, stats.in_flight, stats.delayed, stats.dead
+    );
+    Ok(())
+}

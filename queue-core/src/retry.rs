@@ -1,0 +1,146 @@
+//! Retry policy and backoff: the single place that decides *when* a failed job runs again.
+
+use std::time::Duration;
+
+/// How long to wait before the next attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backoff {
+    /// The same delay before every retry.
+    Fixed(Duration),
+    /// `base * 2^(attempt-1)`, capped at `max`, then "full jitter" (a uniform random delay
+    /// between 0 and that value) when `jitter` is set, as AWS's backoff article recommends so
+    /// that failing jobs do not retry in lockstep.
+    Exponential {
+        /// Delay before the first retry (before jitter).
+        base: Duration,
+        /// Cap on the delay.
+        max: Duration,
+        /// Apply full jitter.
+        jitter: bool,
+    },
+}
+
+impl Backoff {
+    /// The delay after failed attempt number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        match *self {
+            Backoff::Fixed(d) => d,
+            Backoff::Exponential { base, max, jitter } => {
+                let shift = attempt.saturating_sub(1).min(32);
+                let raw = base.saturating_mul(1u32 << shift.min(31)).min(max);
+                if jitter {
+                    raw.mul_f64(fastrand::f64())
+                } else {
+                    raw
+                }
+            }
+        }
+    }
+}
+
+/// Retry policy: how many attempts, and the backoff between them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts including the first; after the last one fails the job is dead-lettered.
+    pub max_attempts: u32,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+}
+
+impl Default for RetryPolicy {
+    /// 5 attempts, exponential backoff from 1 s capped at 5 min, with full jitter.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            backoff: Backoff::Exponential {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(300),
+                jitter: true,
+            },
+        }
+    }
+}
+
+/// What to do with a failed delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Give it back to the queue, visible again after this delay.
+    Retry(Duration),
+    /// Move it to the dead-letter queue.
+    DeadLetter,
+}
+
+impl RetryPolicy {
+    /// No retries: the first failure dead-letters.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            backoff: Backoff::Fixed(Duration::ZERO),
+        }
+    }
+
+    /// Decides after failed attempt `attempt`. `retry_after` (from the handler's error)
+    /// replaces the backoff delay; `permanent` errors are dead-lettered at once.
+    pub fn decide(&self, attempt: u32, permanent: bool, retry_after: Option<Duration>) -> Decision {
+        if permanent || attempt >= self.max_attempts {
+            Decision::DeadLetter
+        } else {
+            Decision::Retry(retry_after.unwrap_or_else(|| self.backoff.delay(attempt)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn exponential_doubles_and_caps() {
+        let b = Backoff::Exponential {
+            base: S,
+            max: 10 * S,
+            jitter: false,
+        };
+        let got: Vec<_> = (1..=6).map(|a| b.delay(a)).collect();
+        assert_eq!(got, vec![S, 2 * S, 4 * S, 8 * S, 10 * S, 10 * S]);
+        // no overflow on absurd attempt numbers
+        assert_eq!(b.delay(u32::MAX), 10 * S);
+        assert_eq!(b.delay(0), S);
+    }
+
+    #[test]
+    fn full_jitter_stays_within_bounds_and_varies() {
+        let b = Backoff::Exponential {
+            base: S,
+            max: 100 * S,
+            jitter: true,
+        };
+        let draws: Vec<_> = (0..200).map(|_| b.delay(4)).collect();
+        assert!(draws.iter().all(|d| *d <= 8 * S));
+        let distinct: std::collections::HashSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 100, "jitter should spread delays");
+    }
+
+    #[test]
+    fn fixed_is_fixed() {
+        assert_eq!(Backoff::Fixed(3 * S).delay(7), 3 * S);
+    }
+
+    #[test]
+    fn decisions() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::Fixed(S),
+        };
+        assert_eq!(p.decide(1, false, None), Decision::Retry(S));
+        assert_eq!(p.decide(2, false, Some(5 * S)), Decision::Retry(5 * S));
+        assert_eq!(p.decide(3, false, None), Decision::DeadLetter);
+        assert_eq!(p.decide(1, true, None), Decision::DeadLetter);
+        assert_eq!(
+            RetryPolicy::none().decide(1, false, None),
+            Decision::DeadLetter
+        );
+    }
+}

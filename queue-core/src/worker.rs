@@ -1,0 +1,1016 @@
+//! The Worker: one runtime for every backend.
+//!
+//! It leases messages, runs handlers with bounded concurrency, heartbeats leases of long
+//! jobs, and settles every delivery exactly one way:
+//!
+//! | outcome | action |
+//! |---|---|
+//! | handler `Ok` | ack (batched) |
+//! | retryable error, panic, timeout, attempts left | nack with the policy's backoff (or the error's `retry_after`) |
+//! | retryable error on the last attempt | dead-letter, reason `max-attempts` |
+//! | [`JobError::permanent`] | dead-letter at once, reason `permanent` |
+//! | undecodable payload or unknown job name | dead-letter at once, reason `malformed` |
+//! | idempotency key already completed | ack without running |
+//! | shutdown grace ran out | nack with no delay: back in the queue at once |
+//!
+//! Everything here is backend-agnostic: drivers only provide the [`Queue`] primitives.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::error::DecodeError;
+use crate::idempotency::{Begin, IdempotencyStore};
+use crate::job::{decode_data, decode_envelope, Job, RawEnvelope};
+use crate::message::{headers, Delivery, Headers, MessageId, Receipt};
+use crate::queue::{Capabilities, DeadLetterReason, LeaseModel, Queue, ReceiveOptions};
+use crate::retry::{Decision, RetryPolicy};
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A decoded job, ready to run once the idempotency claim allows it.
+type Thunk = Box<dyn FnOnce() -> BoxFut<JobResult> + Send>;
+type JobFn = Arc<dyn Fn(RawEnvelope, JobContext) -> Result<Thunk, DecodeError> + Send + Sync>;
+type RawFn = Arc<dyn Fn(Delivery) -> BoxFut<JobResult> + Send + Sync>;
+type BatchFn = Arc<dyn Fn(Vec<Delivery>) -> BoxFut<Vec<ItemFailure>> + Send + Sync>;
+
+/// What a handler returns.
+pub type JobResult = Result<(), JobError>;
+
+/// A handler's failure: retryable (the default) or permanent.
+///
+/// Any `std::error::Error` converts into a retryable `JobError` with `?`; use
+/// [`JobError::permanent`] for failures a retry cannot fix (bad input, a deleted account).
+pub struct JobError {
+    message: String,
+    permanent: bool,
+    retry_after: Option<Duration>,
+}
+
+impl JobError {
+    /// A failure worth retrying.
+    pub fn retry(e: impl fmt::Display) -> Self {
+        JobError {
+            message: e.to_string(),
+            permanent: false,
+            retry_after: None,
+        }
+    }
+    /// A failure no retry can fix: the job goes straight to the dead-letter queue.
+    pub fn permanent(e: impl fmt::Display) -> Self {
+        JobError {
+            message: e.to_string(),
+            permanent: true,
+            retry_after: None,
+        }
+    }
+    /// Retry after `delay` instead of the policy's backoff (e.g. an HTTP 429's Retry-After).
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+    /// Whether this failure skips retries.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+    /// The error message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(e: E) -> Self {
+        JobError::retry(e)
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.permanent { "permanent" } else { "retry" };
+        write!(f, "JobError({kind}: {})", self.message)
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One failed item of a batch handler's batch (Lambda's `batchItemFailures`).
+#[derive(Debug)]
+pub struct ItemFailure {
+    /// Index of the failed delivery in the batch the handler was given.
+    pub index: usize,
+    /// Why it failed.
+    pub error: JobError,
+}
+
+/// What a typed handler learns about the delivery besides the job itself.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    /// Message id (stable across retries).
+    pub id: MessageId,
+    /// Queue name.
+    pub queue: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Message headers.
+    pub headers: Headers,
+    /// When the job was first enqueued.
+    pub first_enqueued_at: SystemTime,
+}
+
+/// Worker settings. Build with [`Worker`]'s methods.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Jobs (or batches) run at once. Default 10.
+    pub concurrency: usize,
+    /// Lease asked for on receive and renewed for long jobs. Default 30 s.
+    pub lease: Duration,
+    /// Long-poll wait per receive; also the most an idle worker takes to notice shutdown.
+    /// Default 5 s.
+    pub poll_wait: Duration,
+    /// Retry policy for jobs without their own. Default [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
+    /// A job running longer is aborted and counted as a retryable failure. Default none.
+    pub job_timeout: Option<Duration>,
+    /// On shutdown, how long in-flight jobs may take before they are returned to the queue.
+    /// Default 30 s.
+    pub shutdown_grace: Duration,
+    /// How long acks wait to be batched with others. Default 10 ms.
+    pub ack_linger: Duration,
+    /// Messages per batch for batch handlers. Default the backend's max batch, at most 10.
+    pub batch_size: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            poll_wait: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            job_timeout: None,
+            shutdown_grace: Duration::from_secs(30),
+            ack_linger: Duration::from_millis(10),
+            batch_size: 10,
+        }
+    }
+}
+
+/// Counts of what a worker did. [`WorkerHandle::report`] reads them live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Deliveries received.
+    pub received: u64,
+    /// Handlers that succeeded (acked).
+    pub succeeded: u64,
+    /// Handler failures (errors, panics, timeouts), retried or not.
+    pub failed: u64,
+    /// Deliveries given back for a retry.
+    pub retried: u64,
+    /// Deliveries moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Deliveries skipped because their idempotency key had completed.
+    pub duplicates_skipped: u64,
+    /// Deliveries returned to the queue at shutdown without running to the end.
+    pub returned: u64,
+    /// Backend calls that failed (receive, ack, nack, extend, dead-letter).
+    pub backend_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    duplicates_skipped: AtomicU64,
+    returned: AtomicU64,
+    backend_errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkerReport {
+        let r = |a: &AtomicU64| a.load(AtomicOrdering::Relaxed);
+        WorkerReport {
+            received: r(&self.received),
+            succeeded: r(&self.succeeded),
+            failed: r(&self.failed),
+            retried: r(&self.retried),
+            dead_lettered: r(&self.dead_lettered),
+            duplicates_skipped: r(&self.duplicates_skipped),
+            returned: r(&self.returned),
+            backend_errors: r(&self.backend_errors),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, AtomicOrdering::Relaxed);
+}
+
+struct Registered {
+    run: JobFn,
+    retry: Option<RetryPolicy>,
+}
+
+enum Mode {
+    Jobs {
+        jobs: HashMap<String, Registered>,
+        raw: Option<RawFn>,
+    },
+    Batch(BatchFn),
+}
+
+/// A worker for one queue. Register handlers, tune, then [`start`](Worker::start) it.
+///
+/// ```
+/// # use queue_core::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { id: u32 }
+/// # impl Job for Resize { const NAME: &'static str = "resize"; }
+/// # async fn run(queue: std::sync::Arc<dyn Queue>) {
+/// let worker = Worker::new(queue, "images")
+///     .handle(|job: Resize, ctx: JobContext| async move {
+///         println!("resizing {} (attempt {})", job.id, ctx.attempt);
+///         Ok(())
+///     })
+///     .concurrency(4)
+///     .start();
+/// // ... later
+/// let report = worker.shutdown().await;
+/// # }
+/// ```
+pub struct Worker {
+    queue: Arc<dyn Queue>,
+    name: String,
+    mode: Mode,
+    config: WorkerConfig,
+    idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
+}
+
+impl Worker {
+    /// A worker for queue `name`.
+    pub fn new(queue: Arc<dyn Queue>, name: impl Into<String>) -> Self {
+        Worker {
+            queue,
+            name: name.into(),
+            mode: Mode::Jobs {
+                jobs: HashMap::new(),
+                raw: None,
+            },
+            config: WorkerConfig::default(),
+            idempotency: None,
+        }
+    }
+
+    /// Registers the handler for job type `J`.
+    pub fn handle<J, F, Fut>(mut self, f: F) -> Self
+    where
+        J: Job,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let run: JobFn = Arc::new(move |env, ctx| {
+            let job = decode_data::<J>(env)?;
+            let f = f.clone();
+            Ok(Box::new(move || Box::pin(f(job, ctx)) as BoxFut<JobResult>) as Thunk)
+        });
+        let reg = Registered {
+            run,
+            retry: J::retry_policy(),
+        };
+        match &mut self.mode {
+            Mode::Jobs { jobs, .. } => {
+                jobs.insert(J::NAME.to_string(), reg);
+            }
+            Mode::Batch(_) => {
+                self.mode = Mode::Jobs {
+                    jobs: HashMap::from([(J::NAME.to_string(), reg)]),
+                    raw: None,
+                }
+            }
+        }
+        self
+    }
+
+    /// Registers a handler for raw deliveries: messages that are not job envelopes, or whose
+    /// job name has no typed handler. Without one, those are dead-lettered as malformed.
+    pub fn handle_raw<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        let f: RawFn = Arc::new(move |d| Box::pin(f(d)));
+        match &mut self.mode {
+            Mode::Jobs { raw, .. } => *raw = Some(f),
+            Mode::Batch(_) => {
+                self.mode = Mode::Jobs {
+                    jobs: HashMap::new(),
+                    raw: Some(f),
+                }
+            }
+        }
+        self
+    }
+
+    /// Uses one handler for whole batches of raw deliveries (up to
+    /// [`batch_size`](Worker::batch_size)); it returns the items that failed, and each of
+    /// those is retried or dead-lettered on its own. Replaces per-job handlers.
+    pub fn handle_batch<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<ItemFailure>> + Send + 'static,
+    {
+        self.mode = Mode::Batch(Arc::new(move |b| Box::pin(f(b))));
+        self
+    }
+
+    /// Jobs run at once.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n.max(1);
+        self
+    }
+    /// Lease per delivery (renewed automatically while a job runs, where the backend can).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+    /// Long-poll wait per receive.
+    pub fn poll_wait(mut self, wait: Duration) -> Self {
+        self.config.poll_wait = wait;
+        self
+    }
+    /// Default retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+    /// Per-job timeout.
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.config.job_timeout = Some(timeout);
+        self
+    }
+    /// Shutdown grace period.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+    /// Messages per batch for [`handle_batch`](Worker::handle_batch).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n.max(1);
+        self
+    }
+    /// How long acks wait to be batched.
+    pub fn ack_linger(mut self, linger: Duration) -> Self {
+        self.config.ack_linger = linger;
+        self
+    }
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Turns on idempotency: a delivery whose key (the [`headers::IDEMPOTENCY_KEY`] header,
+    /// else the message id) completed within `retention` is acked without running again.
+    pub fn idempotency(mut self, store: Arc<dyn IdempotencyStore>, retention: Duration) -> Self {
+        self.idempotency = Some((store, retention));
+        self
+    }
+
+    /// Starts the worker on the current tokio runtime.
+    pub fn start(self) -> WorkerHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let caps = self.queue.capabilities();
+        let inner = Arc::new(Inner {
+            queue: self.queue,
+            name: self.name,
+            mode: self.mode,
+            config: self.config,
+            idempotency: self.idempotency,
+            caps,
+            counters: counters.clone(),
+        });
+        let join = tokio::spawn(run(inner, stop_rx));
+        WorkerHandle {
+            stop: stop_tx,
+            join,
+            counters,
+        }
+    }
+
+    /// Runs until `signal` completes (e.g. `tokio::signal::ctrl_c()`), then shuts down
+    /// gracefully and returns the report.
+    pub async fn run_until<F: Future>(self, signal: F) -> WorkerReport {
+        let handle = self.start();
+        signal.await;
+        handle.shutdown().await
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<WorkerReport>,
+    counters: Arc<Counters>,
+}
+
+impl WorkerHandle {
+    /// What the worker has done so far.
+    pub fn report(&self) -> WorkerReport {
+        self.counters.snapshot()
+    }
+
+    /// Graceful shutdown: stop receiving, let in-flight jobs finish within the grace period,
+    /// return the rest to the queue at once, flush acks, and report.
+    pub async fn shutdown(self) -> WorkerReport {
+        let _ = self.stop.send(true);
+        match self.join.await {
+            Ok(r) => r,
+            Err(_) => self.counters.snapshot(),
+        }
+    }
+
+    /// Kills the worker as a crash would: jobs are dropped mid-flight, nothing is acked,
+    /// nacked or extended any more. Their leases run out and the backend redelivers them.
+    pub fn abort(self) {
+        self.join.abort();
+    }
+}
+
+struct Inner {
+    queue: Arc<dyn Queue>,
+    name: String,
+    mode: Mode,
+    config: WorkerConfig,
+    idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
+    caps: Capabilities,
+    counters: Arc<Counters>,
+}
+
+/// Main loop. Dropping (aborting) this future drops every job task with it.
+async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport {
+    let batch_mode = matches!(inner.mode, Mode::Batch(_));
+    let max_batch = inner.caps.max_batch.max(1);
+    let slots = Arc::new(Semaphore::new(inner.config.concurrency));
+    let (force_tx, force_rx) = watch::channel(false);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Receipt>();
+    let mut aux = JoinSet::new();
+    aux.spawn(acker(inner.clone(), ack_rx));
+    let mut tasks = JoinSet::new();
+    let mut errors_in_row = 0u32;
+
+    'outer: while !*stop.borrow() {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let mut permits = vec![first];
+        let want = if batch_mode {
+            inner.config.batch_size.min(max_batch)
+        } else {
+            while permits.len() < max_batch {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            permits.len()
+        };
+        let opts = ReceiveOptions {
+            max: want,
+            wait: inner.config.poll_wait,
+            lease: inner.config.lease,
+        };
+        // A receive in progress is allowed to finish (it is bounded by `poll_wait`), so that
+        // messages the backend already leased to us are returned below, not left to expire.
+        let got = inner.queue.receive(&inner.name, opts).await;
+        while tasks.try_join_next().is_some() {}
+        let deliveries = match got {
+            Ok(d) => {
+                errors_in_row = 0;
+                d
+            }
+            Err(e) => {
+                bump(&inner.counters.backend_errors);
+                errors_in_row += 1;
+                let pause = crate::retry::Backoff::Exponential {
+                    base: Duration::from_millis(100),
+                    max: Duration::from_secs(5),
+                    jitter: true,
+                }
+                .delay(errors_in_row);
+                tracing::warn!(queue = %inner.name, error = %e, retry_in = ?pause, "receive failed");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue 'outer,
+                    _ = stop.changed() => break 'outer,
+                }
+            }
+        };
+        inner
+            .counters
+            .received
+            .fetch_add(deliveries.len() as u64, AtomicOrdering::Relaxed);
+        if *stop.borrow() {
+            for d in deliveries {
+                give_back(&inner, &d).await;
+            }
+            break;
+        }
+        if deliveries.is_empty() {
+            continue;
+        }
+        if batch_mode {
+            let permit = permits.swap_remove(0);
+            tasks.spawn(run_batch(
+                inner.clone(),
+                deliveries,
+                permit,
+                force_rx.clone(),
+                ack_tx.clone(),
+            ));
+        } else {
+            for (d, permit) in deliveries.into_iter().zip(permits.drain(..)) {
+                tasks.spawn(run_one(
+                    inner.clone(),
+                    d,
+                    permit,
+                    force_rx.clone(),
+                    ack_tx.clone(),
+                ));
+            }
+        }
+    }
+
+    // Graceful shutdown: wait for in-flight jobs up to the grace period, then force the rest.
+    let grace = inner.config.shutdown_grace;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        let _ = force_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+    }
+    drop(ack_tx);
+    while aux.join_next().await.is_some() {}
+    inner.counters.snapshot()
+}
+
+/// Batches acks: waits up to `ack_linger` for more receipts, up to the backend's max batch.
+async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Receipt>) {
+    let max = inner.caps.max_batch.max(1);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + inner.config.ack_linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                _ => break,
+            }
+        }
+        if let Err(e) = inner.queue.ack(&inner.name, &batch).await {
+            bump(&inner.counters.backend_errors);
+            tracing::warn!(queue = %inner.name, error = %e, "ack failed; the messages will be redelivered");
+        }
+    }
+}
+
+/// Returns a delivery to the queue at once (shutdown).
+async fn give_back(inner: &Inner, d: &Delivery) {
+    bump(&inner.counters.returned);
+    if let Err(e) = inner
+        .queue
+        .nack(&inner.name, &d.receipt, Duration::ZERO)
+        .await
+    {
+        bump(&inner.counters.backend_errors);
+        tracing::warn!(queue = %inner.name, id = %d.id, error = %e, "could not return message; it comes back when its lease ends");
+    }
+}
+
+/// Why an attempt failed, as the worker sees it.
+struct Failure {
+    error: String,
+    permanent: bool,
+    kind: &'static str,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn from_job(e: JobError) -> Self {
+        Failure {
+            kind: if e.permanent {
+                "permanent"
+            } else {
+                "max-attempts"
+            },
+            error: e.message,
+            permanent: e.permanent,
+            retry_after: e.retry_after,
+        }
+    }
+    fn malformed(e: &DecodeError) -> Self {
+        Failure {
+            error: e.to_string(),
+            permanent: true,
+            kind: "malformed",
+            retry_after: None,
+        }
+    }
+    fn retryable(error: String) -> Self {
+        Failure {
+            error,
+            permanent: false,
+            kind: "max-attempts",
+            retry_after: None,
+        }
+    }
+}
+
+/// What a handler run ended as.
+enum Ran {
+    Done(Vec<(usize, Failure)>),
+    /// Shutdown forced: return everything.
+    Forced,
+}
+
+/// Runs `fut` with lease heartbeats for `receipts`, the job timeout, panic capture and
+/// shutdown forcing. `Ok` carries the handler's output.
+async fn supervise<T: Send + 'static>(
+    inner: &Inner,
+    receipts: &[&Receipt],
+    fut: BoxFut<T>,
+    mut force: watch::Receiver<bool>,
+) -> Result<T, Option<String>> {
+    let mut guard = AbortOnDrop(tokio::spawn(fut));
+    let handle = &mut guard.0;
+    let lease = inner.config.lease;
+    let extend = matches!(inner.caps.lease, LeaseModel::PerMessage { extend: true });
+    let beat = (lease / 3).max(inner.caps.timer_granularity);
+    let mut next_beat = tokio::time::Instant::now() + beat;
+    let timeout_at = inner
+        .config
+        .job_timeout
+        .map(|t| tokio::time::Instant::now() + t);
+    loop {
+        tokio::select! {
+            r = &mut *handle => {
+                return r.map_err(|e| Some(if e.is_panic() {
+                    let p = e.into_panic();
+                    let msg = p.downcast_ref::<&str>().map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic payload".into());
+                    format!("handler panicked: {msg}")
+                } else {
+                    "handler task was cancelled".to_string()
+                }));
+            }
+            _ = tokio::time::sleep_until(next_beat), if extend => {
+                next_beat += beat;
+                for r in receipts {
+                    if let Err(e) = inner.queue.extend(&inner.name, r, lease).await {
+                        bump(&inner.counters.backend_errors);
+                        tracing::warn!(queue = %inner.name, error = %e, "lease extension failed");
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(timeout_at.unwrap_or_else(tokio::time::Instant::now)), if timeout_at.is_some() => {
+                handle.abort();
+                let t = inner.config.job_timeout.unwrap_or_default();
+                return Err(Some(format!("job timed out after {t:?}")));
+            }
+            _ = forced(&mut force) => {
+                handle.abort();
+                return Err(None);
+            }
+        }
+    }
+}
+
+/// Aborts the handler task when its supervisor is dropped (worker aborted or crashed), so
+/// no handler outlives its worker.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Completes once shutdown is forced; never, if the sender is gone without forcing.
+async fn forced(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn run_one(
+    inner: Arc<Inner>,
+    d: Delivery,
+    _permit: OwnedSemaphorePermit,
+    force: watch::Receiver<bool>,
+    acks: mpsc::UnboundedSender<Receipt>,
+) {
+    let (job_name, prepared) = prepare(&inner, &d);
+    let span = tracing::info_span!("job", queue = %inner.name, id = %d.id, job = %job_name, attempt = d.attempt);
+    async {
+        let started = Instant::now();
+        record_wait(&inner, &d, &job_name);
+        let (fut, policy) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable message, dead-lettering");
+                settle_failure(&inner, &d, Failure::malformed(&e), RetryPolicy::none(), &job_name)
+                    .await;
+                return;
+            }
+        };
+        let key = match claim(&inner, &d).await {
+            Claim::Run(key) => key,
+            Claim::Skip => {
+                bump(&inner.counters.duplicates_skipped);
+                let _ = acks.send(d.receipt.clone());
+                return;
+            }
+            Claim::Later => {
+                // Another worker is running this key: look again after a lease.
+                let delay = clamp_delay(&inner.caps, inner.config.lease);
+                if inner.queue.nack(&inner.name, &d.receipt, delay).await.is_err() {
+                    bump(&inner.counters.backend_errors);
+                }
+                return;
+            }
+        };
+        let ran = match supervise(&inner, &[&d.receipt], fut(), force).await {
+            Ok(Ok(())) => Ran::Done(vec![]),
+            Ok(Err(e)) => Ran::Done(vec![(0, Failure::from_job(e))]),
+            Err(Some(msg)) => Ran::Done(vec![(0, Failure::retryable(msg))]),
+            Err(None) => Ran::Forced,
+        };
+        metrics::histogram!("queue_job_duration_seconds", "queue" => inner.name.clone(), "job" => job_name.clone())
+            .record(started.elapsed().as_secs_f64());
+        match ran {
+            Ran::Forced => {
+                release(&inner, key.as_deref()).await;
+                give_back(&inner, &d).await;
+            }
+            Ran::Done(mut failures) => match failures.pop() {
+                None => settle_success(&inner, &d, key.as_deref(), &acks, &job_name).await,
+                Some((_, f)) => {
+                    release(&inner, key.as_deref()).await;
+                    settle_failure(&inner, &d, f, policy, &job_name).await;
+                }
+            },
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run_batch(
+    inner: Arc<Inner>,
+    batch: Vec<Delivery>,
+    _permit: OwnedSemaphorePermit,
+    force: watch::Receiver<bool>,
+    acks: mpsc::UnboundedSender<Receipt>,
+) {
+    let Mode::Batch(handler) = &inner.mode else {
+        return;
+    };
+    let span = tracing::info_span!("batch", queue = %inner.name, size = batch.len());
+    async {
+        for d in &batch {
+            record_wait(&inner, d, "batch");
+        }
+        let started = Instant::now();
+        let receipts: Vec<&Receipt> = batch.iter().map(|d| &d.receipt).collect();
+        let ran = match supervise(&inner, &receipts, handler(batch.clone()), force).await {
+            Ok(failures) => Ran::Done(
+                failures
+                    .into_iter()
+                    .map(|f| (f.index, Failure::from_job(f.error)))
+                    .collect(),
+            ),
+            Err(Some(msg)) => Ran::Done(
+                (0..batch.len())
+                    .map(|i| (i, Failure::retryable(msg.clone())))
+                    .collect(),
+            ),
+            Err(None) => Ran::Forced,
+        };
+        metrics::histogram!("queue_job_duration_seconds", "queue" => inner.name.clone(), "job" => "batch")
+            .record(started.elapsed().as_secs_f64());
+        match ran {
+            Ran::Forced => {
+                for d in &batch {
+                    give_back(&inner, d).await;
+                }
+            }
+            Ran::Done(failures) => {
+                let mut failed: HashMap<usize, Failure> = failures
+                    .into_iter()
+                    .filter(|(i, _)| *i < batch.len())
+                    .collect();
+                for (i, d) in batch.iter().enumerate() {
+                    match failed.remove(&i) {
+                        None => settle_success(&inner, d, None, &acks, "batch").await,
+                        Some(f) => {
+                            settle_failure(&inner, d, f, inner.config.retry, "batch").await
+                        }
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+type Prepared = Result<(Thunk, RetryPolicy), DecodeError>;
+
+/// Finds the handler for a delivery and decodes its payload.
+fn prepare(inner: &Inner, d: &Delivery) -> (String, Prepared) {
+    let Mode::Jobs { jobs, raw } = &inner.mode else {
+        return (
+            "batch".into(),
+            Err(DecodeError::NotAnEnvelope("batch mode".into())),
+        );
+    };
+    let default = inner.config.retry;
+    let raw_run = |raw: &RawFn| {
+        let (raw, d) = (raw.clone(), d.clone());
+        Ok((Box::new(move || raw(d)) as Thunk, default))
+    };
+    let env = match decode_envelope(&d.payload) {
+        Ok(env) => env,
+        Err(e) => {
+            return match raw {
+                Some(raw) => ("raw".into(), raw_run(raw)),
+                None => ("malformed".into(), Err(e)),
+            }
+        }
+    };
+    let name = env.job.clone();
+    match (jobs.get(&name), raw) {
+        (Some(reg), _) => {
+            let ctx = JobContext {
+                id: d.id.clone(),
+                queue: d.queue.clone(),
+                attempt: d.attempt,
+                headers: d.headers.clone(),
+                first_enqueued_at: d.first_enqueued_at,
+            };
+            let policy = reg.retry.unwrap_or(default);
+            (name, (reg.run)(env, ctx).map(|f| (f, policy)))
+        }
+        (None, Some(raw)) => (name, raw_run(raw)),
+        (None, None) => {
+            let mut known: Vec<String> = jobs.keys().cloned().collect();
+            known.sort();
+            let e = DecodeError::UnknownJob {
+                name: name.clone(),
+                known,
+            };
+            (name, Err(e))
+        }
+    }
+}
+
+enum Claim {
+    Run(Option<String>),
+    Skip,
+    Later,
+}
+
+async fn claim(inner: &Inner, d: &Delivery) -> Claim {
+    let Some((store, _)) = &inner.idempotency else {
+        return Claim::Run(None);
+    };
+    let key = idempotency_key(d);
+    let hold = inner.config.job_timeout.unwrap_or(inner.config.lease) * 2;
+    match store.begin(&key, hold).await {
+        Ok(Begin::Started) => Claim::Run(Some(key)),
+        Ok(Begin::AlreadyDone) => Claim::Skip,
+        Ok(Begin::InProgress) => Claim::Later,
+        Err(e) => {
+            // Without the store we cannot promise exactly-once effects: try again later
+            // rather than risk a duplicate effect.
+            bump(&inner.counters.backend_errors);
+            tracing::warn!(error = %e, "idempotency store failed");
+            Claim::Later
+        }
+    }
+}
+
+fn idempotency_key(d: &Delivery) -> String {
+    d.headers
+        .get(headers::IDEMPOTENCY_KEY)
+        .cloned()
+        .unwrap_or_else(|| d.id.0.clone())
+}
+
+async fn release(inner: &Inner, key: Option<&str>) {
+    if let (Some((store, _)), Some(key)) = (&inner.idempotency, key) {
+        if store.release(key).await.is_err() {
+            bump(&inner.counters.backend_errors);
+        }
+    }
+}
+
+async fn settle_success(
+    inner: &Inner,
+    d: &Delivery,
+    key: Option<&str>,
+    acks: &mpsc::UnboundedSender<Receipt>,
+    job: &str,
+) {
+    if let (Some((store, retention)), Some(key)) = (&inner.idempotency, key) {
+        if let Err(e) = store.complete(key, *retention).await {
+            bump(&inner.counters.backend_errors);
+            tracing::warn!(error = %e, "could not record idempotency key");
+        }
+    }
+    bump(&inner.counters.succeeded);
+    metrics::counter!("queue_jobs_processed_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+    if acks.send(d.receipt.clone()).is_err() {
+        // The acker is gone only if the worker is being torn down; ack directly.
+        let _ = inner
+            .queue
+            .ack(&inner.name, std::slice::from_ref(&d.receipt))
+            .await;
+    }
+}
+
+async fn settle_failure(inner: &Inner, d: &Delivery, f: Failure, policy: RetryPolicy, job: &str) {
+    bump(&inner.counters.failed);
+    metrics::counter!("queue_jobs_failed_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+    let mut policy = policy;
+    if let Some(n) = d
+        .headers
+        .get(headers::MAX_ATTEMPTS)
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        policy.max_attempts = n.max(1);
+    }
+    match policy.decide(d.attempt, f.permanent, f.retry_after) {
+        Decision::Retry(delay) => {
+            tracing::info!(error = %f.error, ?delay, "job failed, will retry");
+            bump(&inner.counters.retried);
+            metrics::counter!("queue_jobs_retried_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+            let delay = clamp_delay(&inner.caps, delay);
+            if let Err(e) = inner.queue.nack(&inner.name, &d.receipt, delay).await {
+                bump(&inner.counters.backend_errors);
+                tracing::warn!(error = %e, "nack failed; the message comes back when its lease ends");
+            }
+        }
+        Decision::DeadLetter => {
+            tracing::warn!(error = %f.error, reason = f.kind, "dead-lettering job");
+            let reason = DeadLetterReason {
+                kind: f.kind,
+                error: f.error,
+                attempts: d.attempt,
+            };
+            match inner.queue.dead_letter(d, &reason).await {
+                Ok(()) => {
+                    bump(&inner.counters.dead_lettered);
+                    metrics::counter!("queue_jobs_dead_lettered_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+                }
+                Err(e) => {
+                    bump(&inner.counters.backend_errors);
+                    tracing::error!(error = %e, "dead-lettering failed; the message comes back when its lease ends");
+                }
+            }
+        }
+    }
+}
+
+fn clamp_delay(caps: &Capabilities, delay: Duration) -> Duration {
+    match caps.max_delay {
+        Some(max) => delay.min(max),
+        None => Duration::ZERO,
+    }
+}
+
+fn record_wait(inner: &Inner, d: &Delivery, job: &str) {
+    if let Ok(waited) = SystemTime::now().duration_since(d.first_enqueued_at) {
+        metrics::histogram!("queue_job_wait_seconds", "queue" => inner.name.clone(), "job" => job.to_string())
+            .record(waited.as_secs_f64());
+    }
+}
