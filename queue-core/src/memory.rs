@@ -169,11 +169,12 @@ impl QState {
                     self.groups.remove(&key);
                 }
             }
-            if let Some(n) = next {
-                if self.msgs.get(&n).map(|m| m.state) == Some(St::Waiting) {
-                    let nb = self.msgs[&n].not_before;
-                    self.activate(n, nb, now);
-                }
+            let waiting_next = next.and_then(|n| {
+                let m = self.msgs.get(&n)?;
+                (m.state == St::Waiting).then_some((n, m.not_before))
+            });
+            if let Some((n, not_before)) = waiting_next {
+                self.activate(n, not_before, now);
             }
         }
     }
@@ -406,14 +407,18 @@ impl Queue for MemoryQueue {
             for (i, r) in receipts.iter().enumerate() {
                 match q.leased_seq(r) {
                     Ok(seq) => q.remove(seq, now),
-                    Err(e) => failed.push((i, e.to_string())),
+                    Err(e) => failed.push((i, e)),
                 }
             }
             q.notify.notify_waiters();
+            if receipts.len() == 1 {
+                return failed.pop().map_or(Ok(()), |(_, e)| Err(e));
+            }
             match failed.len() {
                 0 => Ok(()),
-                _ if receipts.len() == 1 => Err(QueueError::ReceiptExpired),
-                _ => Err(QueueError::PartialBatch { failed }),
+                _ => Err(QueueError::PartialBatch {
+                    failed: failed.into_iter().map(|(i, e)| (i, e.to_string())).collect(),
+                }),
             }
         })
     }

@@ -1,0 +1,295 @@
+//! Worker behaviour beyond the conformance cases, on the in-memory driver.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queue_core::testkit::eventually;
+use queue_core::{
+    headers, Backoff, Delivery, ItemFailure, Job, JobContext, JobError, MemoryQueue, Message,
+    Producer, Queue, ReceiveOptions, RetryPolicy, SendOptions, Worker,
+};
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Task(u32);
+impl Job for Task {
+    const NAME: &'static str = "task";
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Picky;
+impl Job for Picky {
+    const NAME: &'static str = "picky";
+    fn retry_policy() -> Option<RetryPolicy> {
+        Some(RetryPolicy {
+            max_attempts: 2,
+            backoff: Backoff::Fixed(Duration::ZERO),
+        })
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn setup() -> (Arc<dyn Queue>, Producer) {
+    let q: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+    q.create_queue("q").await.unwrap();
+    (q.clone(), Producer::new(q, "q"))
+}
+
+fn fast(q: &Arc<dyn Queue>) -> Worker {
+    Worker::new(q.clone(), "q")
+        .poll_wait(Duration::from_millis(50))
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::Fixed(Duration::from_millis(10)),
+        })
+}
+
+async fn dead(q: &Arc<dyn Queue>, n: usize) -> Vec<Delivery> {
+    let opts = ReceiveOptions {
+        max: 100,
+        wait: Duration::from_millis(200),
+        lease: Duration::from_secs(60),
+    };
+    let got = q.receive("q-dlq", opts).await.unwrap();
+    assert_eq!(got.len(), n);
+    got
+}
+
+#[tokio::test]
+async fn panics_are_caught_and_retried_then_dead_lettered() {
+    let (q, p) = setup().await;
+    let w = fast(&q)
+        .handle(|_: Task, _ctx| async { panic!("kaboom") })
+        .start();
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(WAIT, "dead-lettered", || w.report().dead_lettered == 1).await;
+    let r = w.shutdown().await;
+    assert_eq!((r.failed, r.retried), (3, 2));
+    let d = dead(&q, 1).await;
+    assert!(d[0].headers[headers::DLQ_ERROR].contains("handler panicked: kaboom"));
+}
+
+#[tokio::test]
+async fn timeouts_abort_the_job_and_count_as_failures() {
+    let (q, p) = setup().await;
+    let w = fast(&q)
+        .job_timeout(Duration::from_millis(30))
+        .handle(|_: Task, _ctx| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        })
+        .start();
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(WAIT, "dead-lettered", || w.report().dead_lettered == 1).await;
+    w.shutdown().await;
+    assert!(dead(&q, 1).await[0].headers[headers::DLQ_ERROR].contains("timed out"));
+}
+
+#[tokio::test]
+async fn per_job_and_per_message_attempt_overrides() {
+    let (q, p) = setup().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let c2 = calls.clone();
+    let c3 = calls.clone();
+    let w = fast(&q)
+        .handle(move |_: Picky, _ctx| {
+            c2.fetch_add(1, Ordering::SeqCst);
+            async { Err(JobError::retry("no")) }
+        })
+        .handle(move |_: Task, _ctx| {
+            c3.fetch_add(100, Ordering::SeqCst);
+            async { Err(JobError::retry("no")) }
+        })
+        .start();
+    p.enqueue(&Picky).await.unwrap(); // job type says 2 attempts
+    p.enqueue_with(
+        &Task(1),
+        SendOptions {
+            max_attempts: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap(); // message says 1
+    eventually(WAIT, "both dead-lettered", || w.report().dead_lettered == 2).await;
+    w.shutdown().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2 + 100);
+}
+
+#[tokio::test]
+async fn retry_after_overrides_backoff() {
+    let (q, p) = setup().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let w = fast(&q)
+        .handle(move |_: Task, ctx: JobContext| {
+            s2.lock().unwrap().push(std::time::Instant::now());
+            async move {
+                if ctx.attempt == 1 {
+                    Err(JobError::retry("429").retry_after(Duration::from_millis(300)))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .start();
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(WAIT, "succeeded", || w.report().succeeded == 1).await;
+    w.shutdown().await;
+    let seen = seen.lock().unwrap();
+    assert!(seen[1] - seen[0] >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn long_jobs_keep_their_lease() {
+    let (q, p) = setup().await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let r2 = runs.clone();
+    // Lease 60 ms, job 400 ms: without heartbeats another slot would get the message.
+    let w = fast(&q)
+        .concurrency(4)
+        .lease(Duration::from_millis(60))
+        .handle(move |_: Task, _ctx| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Ok(())
+            }
+        })
+        .start();
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(WAIT, "succeeded", || w.report().succeeded == 1).await;
+    let r = w.shutdown().await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the job ran twice: its lease lapsed"
+    );
+    assert_eq!(r.backend_errors, 0);
+}
+
+#[tokio::test]
+async fn batch_handler_fails_items_individually() {
+    let (q, p) = setup().await;
+    let w = fast(&q)
+        .batch_size(10)
+        .handle_batch(|batch: Vec<Delivery>| async move {
+            batch
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.payload == b"bad")
+                .map(|(index, _)| ItemFailure {
+                    index,
+                    error: JobError::permanent("bad item"),
+                })
+                .collect()
+        })
+        .start();
+    let msgs = vec![
+        Message::new("ok"),
+        Message::new("bad"),
+        Message::new("ok"),
+        Message::new("bad"),
+    ];
+    p.send_batch(msgs).await.unwrap();
+    eventually(WAIT, "settled", || {
+        let r = w.report();
+        r.succeeded == 2 && r.dead_lettered == 2
+    })
+    .await;
+    w.shutdown().await;
+    assert_eq!(q.stats("q").await.unwrap().dead, 2);
+}
+
+#[tokio::test]
+async fn raw_handler_takes_foreign_payloads() {
+    let (q, p) = setup().await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g2 = got.clone();
+    let w = fast(&q)
+        .handle_raw(move |d: Delivery| {
+            g2.lock().unwrap().push(d.payload);
+            async { Ok(()) }
+        })
+        .start();
+    p.send(Message::new("not json at all")).await.unwrap();
+    eventually(WAIT, "succeeded", || w.report().succeeded == 1).await;
+    w.shutdown().await;
+    assert_eq!(got.lock().unwrap()[0], b"not json at all");
+}
+
+#[tokio::test]
+async fn shutdown_returns_unstarted_and_unfinished_work_at_once() {
+    let (q, p) = setup().await;
+    for i in 0..6 {
+        p.enqueue(&Task(i)).await.unwrap();
+    }
+    let started = Arc::new(AtomicU32::new(0));
+    let s2 = started.clone();
+    let w = fast(&q)
+        .concurrency(2)
+        .lease(Duration::from_secs(3600))
+        .shutdown_grace(Duration::from_millis(50))
+        .handle(move |_: Task, _ctx| {
+            s2.fetch_add(1, Ordering::SeqCst);
+            std::future::pending()
+        })
+        .start();
+    eventually(WAIT, "two started", || started.load(Ordering::SeqCst) == 2).await;
+    let r = w.shutdown().await;
+    assert_eq!(r.returned, 2);
+    let s = q.stats("q").await.unwrap();
+    assert_eq!((s.ready, s.in_flight), (6, 0), "{s:?}");
+}
+
+#[tokio::test]
+async fn memory_priority_and_per_key_order() {
+    let (q, p) = setup().await;
+    p.send_batch(vec![
+        Message::new("low").priority(1),
+        Message::new("high").priority(9),
+        Message::new("k1").ordering_key("k"),
+        Message::new("k2").ordering_key("k"),
+    ])
+    .await
+    .unwrap();
+    let opts = ReceiveOptions {
+        max: 10,
+        wait: Duration::ZERO,
+        lease: Duration::from_secs(60),
+    };
+    let got = q.receive("q", opts).await.unwrap();
+    let payloads: Vec<&[u8]> = got.iter().map(|d| d.payload.as_slice()).collect();
+    // k2 waits until k1 is settled.
+    assert_eq!(payloads, vec![&b"high"[..], b"low", b"k1"]);
+    let k1 = got.iter().find(|d| d.payload == b"k1").unwrap();
+    q.ack("q", std::slice::from_ref(&k1.receipt)).await.unwrap();
+    let got = q.receive("q", opts).await.unwrap();
+    assert_eq!(got[0].payload, b"k2");
+}
+
+#[tokio::test]
+async fn stale_receipts_are_typed_errors() {
+    let (q, p) = setup().await;
+    p.send(Message::new("x")).await.unwrap();
+    let opts = ReceiveOptions {
+        max: 1,
+        wait: Duration::ZERO,
+        lease: Duration::from_millis(1),
+    };
+    let first = q.receive("q", opts).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = q.receive("q", opts).await.unwrap();
+    assert_eq!(second[0].attempt, 2);
+    let e = q
+        .ack("q", std::slice::from_ref(&first[0].receipt))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, queue_core::QueueError::ReceiptExpired), "{e}");
+    let e = q
+        .ack("q", &[queue_core::Receipt("garbage".into())])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, queue_core::QueueError::InvalidOption(_)), "{e}");
+}
