@@ -28,7 +28,17 @@ impl Job for SendEmail {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quickstart failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     examples::register_drivers();
     let url = std::env::var("QUEUE_URL").unwrap_or_else(|_| "memory://".to_string());
     let queue: Arc<dyn Queue> = queue_core::connect(&url).await?;

@@ -48,12 +48,41 @@ redis_up() {
   wait_for "redis 6379" 30 redis-cli -h 127.0.0.1 -p 6379 ping
 }
 
+# A 3-node Redis Cluster on 127.0.0.1:7001-7003 (no replicas, nothing persisted).
+CLUSTER_PORTS="7001 7002 7003"
+cluster_ok() {
+  local p
+  for p in $CLUSTER_PORTS; do
+    redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || return 1
+  done
+}
+redis_cluster_up() {
+  ensure_redis_binaries
+  if cluster_ok; then log "redis cluster is up"; return; fi
+  log "starting a 3-node redis cluster on ports $CLUSTER_PORTS"
+  local p dir nodes=""
+  for p in $CLUSTER_PORTS; do
+    redis-cli -h 127.0.0.1 -p "$p" shutdown nosave >/dev/null 2>&1 || true
+    dir="$STATE/redis-cluster/$p"; rm -rf "$dir"; mkdir -p "$dir"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$p" --cluster-enabled yes \
+      --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 \
+      --save "" --appendonly no --dir "$dir" --logfile "$dir/redis.log"
+    wait_for "redis $p" 30 redis-cli -h 127.0.0.1 -p "$p" ping
+    nodes="$nodes 127.0.0.1:$p"
+  done
+  # shellcheck disable=SC2086
+  redis-cli --cluster create $nodes --cluster-replicas 0 --cluster-yes >"$STATE/redis-cluster/create.log" 2>&1 \
+    || die "redis-cli --cluster create failed: $(tail -5 "$STATE/redis-cluster/create.log")"
+  wait_for "redis cluster" 60 cluster_ok
+}
+
 status() {
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && echo "redis 127.0.0.1:6379: up" || echo "redis 127.0.0.1:6379: down"
+  cluster_ok && echo "redis cluster 127.0.0.1:7001-7003: up" || echo "redis cluster 127.0.0.1:7001-7003: down"
 }
 
 case "${1:-up}" in
-  up) redis_up ;;
+  up) redis_up; redis_cluster_up ;;
   status) status ;;
   *) die "usage: $0 [up|status]" ;;
 esac

@@ -7,7 +7,10 @@ use queue_core::Queue;
 
 /// Registers every driver this package was built with, so that `queue_core::connect`
 /// knows their URL schemes.
-pub fn register_drivers() {}
+pub fn register_drivers() {
+    #[cfg(feature = "redis")]
+    queue_redis::register();
+}
 
 /// A queue name valid on `queue`'s backend (SQS FIFO queues need a `.fifo` suffix; the
 /// driver's docs say so). Plain names are valid everywhere else.

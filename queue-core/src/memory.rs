@@ -417,7 +417,10 @@ impl Queue for MemoryQueue {
             match failed.len() {
                 0 => Ok(()),
                 _ => Err(QueueError::PartialBatch {
-                    failed: failed.into_iter().map(|(i, e)| (i, e.to_string())).collect(),
+                    failed: failed
+                        .into_iter()
+                        .map(|(i, e)| (i, e.to_string()))
+                        .collect(),
                 }),
             }
         })

@@ -1,0 +1,608 @@
+//! # queue-redis
+//!
+//! The Redis driver for [`queue_core`], for standalone Redis (7.0 or newer) and Redis
+//! Cluster. Call [`register`] once at start-up, then open it with
+//! `queue_core::connect("redis://127.0.0.1:6379")`.
+//!
+//! ## Mapping
+//!
+//! | primitive | Redis |
+//! |---|---|
+//! | storage | per queue `Q`: a HASH per message, a ready LIST of message seqs, a `delayed` ZSET and a `leased` ZSET, all under the hash tag `{Q}` so every key of a queue lives in one Cluster slot |
+//! | send | one Lua script per batch: dedup check, HSET the message, LPUSH (or ZADD to `delayed`), push wake tokens |
+//! | receive | Lua: promote due delayed messages and expired leases, RPOP up to `max`, bump the attempt count, ZADD the lease deadline. When empty, `BLPOP` on the queue's wake list on a dedicated connection until a send, the next due time or the wait ends: no busy loop |
+//! | lease | the message's score in `leased` (server time); expiry puts it back at the head of the line, `attempt + 1` |
+//! | ack | Lua: checks the receipt's lease generation, ZREM + DEL (batched in one call) |
+//! | nack with delay | Lua: ZREM from `leased`, ZADD to `delayed` at now + delay (or back to the head when 0) |
+//! | extend | Lua: ZADD XX the new deadline |
+//! | delay | `delayed` ZSET, promoted by receivers (server clock; no separate scheduler process) |
+//! | DLQ | the core's emulation: queue `Q-dlq` (its own slot), written before the original is acked |
+//! | ordering | none: an ordering key is refused |
+//! | dedup | `SET dedup:<id> NX PX window` inside the send script (default window 5 minutes) |
+//! | stats | exact: LLEN/ZCARD after promotion |
+//! | limits | 1 MiB per message by default (`?max_message_size=`), 100 messages per script call |
+//!
+//! Receipts carry a lease generation, so an ack or nack from a consumer whose lease ran out
+//! is refused ([`QueueError::ReceiptExpired`]) instead of settling someone else's delivery.
+//!
+//! ## URLs
+//!
+//! `redis://[user:password@]host:port[/db][?cluster=true&max_message_size=N&dedup_window_ms=N]`.
+//! `cluster=true` treats the host as a seed of a Redis Cluster (add more seeds with
+//! `&seed=host:port`). `rediss://` needs this crate's `tls` feature.
+//!
+//! ## What it cannot do
+//! - No per-key ordering and no priorities (both refused with a typed error).
+//! - Durability is Redis's: without AOF (`appendfsync always` for no loss on a crash), a
+//!   Redis restart loses what it had not persisted. The driver reconnects by itself.
+//! - Delays and leases use the Redis server's clock, with millisecond resolution; a delayed
+//!   message becomes visible when a receiver next looks (receivers block until the next due
+//!   time, so that is at once while anyone is receiving).
+
+mod scripts;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use queue_core::{
+    first_enqueued, from_unix_millis, Begin, Capabilities, Delivery, Headers, IdempotencyStore,
+    LeaseModel, Message, MessageId, Ordering, Queue, QueueError, QueueStats, Receipt,
+    ReceiveOptions, Result,
+};
+use redis::aio::ConnectionLike;
+use redis::{Cmd, RedisError, RedisFuture, Value};
+
+const BACKEND: &str = "redis";
+
+/// Registers the `redis://` and `rediss://` schemes with [`queue_core::connect`].
+pub fn register() {
+    queue_core::register("redis", |url| Box::pin(async move { open(url).await }));
+    queue_core::register("rediss", |url| Box::pin(async move { open(url).await }));
+}
+
+async fn open(url: url::Url) -> Result<Arc<dyn Queue>> {
+    Ok(Arc::new(RedisQueue::connect(url.as_str()).await?))
+}
+
+/// Driver settings read from the URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Largest message accepted.
+    pub max_message_size: usize,
+    /// Deduplication window.
+    pub dedup_window: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            max_message_size: 1024 * 1024,
+            dedup_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One connection to standalone Redis or to a Cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(redis::aio::ConnectionManager),
+    Blocking(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Blocking(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Blocking(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Blocking(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+enum Opener {
+    Single(redis::Client),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+impl Opener {
+    /// A connection for blocking commands (BLPOP), which must not share a multiplexed
+    /// connection with other traffic.
+    async fn blocking(&self) -> Result<Conn> {
+        match self {
+            Opener::Single(c) => {
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(None)
+                    .set_connection_timeout(Some(Duration::from_secs(5)));
+                c.get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map(Conn::Blocking)
+                    .map_err(map_err)
+            }
+            Opener::Cluster(c) => c
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster)
+                .map_err(map_err),
+        }
+    }
+}
+
+/// The Redis driver (see the crate docs for its mapping).
+pub struct RedisQueue {
+    conn: Conn,
+    opener: Opener,
+    blocking: Mutex<Vec<Conn>>,
+    config: RedisConfig,
+}
+
+impl RedisQueue {
+    /// Connects to the Redis (or Cluster) at `url`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
+        if parsed.scheme() == "rediss" && !cfg!(feature = "tls") {
+            return Err(QueueError::invalid_url(
+                url,
+                "rediss:// needs queue-redis built with the `tls` feature",
+            ));
+        }
+        let mut config = RedisConfig::default();
+        let mut cluster = false;
+        let mut seeds = Vec::new();
+        let mut base = parsed.clone();
+        base.set_query(None);
+        for (k, v) in parsed.query_pairs() {
+            let num = || {
+                v.parse::<u64>()
+                    .map_err(|_| QueueError::invalid_url(url, format!("{k} must be a number")))
+            };
+            match &*k {
+                "cluster" => cluster = v == "true" || v == "1",
+                "seed" => {
+                    let mut s = base.clone();
+                    let (h, p) = v
+                        .rsplit_once(':')
+                        .ok_or_else(|| QueueError::invalid_url(url, "seed must be host:port"))?;
+                    let port = p
+                        .parse::<u16>()
+                        .map_err(|_| QueueError::invalid_url(url, "seed port must be a number"))?;
+                    s.set_host(Some(h))
+                        .map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
+                    let _ = s.set_port(Some(port));
+                    seeds.push(s.to_string());
+                }
+                "max_message_size" => config.max_message_size = num()? as usize,
+                "dedup_window_ms" => config.dedup_window = Duration::from_millis(num()?),
+                _ => return Err(QueueError::invalid_url(url, format!("unknown option {k}"))),
+            }
+        }
+        let (conn, opener) = if cluster {
+            seeds.insert(0, base.to_string());
+            let client = redis::cluster::ClusterClient::builder(seeds)
+                .connection_timeout(Duration::from_secs(5))
+                .response_timeout(Duration::from_secs(30))
+                .retries(3)
+                .build()
+                .map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
+            let conn = client.get_async_connection().await.map_err(map_err)?;
+            (Conn::Cluster(conn), Opener::Cluster(Box::new(client)))
+        } else {
+            let client = redis::Client::open(base.as_str())
+                .map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
+            let cfg = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_response_timeout(Some(Duration::from_secs(30)))
+                .set_number_of_retries(2);
+            let conn = client
+                .get_connection_manager_with_config(cfg)
+                .await
+                .map_err(map_err)?;
+            (Conn::Single(conn), Opener::Single(client))
+        };
+        let q = RedisQueue {
+            conn,
+            opener,
+            blocking: Mutex::new(Vec::new()),
+            config,
+        };
+        // Fail now, with a typed error, on wrong credentials or a dead server.
+        redis::cmd("PING")
+            .query_async::<()>(&mut q.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(q)
+    }
+
+    fn keys(queue: &str) -> Keys {
+        Keys::new(queue)
+    }
+
+    async fn blocking_conn(&self) -> Result<Conn> {
+        let pooled = self
+            .blocking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        match pooled {
+            Some(c) => Ok(c),
+            None => self.opener.blocking().await,
+        }
+    }
+
+    fn return_blocking(&self, c: Conn) {
+        let mut pool = self.blocking.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(c);
+        }
+    }
+}
+
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn new(queue: &str) -> Self {
+        Keys {
+            prefix: format!("q:{{{queue}}}:"),
+        }
+    }
+    fn k(&self, s: &str) -> String {
+        format!("{}{s}", self.prefix)
+    }
+    /// meta ready delayed leased wake
+    fn main(&self) -> [String; 5] {
+        ["meta", "ready", "delayed", "leased", "wake"].map(|s| self.k(s))
+    }
+}
+
+fn check_name(queue: &str) -> Result<()> {
+    if queue.is_empty() || queue.contains(['{', '}']) || queue.len() > 200 {
+        return Err(QueueError::InvalidOption(format!(
+            "redis queue names must be 1-200 characters without braces: {queue:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Maps a client error onto the core's typed errors.
+fn map_err(e: RedisError) -> QueueError {
+    // Our scripts' own error; older and newer clients parse a bare error word differently.
+    if e.code() == Some("UNKNOWN_QUEUE") || e.to_string().contains("UNKNOWN_QUEUE") {
+        return QueueError::UnknownQueue(String::new());
+    }
+    if let Some(code) = e.code() {
+        if code == "NOAUTH" || code == "WRONGPASS" {
+            return QueueError::Auth {
+                backend: BACKEND,
+                source: Box::new(e),
+            };
+        }
+    }
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        QueueError::Auth {
+            backend: BACKEND,
+            source: Box::new(e),
+        }
+    } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
+        QueueError::connection(BACKEND, e)
+    } else if e.is_timeout() {
+        QueueError::Timeout(Duration::from_secs(30))
+    } else if e.kind() == redis::ErrorKind::InvalidClientConfig {
+        QueueError::invalid_url("redis", e.to_string())
+    } else {
+        QueueError::backend(BACKEND, e)
+    }
+}
+
+fn with_queue(e: QueueError, queue: &str) -> QueueError {
+    match e {
+        QueueError::UnknownQueue(_) => QueueError::UnknownQueue(queue.to_string()),
+        other => other,
+    }
+}
+
+fn parse_receipt(r: &Receipt) -> Result<(&str, &str)> {
+    r.0.split_once('.')
+        .filter(|(s, g)| s.parse::<u64>().is_ok() && g.parse::<u64>().is_ok())
+        .ok_or_else(|| QueueError::InvalidOption(format!("malformed receipt {:?}", r.0)))
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_size: self.config.max_message_size,
+            max_batch: 100,
+            max_delay: Some(Duration::from_secs(365 * 24 * 3600)),
+            native_dlq: false,
+            ordering: Ordering::None,
+            priority: false,
+            dedup_window: Some(self.config.dedup_window),
+            lease: LeaseModel::PerMessage { extend: true },
+            exact_stats: true,
+            timer_granularity: Duration::from_millis(10),
+        }
+    }
+
+    async fn create_queue(&self, queue: &str) -> Result<()> {
+        check_name(queue)?;
+        let now = queue_core::unix_millis(SystemTime::now());
+        for q in [queue.to_string(), self.dead_letter_queue(queue)] {
+            redis::cmd("HSETNX")
+                .arg(Keys::new(&q).k("meta"))
+                .arg("created")
+                .arg(now)
+                .query_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>> {
+        check_name(queue)?;
+        let keys = Self::keys(queue);
+        let mut inv = scripts::SEND.prepare_invoke();
+        for k in keys.main() {
+            inv.key(k);
+        }
+        inv.key(keys.k("seq"));
+        inv.arg(&keys.prefix).arg(ms(self.config.dedup_window));
+        for m in &batch {
+            let headers =
+                serde_json::to_string(&m.headers).map_err(|e| QueueError::backend(BACKEND, e))?;
+            inv.arg(m.id.as_str())
+                .arg(&m.payload[..])
+                .arg(headers)
+                .arg(ms(m.delay.unwrap_or_default()))
+                .arg(m.dedup_id.as_deref().unwrap_or(""));
+        }
+        let ids: Vec<String> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| with_queue(map_err(e), queue))?;
+        Ok(ids.into_iter().map(MessageId).collect())
+    }
+
+    async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
+        check_name(queue)?;
+        let keys = Self::keys(queue);
+        let deadline = tokio::time::Instant::now() + opts.wait;
+        loop {
+            let mut inv = scripts::RECEIVE.prepare_invoke();
+            for k in &keys.main()[..4] {
+                inv.key(k);
+            }
+            inv.arg(&keys.prefix).arg(opts.max).arg(ms(opts.lease));
+            let raw: Vec<Value> = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| with_queue(map_err(e), queue))?;
+            let (now, next, out) = decode_receive(queue, raw)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !out.is_empty() || left.is_zero() {
+                return Ok(out);
+            }
+            let mut block = left;
+            if next >= 0 {
+                block = block.min(Duration::from_millis((next - now).max(1) as u64));
+            }
+            // BLPOP's timeout is in seconds (fractions allowed); 0 would block for ever.
+            let secs = block.as_secs_f64().max(0.01);
+            let mut conn = self.blocking_conn().await?;
+            let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+                .arg(keys.k("wake"))
+                .arg(secs)
+                .query_async(&mut conn)
+                .await;
+            match r {
+                Ok(_) => self.return_blocking(conn),
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+    }
+
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
+        let keys = Self::keys(queue);
+        let mut inv = scripts::ACK.prepare_invoke();
+        inv.key(keys.k("leased")).arg(&keys.prefix);
+        for r in receipts {
+            let (s, g) = parse_receipt(r)?;
+            inv.arg(s).arg(g);
+        }
+        let stale: Vec<usize> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        match (stale.len(), receipts.len()) {
+            (0, _) => Ok(()),
+            (_, 1) => Err(QueueError::ReceiptExpired),
+            _ => Err(QueueError::PartialBatch {
+                failed: stale
+                    .into_iter()
+                    .map(|i| (i, QueueError::ReceiptExpired.to_string()))
+                    .collect(),
+            }),
+        }
+    }
+
+    async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        let keys = Self::keys(queue);
+        let (s, g) = parse_receipt(receipt)?;
+        let mut inv = scripts::NACK.prepare_invoke();
+        for k in keys.main() {
+            inv.key(k);
+        }
+        inv.arg(&keys.prefix).arg(s).arg(g).arg(ms(delay));
+        let ok: i64 = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::ReceiptExpired)
+        }
+    }
+
+    async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {
+        let keys = Self::keys(queue);
+        let (s, g) = parse_receipt(receipt)?;
+        let ok: i64 = scripts::EXTEND
+            .key(keys.k("leased"))
+            .arg(&keys.prefix)
+            .arg(s)
+            .arg(g)
+            .arg(ms(lease))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::ReceiptExpired)
+        }
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let count = |q: String| async move {
+            let keys = Self::keys(&q);
+            let mut inv = scripts::STATS.prepare_invoke();
+            for k in &keys.main()[..4] {
+                inv.key(k);
+            }
+            inv.arg(&keys.prefix);
+            let v: (u64, u64, u64) = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(|e| with_queue(map_err(e), &q))?;
+            Ok::<_, QueueError>(v)
+        };
+        let (ready, in_flight, delayed) = count(queue.to_string()).await?;
+        let (dr, di, dd) = count(self.dead_letter_queue(queue)).await?;
+        Ok(QueueStats {
+            ready,
+            in_flight,
+            delayed,
+            dead: dr + di + dd,
+        })
+    }
+}
+
+/// Decodes the RECEIVE script's reply.
+fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, Vec<Delivery>)> {
+    let bad = || QueueError::backend(BACKEND, "unexpected reply from the receive script");
+    let mut it = raw.into_iter();
+    let now: i64 = it
+        .next()
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .ok_or_else(bad)?;
+    let next: i64 = it
+        .next()
+        .and_then(|v| redis::from_redis_value(v).ok())
+        .ok_or_else(bad)?;
+    let rest: Vec<Value> = it.collect();
+    let mut out = Vec::with_capacity(rest.len() / 7);
+    for f in rest.chunks(7) {
+        let [s, g, a, id, p, h, t] = f else {
+            return Err(bad());
+        };
+        let text = |v: &Value| redis::from_redis_value::<String>(v.clone()).map_err(|_| bad());
+        let headers: Headers =
+            serde_json::from_str(&text(h)?).map_err(|e| QueueError::backend(BACKEND, e))?;
+        let enqueued: u64 = text(t)?.parse().map_err(|_| bad())?;
+        out.push(Delivery {
+            id: MessageId(text(id)?),
+            queue: queue.to_string(),
+            payload: redis::from_redis_value::<Vec<u8>>(p.clone()).map_err(|_| bad())?,
+            first_enqueued_at: first_enqueued(&headers, from_unix_millis(enqueued)),
+            headers,
+            attempt: text(a)?.parse().map_err(|_| bad())?,
+            ordering_key: None,
+            receipt: Receipt(format!("{}.{}", text(s)?, text(g)?)),
+        });
+    }
+    Ok((now, next, out))
+}
+
+/// A Redis-backed [`IdempotencyStore`]: effects are exactly-once across every worker that
+/// shares the Redis. Keys are `idem:<key>`, holding `running` (with the claim's lease as
+/// TTL) or `done` (with the retention as TTL).
+pub struct RedisIdempotency {
+    conn: Conn,
+}
+
+impl RedisIdempotency {
+    /// A store on the same server as `queue`.
+    pub fn new(queue: &RedisQueue) -> Self {
+        RedisIdempotency {
+            conn: queue.conn.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisIdempotency {
+    async fn begin(&self, key: &str, lease: Duration) -> Result<Begin> {
+        let state: String = scripts::IDEM_BEGIN
+            .key(format!("idem:{key}"))
+            .arg(ms(lease).max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        Ok(match state.as_str() {
+            "done" => Begin::AlreadyDone,
+            "running" => Begin::InProgress,
+            _ => Begin::Started,
+        })
+    }
+
+    async fn complete(&self, key: &str, retention: Duration) -> Result<()> {
+        redis::cmd("SET")
+            .arg(format!("idem:{key}"))
+            .arg("done")
+            .arg("PX")
+            .arg(ms(retention).max(1))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn release(&self, key: &str) -> Result<()> {
+        scripts::IDEM_RELEASE
+            .key(format!("idem:{key}"))
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(map_err)
+    }
+}

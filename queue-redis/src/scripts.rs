@@ -1,0 +1,198 @@
+//! The Lua scripts. Each runs atomically on the server; every key it touches shares the
+//! queue's `{name}` hash tag, so each script runs on one Cluster node.
+//!
+//! Keys of queue `Q` (prefix `q:{Q}:`): `meta` (exists once created), `seq` (id counter),
+//! `ready` (LIST of seqs, LPUSH in, RPOP out), `delayed` (ZSET seq → due ms), `leased`
+//! (ZSET seq → lease deadline ms), `wake` (LIST of tokens that blocked receivers BLPOP),
+//! `m:<seq>` (HASH: id, p payload, h headers JSON, t enqueued ms, a attempts, g lease
+//! generation), `dedup:<id>` (STRING with TTL).
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Server time in ms, and promotion of due delayed messages and expired leases to ready.
+/// Expects `prefix`, KEYS[2] ready, KEYS[3] delayed, KEYS[4] leased.
+const PROMOTE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
+for _, s in ipairs(due) do redis.call('LPUSH', KEYS[2], s) end
+if #due > 0 then redis.call('ZREM', KEYS[3], unpack(due)) end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)
+for _, s in ipairs(expired) do
+  redis.call('RPUSH', KEYS[2], s)
+  redis.call('HINCRBY', prefix .. 'm:' .. s, 'g', 1)
+end
+if #expired > 0 then redis.call('ZREM', KEYS[4], unpack(expired)) end
+"#;
+
+const KNOWN: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_QUEUE') end
+"#;
+
+const WAKE: &str = r#"
+local function wake(n)
+  for i = 1, math.min(n, 64) do redis.call('LPUSH', KEYS[5], '1') end
+  redis.call('LTRIM', KEYS[5], 0, 63)
+end
+"#;
+
+/// KEYS: meta ready delayed leased wake seq. ARGV: prefix, dedup window ms, then per
+/// message: id, payload, headers, delay ms, dedup id. Returns the ids (a duplicate returns
+/// the id it first went with).
+pub static SEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{KNOWN}
+local prefix = ARGV[1]
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+{WAKE}
+local out, woken = {{}}, 0
+for b = 3, #ARGV, 5 do
+  local id, dd, delay = ARGV[b], ARGV[b + 4], tonumber(ARGV[b + 3])
+  local first = false
+  if dd ~= '' then
+    first = redis.call('SET', prefix .. 'dedup:' .. dd, id, 'NX', 'PX', window, 'GET')
+  end
+  if first then
+    table.insert(out, first)
+  else
+    local seq = redis.call('INCR', KEYS[6])
+    redis.call('HSET', prefix .. 'm:' .. seq, 'id', id, 'p', ARGV[b + 1], 'h', ARGV[b + 2], 't', now, 'a', 0, 'g', 0)
+    if delay > 0 then
+      redis.call('ZADD', KEYS[3], now + delay, seq)
+    else
+      redis.call('LPUSH', KEYS[2], seq)
+      woken = woken + 1
+    end
+    table.insert(out, id)
+  end
+end
+if woken > 0 then wake(woken) end
+return out
+"#
+    ))
+});
+
+/// KEYS: meta ready delayed leased. ARGV: prefix, max, lease ms. Returns
+/// `[server now, next wake or -1, then per delivery: seq, g, a, id, payload, headers, t]`.
+pub static RECEIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{KNOWN}
+local prefix = ARGV[1]
+{PROMOTE}
+local lease = tonumber(ARGV[3])
+local out = {{now, -1}}
+for i = 1, tonumber(ARGV[2]) do
+  local s = redis.call('RPOP', KEYS[2])
+  if not s then break end
+  local mk = prefix .. 'm:' .. s
+  if redis.call('EXISTS', mk) == 1 then
+    local a = redis.call('HINCRBY', mk, 'a', 1)
+    local g = redis.call('HINCRBY', mk, 'g', 1)
+    redis.call('ZADD', KEYS[4], now + lease, s)
+    local f = redis.call('HMGET', mk, 'id', 'p', 'h', 't')
+    for _, v in ipairs({{s, g, a, f[1], f[2], f[3], f[4]}}) do table.insert(out, v) end
+  end
+end
+local nd = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local nl = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+local nxt = -1
+if nd[2] then nxt = tonumber(nd[2]) end
+if nl[2] and (nxt < 0 or tonumber(nl[2]) < nxt) then nxt = tonumber(nl[2]) end
+out[2] = nxt
+return out
+"#
+    ))
+});
+
+/// KEYS: leased. ARGV: prefix, then pairs seq, generation. Returns the 0-based indexes of
+/// receipts that were stale.
+pub static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local prefix = ARGV[1]
+local stale = {}
+for i = 2, #ARGV, 2 do
+  local mk = prefix .. 'm:' .. ARGV[i]
+  if redis.call('HGET', mk, 'g') == ARGV[i + 1] and redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('DEL', mk)
+  else
+    table.insert(stale, (i - 2) / 2)
+  end
+end
+return stale
+"#,
+    )
+});
+
+/// KEYS: meta ready delayed leased wake. ARGV: prefix, seq, generation, delay ms.
+/// Returns 1, or 0 when the receipt is stale.
+pub static NACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+local prefix = ARGV[1]
+{WAKE}
+local mk = prefix .. 'm:' .. ARGV[2]
+if redis.call('HGET', mk, 'g') ~= ARGV[3] or redis.call('ZREM', KEYS[4], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', mk, 'g', 1)
+local delay = tonumber(ARGV[4])
+if delay > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[3], now + delay, ARGV[2])
+else
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  wake(1)
+end
+return 1
+"#
+    ))
+});
+
+/// KEYS: leased. ARGV: prefix, seq, generation, lease ms. Returns 1, or 0 when stale.
+pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local mk = ARGV[1] .. 'm:' .. ARGV[2]
+if redis.call('HGET', mk, 'g') ~= ARGV[3] or not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[4]), ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// KEYS: meta ready delayed leased. ARGV: prefix. Returns `[ready, leased, delayed]`
+/// after promoting what is due.
+pub static STATS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{KNOWN}
+local prefix = ARGV[1]
+{PROMOTE}
+return {{redis.call('LLEN', KEYS[2]), redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[3])}}
+"#
+    ))
+});
+
+/// Idempotency claim. KEYS: the key. ARGV: lease ms. Returns `started`, `done` or `running`.
+pub static IDEM_BEGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SET', KEYS[1], 'running', 'NX', 'PX', ARGV[1]) then return 'started' end
+return redis.call('GET', KEYS[1]) or 'started'
+"#,
+    )
+});
+
+/// Idempotency release. KEYS: the key. Deletes it only while it is `running`.
+pub static IDEM_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == 'running' then redis.call('DEL', KEYS[1]) end
+return 1
+"#,
+    )
+});
