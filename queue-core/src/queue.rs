@@ -45,8 +45,11 @@ pub struct Capabilities {
     pub max_message_size: usize,
     /// Most messages per `send`, `receive` or `ack` call; the core chunks larger batches.
     pub max_batch: usize,
-    /// Longest delay accepted on send and nack; `None` when delays are not supported.
+    /// Longest delay accepted on send; `None` when delayed sends are not supported.
     pub max_delay: Option<Duration>,
+    /// Longest delay [`Queue::nack`] honours (retry backoff); `None` when a nacked message
+    /// is always visible again at once. The worker caps its backoff here.
+    pub max_nack_delay: Option<Duration>,
     /// Whether the backend moves poison messages by itself (SQS redrive policy) in addition
     /// to the core's explicit dead-lettering.
     pub native_dlq: bool,

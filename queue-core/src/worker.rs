@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -471,6 +471,8 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
     aux.spawn(acker(inner.clone(), ack_rx));
     let mut tasks = JoinSet::new();
     let mut errors_in_row = 0u32;
+    // Per ordering key, the settle signal of the last delivery of that key started here.
+    let mut lines: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
 
     'outer: while !*stop.borrow() {
         let first = tokio::select! {
@@ -543,13 +545,29 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
                 ack_tx.clone(),
             ));
         } else {
+            if lines.len() > 1024 {
+                lines.retain(|_, rx| {
+                    matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+                });
+            }
             for (d, permit) in deliveries.into_iter().zip(permits.drain(..)) {
+                let turn = match &d.ordering_key {
+                    Some(k) => {
+                        let (done, rx) = oneshot::channel();
+                        Turn {
+                            after: lines.insert(k.clone(), rx),
+                            done: Some(done),
+                        }
+                    }
+                    None => Turn::default(),
+                };
                 tasks.spawn(run_one(
                     inner.clone(),
                     d,
                     permit,
                     force_rx.clone(),
                     ack_tx.clone(),
+                    turn,
                 ));
             }
         }
@@ -721,67 +739,130 @@ async fn forced(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// A delivery's place in its ordering key's line: it waits for its predecessor (received
+/// earlier by this worker) to settle, and tells its successor when it has settled.
+#[derive(Default)]
+struct Turn {
+    after: Option<oneshot::Receiver<bool>>,
+    done: Option<oneshot::Sender<bool>>,
+}
+
 async fn run_one(
     inner: Arc<Inner>,
     d: Delivery,
     _permit: OwnedSemaphorePermit,
     force: watch::Receiver<bool>,
     acks: mpsc::UnboundedSender<Receipt>,
+    turn: Turn,
 ) {
     let (job_name, prepared) = prepare(&inner, &d);
     let span = tracing::info_span!("job", queue = %inner.name, id = %d.id, job = %job_name, attempt = d.attempt);
-    async {
-        let started = Instant::now();
-        record_wait(&inner, &d, &job_name);
-        let (fut, policy) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "undecodable message, dead-lettering");
-                settle_failure(&inner, &d, Failure::malformed(&e), RetryPolicy::none(), &job_name)
-                    .await;
-                return;
-            }
-        };
-        let key = match claim(&inner, &d).await {
-            Claim::Run(key) => key,
-            Claim::Skip => {
-                bump(&inner.counters.duplicates_skipped);
-                let _ = acks.send(d.receipt.clone());
-                return;
-            }
-            Claim::Later => {
-                // Another worker is running this key: look again after a lease.
-                let delay = clamp_delay(&inner.caps, inner.config.lease);
-                if inner.queue.nack(&inner.name, &d.receipt, delay).await.is_err() {
-                    bump(&inner.counters.backend_errors);
-                }
-                return;
-            }
-        };
-        let ran = match supervise(&inner, &[&d.receipt], fut(), force).await {
-            Ok(Ok(())) => Ran::Done(vec![]),
-            Ok(Err(e)) => Ran::Done(vec![(0, Failure::from_job(e))]),
-            Err(Some(msg)) => Ran::Done(vec![(0, Failure::retryable(msg))]),
-            Err(None) => Ran::Forced,
-        };
-        metrics::histogram!("queue_job_duration_seconds", "queue" => inner.name.clone(), "job" => job_name.clone())
-            .record(started.elapsed().as_secs_f64());
-        match ran {
-            Ran::Forced => {
-                release(&inner, key.as_deref()).await;
-                give_back(&inner, &d).await;
-            }
-            Ran::Done(mut failures) => match failures.pop() {
-                None => settle_success(&inner, &d, key.as_deref(), &acks, &job_name).await,
-                Some((_, f)) => {
-                    release(&inner, key.as_deref()).await;
-                    settle_failure(&inner, &d, f, policy, &job_name).await;
-                }
-            },
-        }
+    let settled = run_one_inner(&inner, &d, force, &acks, turn.after, job_name, prepared)
+        .instrument(span)
+        .await;
+    if let Some(done) = turn.done {
+        let _ = done.send(settled);
     }
-    .instrument(span)
-    .await
+}
+
+/// Runs and settles one delivery; true when it was acked or dead-lettered (its successor
+/// with the same ordering key may go), false when it went back to the queue.
+async fn run_one_inner(
+    inner: &Inner,
+    d: &Delivery,
+    force: watch::Receiver<bool>,
+    acks: &mpsc::UnboundedSender<Receipt>,
+    after: Option<oneshot::Receiver<bool>>,
+    job_name: String,
+    prepared: Prepared,
+) -> bool {
+    let started = Instant::now();
+    record_wait(inner, d, &job_name);
+    let (fut, policy) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable message, dead-lettering");
+            return settle_failure(
+                inner,
+                d,
+                Failure::malformed(&e),
+                RetryPolicy::none(),
+                &job_name,
+            )
+            .await;
+        }
+    };
+    let key = match claim(inner, d).await {
+        Claim::Run(key) => key,
+        Claim::Skip => {
+            bump(&inner.counters.duplicates_skipped);
+            let _ = acks.send(d.receipt.clone());
+            return true;
+        }
+        Claim::Later => {
+            // Another worker is running this key: look again after a lease.
+            let delay = clamp_delay(&inner.caps, inner.config.lease);
+            if inner
+                .queue
+                .nack(&inner.name, &d.receipt, delay)
+                .await
+                .is_err()
+            {
+                bump(&inner.counters.backend_errors);
+            }
+            return false;
+        }
+    };
+    // On a per-key backend (SQS FIFO), a successor must not overtake a predecessor that
+    // went back to the queue: it goes back too, and the backend redelivers both in order.
+    // On a per-partition backend retries leave the partition anyway, so it proceeds.
+    let strict = inner.caps.ordering == crate::Ordering::PerKey;
+    let job = async move {
+        if let Some(after) = after {
+            let predecessor_settled = after.await.unwrap_or(false);
+            if strict && !predecessor_settled {
+                return None;
+            }
+        }
+        Some(fut().await)
+    };
+    let ran = match supervise(inner, &[&d.receipt], Box::pin(job), force).await {
+        Ok(None) => {
+            release(inner, key.as_deref()).await;
+            if inner
+                .queue
+                .nack(&inner.name, &d.receipt, Duration::ZERO)
+                .await
+                .is_err()
+            {
+                bump(&inner.counters.backend_errors);
+            }
+            return false;
+        }
+        Ok(Some(Ok(()))) => Ran::Done(vec![]),
+        Ok(Some(Err(e))) => Ran::Done(vec![(0, Failure::from_job(e))]),
+        Err(Some(msg)) => Ran::Done(vec![(0, Failure::retryable(msg))]),
+        Err(None) => Ran::Forced,
+    };
+    metrics::histogram!("queue_job_duration_seconds", "queue" => inner.name.clone(), "job" => job_name.clone())
+        .record(started.elapsed().as_secs_f64());
+    match ran {
+        Ran::Forced => {
+            release(inner, key.as_deref()).await;
+            give_back(inner, d).await;
+            false
+        }
+        Ran::Done(mut failures) => match failures.pop() {
+            None => {
+                settle_success(inner, d, key.as_deref(), acks, &job_name).await;
+                true
+            }
+            Some((_, f)) => {
+                release(inner, key.as_deref()).await;
+                settle_failure(inner, d, f, policy, &job_name).await
+            }
+        },
+    }
 }
 
 async fn run_batch(
@@ -832,7 +913,7 @@ async fn run_batch(
                     match failed.remove(&i) {
                         None => settle_success(&inner, d, None, &acks, "batch").await,
                         Some(f) => {
-                            settle_failure(&inner, d, f, inner.config.retry, "batch").await
+                            settle_failure(&inner, d, f, inner.config.retry, "batch").await;
                         }
                     }
                 }
@@ -958,7 +1039,14 @@ async fn settle_success(
     }
 }
 
-async fn settle_failure(inner: &Inner, d: &Delivery, f: Failure, policy: RetryPolicy, job: &str) {
+/// Retries or dead-letters a failed delivery; true when it was dead-lettered.
+async fn settle_failure(
+    inner: &Inner,
+    d: &Delivery,
+    f: Failure,
+    policy: RetryPolicy,
+    job: &str,
+) -> bool {
     bump(&inner.counters.failed);
     metrics::counter!("queue_jobs_failed_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
     let mut policy = policy;
@@ -979,6 +1067,7 @@ async fn settle_failure(inner: &Inner, d: &Delivery, f: Failure, policy: RetryPo
                 bump(&inner.counters.backend_errors);
                 tracing::warn!(error = %e, "nack failed; the message comes back when its lease ends");
             }
+            false
         }
         Decision::DeadLetter => {
             tracing::warn!(error = %f.error, reason = f.kind, "dead-lettering job");
@@ -991,10 +1080,12 @@ async fn settle_failure(inner: &Inner, d: &Delivery, f: Failure, policy: RetryPo
                 Ok(()) => {
                     bump(&inner.counters.dead_lettered);
                     metrics::counter!("queue_jobs_dead_lettered_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+                    true
                 }
                 Err(e) => {
                     bump(&inner.counters.backend_errors);
                     tracing::error!(error = %e, "dead-lettering failed; the message comes back when its lease ends");
+                    false
                 }
             }
         }
@@ -1002,7 +1093,7 @@ async fn settle_failure(inner: &Inner, d: &Delivery, f: Failure, policy: RetryPo
 }
 
 fn clamp_delay(caps: &Capabilities, delay: Duration) -> Duration {
-    match caps.max_delay {
+    match caps.max_nack_delay {
         Some(max) => delay.min(max),
         None => Duration::ZERO,
     }

@@ -344,6 +344,7 @@ impl Queue for RedisQueue {
             max_message_size: self.config.max_message_size,
             max_batch: 100,
             max_delay: Some(Duration::from_secs(365 * 24 * 3600)),
+            max_nack_delay: Some(Duration::from_secs(365 * 24 * 3600)),
             native_dlq: false,
             ordering: Ordering::None,
             priority: false,

@@ -369,7 +369,7 @@ pub async fn nack_redelivers_after_delay(h: &Harness) {
     c.send_n(1).await;
     let got = c.collect(&c.q, 1, within(&c), c.unit * 20).await;
     assert_eq!(got.len(), 1);
-    let delay = if c.caps.max_delay.is_some() {
+    let delay = if c.caps.max_nack_delay.is_some() {
         c.unit * 3
     } else {
         Duration::ZERO
