@@ -76,13 +76,34 @@ redis_cluster_up() {
   wait_for "redis cluster" 60 cluster_ok
 }
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# SQS: moto_server (PyPI moto[server], in the project's .venv) on 127.0.0.1:4566.
+MOTO_VERSION=5.2.5
+MOTO_PORT=4566
+moto_up() {
+  local venv="$ROOT/.venv"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    log "installing moto[server]==$MOTO_VERSION into $venv"
+    python3 -m venv "$venv" || { apt_install python3-venv; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
+      || die "pip install moto[server] failed"
+  fi
+  if ! port_open $MOTO_PORT; then
+    log "starting moto_server on 127.0.0.1:$MOTO_PORT"
+    nohup setsid "$venv/bin/moto_server" -H 127.0.0.1 -p $MOTO_PORT >"$STATE/moto.log" 2>&1 &
+  fi
+  wait_for "moto (sqs) $MOTO_PORT" 60 port_open $MOTO_PORT
+}
+
 status() {
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && echo "redis 127.0.0.1:6379: up" || echo "redis 127.0.0.1:6379: down"
   cluster_ok && echo "redis cluster 127.0.0.1:7001-7003: up" || echo "redis cluster 127.0.0.1:7001-7003: down"
+  port_open $MOTO_PORT && echo "moto (sqs) 127.0.0.1:$MOTO_PORT: up" || echo "moto (sqs) 127.0.0.1:$MOTO_PORT: down"
 }
 
 case "${1:-up}" in
-  up) redis_up; redis_cluster_up ;;
+  up) redis_up; redis_cluster_up; moto_up ;;
   status) status ;;
   *) die "usage: $0 [up|status]" ;;
 esac

@@ -10,11 +10,21 @@ use queue_core::Queue;
 pub fn register_drivers() {
     #[cfg(feature = "redis")]
     queue_redis::register();
+    #[cfg(feature = "sqs")]
+    queue_sqs::register();
 }
 
-/// A queue name valid on `queue`'s backend (SQS FIFO queues need a `.fifo` suffix; the
-/// driver's docs say so). Plain names are valid everywhere else.
+/// A queue name valid on every backend: letters, digits, `-` and `_` (SQS's rule; the SQS
+/// driver adds `.fifo` itself in FIFO mode).
 pub fn queue_name_for(queue: &dyn Queue, base: &str) -> String {
     let _ = queue;
-    base.to_string()
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }

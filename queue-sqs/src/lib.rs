@@ -1,1 +1,849 @@
-//! stub
+//! # queue-sqs
+//!
+//! The AWS SQS driver for [`queue_core`], for standard and FIFO queues, on `aws-sdk-sqs`.
+//! Call [`register`] once at start-up, then
+//! `queue_core::connect("sqs://us-east-1")` (credentials from the standard AWS provider
+//! chain) or, against a local server, `sqs://KEY:SECRET@us-east-1?endpoint=http://127.0.0.1:4566`.
+//!
+//! ## Mapping
+//!
+//! | primitive | SQS |
+//! |---|---|
+//! | create | `CreateQueue` for `Q-dlq`, then `Q` with a `RedrivePolicy` to it (`maxReceiveCount`, default 10), 14-day retention and a 1 MiB `MaximumMessageSize` |
+//! | send | `SendMessageBatch`, up to 10 entries and the queue's `MaximumMessageSize` per request; entries in the `Failed` list that were not the sender's fault are retried (3 tries), the rest are a typed error |
+//! | receive | `ReceiveMessage` with long polling (`WaitTimeSeconds` up to 20, longer waits loop) and up to 10 messages |
+//! | lease | the visibility timeout (`VisibilityTimeout`, whole seconds, at most 12 h) |
+//! | attempt | `ApproximateReceiveCount` |
+//! | ack | `DeleteMessageBatch` (the worker batches acks), `Failed` entries reported |
+//! | nack with delay | `ChangeMessageVisibility` to the delay (at most 12 h) |
+//! | extend | `ChangeMessageVisibility` to the new lease |
+//! | delay | `DelaySeconds` up to 15 minutes; longer delays re-delay: the message carries its due time, and a receiver that sees it early sends it on with another delay of up to 15 minutes and deletes the early copy. Standard queues only: FIFO queues have no per-message delay, so a delayed send is refused |
+//! | DLQ | the core writes dead letters with their reason to `Q-dlq`; the native redrive policy is the safety net for messages whose workers crash before settling them |
+//! | ordering | FIFO: the ordering key is the `MessageGroupId` (a message without one gets its own group); standard: none, refused |
+//! | dedup | FIFO: `MessageDeduplicationId` = the dedup id, else the message id (so a retried send is not duplicated); standard: refused |
+//! | headers | one `x-queue-headers` message attribute (JSON), so SQS's limit of 10 attributes never applies; the framework id travels in `x-queue-id` |
+//! | payload | the body when it is text SQS accepts; other bytes go in a binary attribute |
+//! | stats | approximate: `ApproximateNumberOfMessages`, `…NotVisible`, `…Delayed`, and the DLQ's depth |
+//! | redrive | the core's receive / send / delete loop (works on every SQS-compatible server; `StartMessageMoveTask` is not used) |
+//!
+//! With `?fifo=true` every queue is FIFO: the driver appends `.fifo` to the names you use
+//! (`jobs` is `jobs.fifo`, its DLQ `jobs-dlq.fifo`), so the same code runs on both kinds.
+//!
+//! Every SQS request is counted by kind ([`SqsQueue::requests`], and the `metrics` counter
+//! `queue_sqs_requests_total{kind}`), since on SQS every request is billed.
+//!
+//! ## What it cannot do
+//! - Stats are approximate (SQS's own counts); a nacked message counts as in flight until
+//!   its delay passes.
+//! - Time has one-second resolution: leases, nack delays and waits are rounded up to whole
+//!   seconds.
+//! - Standard queues may deliver a message twice even when nothing failed (SQS's
+//!   at-least-once); use the worker's idempotency layer for exactly-once effects.
+//! - FIFO deduplication lasts 5 minutes (SQS's window), and FIFO queues accept no
+//!   per-message delay.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AO};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::primitives::Blob;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+use queue_core::{
+    first_enqueued, from_unix_millis, unix_millis, Capabilities, Delivery, Headers, LeaseModel,
+    Message, MessageId, Ordering, Queue, QueueError, QueueStats, Receipt, ReceiveOptions, Result,
+};
+
+const BACKEND: &str = "sqs";
+const ATTR_ID: &str = "x-queue-id";
+const ATTR_HEADERS: &str = "x-queue-headers";
+const ATTR_PAYLOAD: &str = "x-queue-payload";
+const ATTR_ENC: &str = "x-queue-enc";
+const ATTR_NOT_BEFORE: &str = "x-queue-not-before";
+const MAX_SQS_DELAY: Duration = Duration::from_secs(900);
+const MAX_VISIBILITY: u64 = 43_200;
+const ATTR_RESERVE: usize = 1024;
+
+/// Registers the `sqs://` scheme with [`queue_core::connect`].
+pub fn register() {
+    queue_core::register("sqs", |url| {
+        Box::pin(
+            async move { Ok(Arc::new(SqsQueue::connect(url.as_str()).await?) as Arc<dyn Queue>) },
+        )
+    });
+}
+
+/// Driver settings, read from the URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqsConfig {
+    /// AWS region (default: the provider chain's, else `us-east-1`).
+    pub region: Option<String>,
+    /// Endpoint override for SQS-compatible servers (`?endpoint=`).
+    pub endpoint: Option<String>,
+    /// Every queue is FIFO (`?fifo=true`).
+    pub fifo: bool,
+    /// `maxReceiveCount` of the redrive policy `create_queue` sets (`?max_receive_count=`).
+    pub max_receive_count: u32,
+    /// Largest message the driver declares (`?max_message_size=`; default 1 MiB, SQS's
+    /// maximum). Each queue's own `MaximumMessageSize` is checked on send as well.
+    pub max_message_size: usize,
+}
+
+impl Default for SqsConfig {
+    fn default() -> Self {
+        SqsConfig {
+            region: None,
+            endpoint: None,
+            fifo: false,
+            max_receive_count: 10,
+            max_message_size: 1024 * 1024,
+        }
+    }
+}
+
+/// How many SQS requests this driver instance made, by kind.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    /// `SendMessageBatch`.
+    pub send: AtomicU64,
+    /// `ReceiveMessage`.
+    pub receive: AtomicU64,
+    /// `DeleteMessageBatch`.
+    pub delete: AtomicU64,
+    /// `ChangeMessageVisibility`.
+    pub change_visibility: AtomicU64,
+    /// Everything else (queue management, attributes).
+    pub other: AtomicU64,
+}
+
+impl RequestCounts {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        [
+            &self.send,
+            &self.receive,
+            &self.delete,
+            &self.change_visibility,
+            &self.other,
+        ]
+        .iter()
+        .map(|a| a.load(AO::Relaxed))
+        .sum()
+    }
+    fn count(&self, kind: &'static str) {
+        let a = match kind {
+            "send" => &self.send,
+            "receive" => &self.receive,
+            "delete" => &self.delete,
+            "change_visibility" => &self.change_visibility,
+            _ => &self.other,
+        };
+        a.fetch_add(1, AO::Relaxed);
+        metrics::counter!("queue_sqs_requests_total", "kind" => kind).increment(1);
+    }
+}
+
+#[derive(Clone)]
+struct QueueInfo {
+    url: String,
+    max_size: usize,
+}
+
+/// The SQS driver (see the crate docs for its mapping).
+pub struct SqsQueue {
+    client: Client,
+    config: SqsConfig,
+    queues: RwLock<HashMap<String, QueueInfo>>,
+    requests: Arc<RequestCounts>,
+}
+
+impl SqsQueue {
+    /// Connects with `sqs://[KEY:SECRET@][REGION][?endpoint=URL&fifo=true&max_receive_count=N&max_message_size=N]`.
+    /// Without `KEY:SECRET`, credentials come from the standard AWS provider chain.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
+        if parsed.scheme() != "sqs" {
+            return Err(QueueError::invalid_url(url, "scheme must be sqs"));
+        }
+        let mut config = SqsConfig {
+            region: parsed
+                .host_str()
+                .filter(|h| !h.is_empty())
+                .map(str::to_string),
+            ..SqsConfig::default()
+        };
+        for (k, v) in parsed.query_pairs() {
+            let num = || {
+                v.parse::<u64>()
+                    .map_err(|_| QueueError::invalid_url(url, format!("{k} must be a number")))
+            };
+            match &*k {
+                "endpoint" => {
+                    let e = url::Url::parse(&v)
+                        .map_err(|e| QueueError::invalid_url(url, format!("endpoint: {e}")))?;
+                    if !matches!(e.scheme(), "http" | "https") {
+                        return Err(QueueError::invalid_url(url, "endpoint must be http(s)"));
+                    }
+                    config.endpoint = Some(v.trim_end_matches('/').to_string());
+                }
+                "fifo" => config.fifo = v == "true" || v == "1",
+                "max_receive_count" => config.max_receive_count = num()?.clamp(1, 1000) as u32,
+                "max_message_size" => {
+                    config.max_message_size = num()?.clamp(1024, 1024 * 1024) as usize
+                }
+                _ => return Err(QueueError::invalid_url(url, format!("unknown option {k}"))),
+            }
+        }
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(),
+            );
+        if let Some(r) = &config.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(e) = &config.endpoint {
+            loader = loader.endpoint_url(e.clone());
+        }
+        if !parsed.username().is_empty() {
+            let secret = parsed.password().unwrap_or_default();
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                decode(parsed.username()),
+                decode(secret),
+                None,
+                None,
+                "queue-sqs-url",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_sqs::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            builder = builder.region(aws_config::Region::new("us-east-1"));
+        }
+        Ok(SqsQueue {
+            client: Client::from_conf(builder.build()),
+            config,
+            queues: RwLock::new(HashMap::new()),
+            requests: Arc::default(),
+        })
+    }
+
+    /// The request counts of this instance.
+    pub fn requests(&self) -> Arc<RequestCounts> {
+        self.requests.clone()
+    }
+
+    /// The underlying SDK client, for what this driver does not cover.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates `queue` and its DLQ with a redrive policy moving a message to the DLQ after
+    /// `max_receive_count` receives (SQS's own poison-message guard, beside the worker's
+    /// dead-lettering). Idempotent.
+    pub async fn create_queue_with(&self, queue: &str, max_receive_count: u32) -> Result<()> {
+        let dlq = self.physical(&self.dead_letter_queue(queue))?;
+        let dlq_url = self.create_one(&dlq, None).await?;
+        self.requests.count("other");
+        let arn = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(map_sdk)?
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .ok_or_else(|| QueueError::backend(BACKEND, "CreateQueue returned no QueueArn"))?;
+        let policy = serde_json::json!({
+            "deadLetterTargetArn": arn,
+            "maxReceiveCount": max_receive_count.to_string(),
+        });
+        self.create_one(&self.physical(queue)?, Some(policy.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    async fn create_one(&self, physical: &str, redrive: Option<String>) -> Result<String> {
+        let mut req = self
+            .client
+            .create_queue()
+            .queue_name(physical)
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+            .attributes(QueueAttributeName::MaximumMessageSize, "1048576");
+        if self.config.fifo {
+            req = req.attributes(QueueAttributeName::FifoQueue, "true");
+        }
+        if let Some(p) = redrive {
+            req = req.attributes(QueueAttributeName::RedrivePolicy, p);
+        }
+        self.requests.count("other");
+        match req.send().await {
+            Ok(out) => Ok(out.queue_url().unwrap_or_default().to_string()),
+            // Exists with other attributes: keep it as it is.
+            Err(e)
+                if e.code().is_some_and(|c| {
+                    c.contains("QueueAlreadyExists") || c.contains("QueueNameExists")
+                }) =>
+            {
+                Ok(self.lookup(physical).await?.url)
+            }
+            Err(e) => Err(map_sdk(e)),
+        }
+    }
+
+    /// The SQS queue name for a queue name used in the API.
+    fn physical(&self, queue: &str) -> Result<String> {
+        let base = queue.strip_suffix(".fifo").unwrap_or(queue);
+        let valid = !base.is_empty()
+            && base.len() <= 75
+            && base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(QueueError::InvalidOption(format!(
+                "SQS queue names are 1-75 characters of A-Z, a-z, 0-9, - and _ (plus .fifo): {queue:?}"
+            )));
+        }
+        Ok(if self.config.fifo {
+            format!("{base}.fifo")
+        } else {
+            base.to_string()
+        })
+    }
+
+    async fn lookup(&self, physical: &str) -> Result<QueueInfo> {
+        self.requests.count("other");
+        let url = self
+            .client
+            .get_queue_url()
+            .queue_name(physical)
+            .send()
+            .await
+            .map_err(map_sdk)?
+            .queue_url()
+            .unwrap_or_default()
+            .to_string();
+        self.requests.count("other");
+        let attrs = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
+            .send()
+            .await
+            .map_err(map_sdk)?;
+        let max_size = attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::MaximumMessageSize))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(262_144);
+        Ok(QueueInfo { url, max_size })
+    }
+
+    /// The queue's URL and limits, cached after the first look-up.
+    async fn info(&self, queue: &str) -> Result<QueueInfo> {
+        if let Some(i) = self
+            .queues
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+        {
+            return Ok(i.clone());
+        }
+        let info = self
+            .lookup(&self.physical(queue)?)
+            .await
+            .map_err(|e| match e {
+                QueueError::UnknownQueue(_) => QueueError::UnknownQueue(queue.to_string()),
+                other => other,
+            })?;
+        self.queues
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.to_string(), info.clone());
+        Ok(info)
+    }
+
+    fn entry(&self, i: usize, m: &Message) -> Result<(SendMessageBatchRequestEntry, usize)> {
+        let mut attrs: Vec<(&str, MessageAttributeValue)> =
+            vec![(ATTR_ID, text_attr(m.id.as_str())?)];
+        if !m.headers.is_empty() {
+            let h =
+                serde_json::to_string(&m.headers).map_err(|e| QueueError::backend(BACKEND, e))?;
+            attrs.push((ATTR_HEADERS, text_attr(&h)?));
+        }
+        let body = match std::str::from_utf8(&m.payload) {
+            Ok(s) if !s.is_empty() && s.chars().all(sqs_text_char) => s.to_string(),
+            _ => {
+                if m.payload.is_empty() {
+                    attrs.push((ATTR_ENC, text_attr("empty")?));
+                } else {
+                    attrs.push((ATTR_ENC, text_attr("binary")?));
+                    let bin = MessageAttributeValue::builder()
+                        .data_type("Binary")
+                        .binary_value(Blob::new(m.payload.clone()))
+                        .build()
+                        .map_err(|e| QueueError::backend(BACKEND, e))?;
+                    attrs.push((ATTR_PAYLOAD, bin));
+                }
+                "-".to_string()
+            }
+        };
+        let delay = m.delay.unwrap_or_default();
+        if delay > MAX_SQS_DELAY {
+            let due = unix_millis(SystemTime::now() + delay);
+            attrs.push((ATTR_NOT_BEFORE, text_attr(&due.to_string())?));
+        }
+        let size = body.len() + attrs.iter().map(|(k, v)| attr_size(k, v)).sum::<usize>();
+        let mut e = SendMessageBatchRequestEntry::builder()
+            .id(i.to_string())
+            .message_body(body);
+        for (k, v) in attrs {
+            e = e.message_attributes(k, v);
+        }
+        if self.config.fifo {
+            e = e
+                .message_group_id(m.ordering_key.clone().unwrap_or_else(|| m.id.0.clone()))
+                .message_deduplication_id(m.dedup_id.clone().unwrap_or_else(|| m.id.0.clone()));
+        } else if !delay.is_zero() {
+            e = e.delay_seconds(secs_ceil(delay.min(MAX_SQS_DELAY)) as i32);
+        }
+        Ok((
+            e.build().map_err(|e| QueueError::backend(BACKEND, e))?,
+            size,
+        ))
+    }
+
+    /// Sends entries (at most 10, within the request size), retrying server-side failures.
+    async fn send_entries(
+        &self,
+        url: &str,
+        mut entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<()> {
+        for attempt in 1..=3 {
+            self.requests.count("send");
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .map_err(map_sdk)?;
+            if out.failed().is_empty() {
+                return Ok(());
+            }
+            let retry: Vec<&str> = out
+                .failed()
+                .iter()
+                .filter(|f| !f.sender_fault())
+                .map(|f| f.id())
+                .collect();
+            if retry.len() < out.failed().len() || attempt == 3 {
+                return Err(QueueError::PartialBatch {
+                    failed: out
+                        .failed()
+                        .iter()
+                        .map(|f| {
+                            (
+                                f.id().parse().unwrap_or(0),
+                                format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                            )
+                        })
+                        .collect(),
+                });
+            }
+            entries.retain(|e| retry.contains(&e.id()));
+            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+        }
+        Ok(())
+    }
+
+    fn decode(&self, queue: &str, m: &aws_sdk_sqs::types::Message) -> Result<Delivery> {
+        let attrs = m.message_attributes();
+        let text = |k: &str| attrs.and_then(|a| a.get(k)).and_then(|v| v.string_value());
+        let sys = |k: MessageSystemAttributeName| m.attributes().and_then(|a| a.get(&k)).cloned();
+        let headers: Headers = match text(ATTR_HEADERS) {
+            Some(h) => serde_json::from_str(h).map_err(|e| QueueError::backend(BACKEND, e))?,
+            None => Headers::new(),
+        };
+        let payload = match text(ATTR_ENC) {
+            Some("empty") => Vec::new(),
+            Some("binary") => attrs
+                .and_then(|a| a.get(ATTR_PAYLOAD))
+                .and_then(|v| v.binary_value())
+                .map(|b| b.as_ref().to_vec())
+                .unwrap_or_default(),
+            _ => m.body().unwrap_or_default().as_bytes().to_vec(),
+        };
+        let id = text(ATTR_ID)
+            .map(str::to_string)
+            .or_else(|| m.message_id().map(str::to_string))
+            .unwrap_or_default();
+        let sent = sys(MessageSystemAttributeName::SentTimestamp)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(from_unix_millis)
+            .unwrap_or_else(SystemTime::now);
+        let group = sys(MessageSystemAttributeName::MessageGroupId).filter(|g| *g != id);
+        Ok(Delivery {
+            attempt: sys(MessageSystemAttributeName::ApproximateReceiveCount)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
+            first_enqueued_at: first_enqueued(&headers, sent),
+            id: MessageId(id),
+            queue: queue.to_string(),
+            payload,
+            headers,
+            ordering_key: group,
+            receipt: Receipt(m.receipt_handle().unwrap_or_default().to_string()),
+        })
+    }
+
+    /// A message received before its due time (delays over 15 minutes): sent on with the
+    /// rest of its delay, then the early copy deleted. Returns true when it was re-delayed.
+    async fn redelay_if_early(
+        &self,
+        info: &QueueInfo,
+        m: &aws_sdk_sqs::types::Message,
+    ) -> Result<bool> {
+        let due = m
+            .message_attributes()
+            .and_then(|a| a.get(ATTR_NOT_BEFORE))
+            .and_then(|v| v.string_value())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(due) = due else { return Ok(false) };
+        let now = unix_millis(SystemTime::now());
+        if due <= now {
+            return Ok(false);
+        }
+        let left = Duration::from_millis(due - now);
+        let mut e = SendMessageBatchRequestEntry::builder()
+            .id("0")
+            .message_body(m.body().unwrap_or("-"))
+            .delay_seconds(secs_ceil(left.min(MAX_SQS_DELAY)) as i32);
+        for (k, v) in m.message_attributes().into_iter().flatten() {
+            e = e.message_attributes(k, v.clone());
+        }
+        let e = e.build().map_err(|e| QueueError::backend(BACKEND, e))?;
+        self.send_entries(&info.url, vec![e]).await?;
+        self.delete(
+            &info.url,
+            &[Receipt(m.receipt_handle().unwrap_or_default().to_string())],
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn delete(&self, url: &str, receipts: &[Receipt]) -> Result<()> {
+        let mut failed = Vec::new();
+        for (c, chunk) in receipts.chunks(10).enumerate() {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(&r.0)
+                        .build()
+                        .map_err(|e| QueueError::backend(BACKEND, e))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.requests.count("delete");
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(map_sdk)?;
+            for f in out.failed() {
+                let i = c * 10 + f.id().parse::<usize>().unwrap_or(0);
+                failed.push((
+                    i,
+                    format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                ));
+            }
+        }
+        match (failed.len(), receipts.len()) {
+            (0, _) => Ok(()),
+            (_, 1) => Err(QueueError::ReceiptExpired),
+            _ => Err(QueueError::PartialBatch { failed }),
+        }
+    }
+
+    async fn change_visibility(&self, queue: &str, receipt: &Receipt, d: Duration) -> Result<()> {
+        let info = self.info(queue).await?;
+        self.requests.count("change_visibility");
+        self.client
+            .change_message_visibility()
+            .queue_url(&info.url)
+            .receipt_handle(&receipt.0)
+            .visibility_timeout(secs_ceil(d).min(MAX_VISIBILITY) as i32)
+            .send()
+            .await
+            .map_err(map_sdk)?;
+        Ok(())
+    }
+
+    async fn depth(&self, queue: &str) -> Result<(u64, u64, u64)> {
+        let info = self.info(queue).await?;
+        self.requests.count("other");
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&info.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(map_sdk)?;
+        let get = |k: QueueAttributeName| {
+            out.attributes()
+                .and_then(|a| a.get(&k))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        ))
+    }
+}
+
+fn text_attr(v: &str) -> Result<MessageAttributeValue> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .map_err(|e| QueueError::backend(BACKEND, e))
+}
+
+/// Bytes SQS counts for a message attribute: name, data type and value.
+fn attr_size(name: &str, v: &MessageAttributeValue) -> usize {
+    name.len()
+        + v.data_type().len()
+        + v.string_value().map_or(0, str::len)
+        + v.binary_value().map_or(0, |b| b.as_ref().len())
+}
+
+/// Characters SQS accepts in a message body.
+fn sqs_text_char(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Maps an SDK error onto the core's typed errors.
+fn map_sdk<E, R>(e: SdkError<E, R>) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let code = e.code().unwrap_or_default().to_string();
+    match &e {
+        SdkError::DispatchFailure(_) => QueueError::connection(BACKEND, e),
+        SdkError::TimeoutError(_) => QueueError::Timeout(Duration::from_secs(30)),
+        _ if code.contains("NonExistentQueue") || code.contains("QueueDoesNotExist") => {
+            QueueError::UnknownQueue(String::new())
+        }
+        _ if [
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "UnrecognizedClientException",
+            "InvalidSecurity",
+            "MissingAuthenticationToken",
+        ]
+        .iter()
+        .any(|c| code.contains(c)) =>
+        {
+            QueueError::Auth {
+                backend: BACKEND,
+                source: Box::new(e),
+            }
+        }
+        _ if code.contains("ReceiptHandleIsInvalid") || code.contains("MessageNotInflight") => {
+            QueueError::ReceiptExpired
+        }
+        _ => QueueError::backend(BACKEND, e),
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let fifo = self.config.fifo;
+        Capabilities {
+            // What SQS counts beyond payload and headers (the id, encoding and due-time
+            // attributes, the headers' JSON quoting) stays within this reserve.
+            max_message_size: self.config.max_message_size - ATTR_RESERVE,
+            max_batch: 10,
+            max_delay: (!fifo).then_some(Duration::from_secs(365 * 24 * 3600)),
+            max_nack_delay: Some(Duration::from_secs(MAX_VISIBILITY)),
+            native_dlq: true,
+            ordering: if fifo {
+                Ordering::PerKey
+            } else {
+                Ordering::None
+            },
+            priority: false,
+            dedup_window: fifo.then_some(Duration::from_secs(300)),
+            lease: LeaseModel::PerMessage { extend: true },
+            exact_stats: false,
+            timer_granularity: Duration::from_secs(1),
+        }
+    }
+
+    async fn create_queue(&self, queue: &str) -> Result<()> {
+        self.create_queue_with(queue, self.config.max_receive_count)
+            .await
+    }
+
+    fn dead_letter_queue(&self, queue: &str) -> String {
+        format!("{}-dlq", queue.strip_suffix(".fifo").unwrap_or(queue))
+    }
+
+    async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>> {
+        let info = self.info(queue).await?;
+        let ids: Vec<MessageId> = batch.iter().map(|m| m.id.clone()).collect();
+        // Build every entry first: an oversized one fails the call before any request.
+        let mut entries = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            let (e, size) = self.entry(i, m)?;
+            if size > info.max_size {
+                return Err(QueueError::Oversize {
+                    size,
+                    max: info.max_size,
+                    backend: BACKEND,
+                });
+            }
+            entries.push((e, size));
+        }
+        let mut chunk = Vec::new();
+        let mut chunk_size = 0;
+        for (e, size) in entries {
+            if chunk.len() == 10 || chunk_size + size > info.max_size {
+                self.send_entries(&info.url, std::mem::take(&mut chunk))
+                    .await?;
+                chunk_size = 0;
+            }
+            chunk.push(e);
+            chunk_size += size;
+        }
+        if !chunk.is_empty() {
+            self.send_entries(&info.url, chunk).await?;
+        }
+        Ok(ids)
+    }
+
+    async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
+        let info = self.info(queue).await?;
+        let deadline = tokio::time::Instant::now() + opts.wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.requests.count("receive");
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(&info.url)
+                .max_number_of_messages(opts.max.clamp(1, 10) as i32)
+                .wait_time_seconds(secs_ceil(left).min(20) as i32)
+                .visibility_timeout(secs_ceil(opts.lease).min(MAX_VISIBILITY) as i32)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .map_err(map_sdk)?;
+            let mut got = Vec::new();
+            for m in out.messages() {
+                if !self.config.fifo && self.redelay_if_early(&info, m).await? {
+                    continue;
+                }
+                got.push(self.decode(queue, m)?);
+            }
+            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(got);
+            }
+        }
+    }
+
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
+        let info = self.info(queue).await?;
+        self.delete(&info.url, receipts).await
+    }
+
+    async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.change_visibility(queue, receipt, delay).await
+    }
+
+    async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {
+        self.change_visibility(queue, receipt, lease).await
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let (ready, in_flight, delayed) = self.depth(queue).await?;
+        let (a, b, c) = self.depth(&self.dead_letter_queue(queue)).await?;
+        Ok(QueueStats {
+            ready,
+            in_flight,
+            delayed,
+            dead: a + b + c,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_characters() {
+        assert!("héllo\tworld\n✓".chars().all(sqs_text_char));
+        assert!(!"\u{0}".chars().all(sqs_text_char));
+        assert!(!"\u{FFFE}".chars().all(sqs_text_char));
+    }
+
+    #[test]
+    fn rounding() {
+        assert_eq!(secs_ceil(Duration::from_millis(1)), 1);
+        assert_eq!(secs_ceil(Duration::from_secs(2)), 2);
+        assert_eq!(secs_ceil(Duration::ZERO), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_urls_are_typed() {
+        for url in [
+            "sqs://r?endpoint=ftp://x",
+            "sqs://r?fifo=true&nope=1",
+            "sqs://r?max_receive_count=x",
+        ] {
+            let e = SqsQueue::connect(url).await.err().expect(url);
+            assert!(matches!(e, QueueError::InvalidUrl { .. }), "{url}: {e}");
+        }
+    }
+}

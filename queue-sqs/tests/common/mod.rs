@@ -1,0 +1,32 @@
+//! Shared by the SQS test binaries: moto_server on 127.0.0.1:4566 (scripts/services.sh).
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use queue_core::testkit::Harness;
+use queue_core::Queue;
+use queue_sqs::SqsQueue;
+
+/// Dummy credentials: moto accepts any.
+pub const STANDARD: &str = "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566";
+/// The same server, every queue FIFO.
+pub const FIFO: &str = "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566&fifo=true";
+
+/// Connects, or fails the test with how to start the server (tests never skip).
+pub async fn connect(url: &str) -> SqsQueue {
+    let q = SqsQueue::connect(url).await.expect("valid URL");
+    if let Err(e) = q.client().list_queues().max_results(1).send().await {
+        panic!("the SQS server at {url} is not reachable ({e}); start it with scripts/services.sh");
+    }
+    q
+}
+
+/// A conformance harness on `url`.
+pub fn harness(url: &'static str) -> Harness {
+    queue_sqs::register();
+    Harness::new(move || async move { Arc::new(connect(url).await) as Arc<dyn Queue> })
+        .drain_count(2_000)
+        .bad_url("sqs://test:test@us-east-1?endpoint=http://127.0.0.1:1")
+        .bad_url("sqs://test:test@us-east-1?endpoint=not-a-url")
+}

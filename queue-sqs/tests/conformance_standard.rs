@@ -1,0 +1,9 @@
+//! The conformance suite on a standard SQS queue (moto), one test per case.
+
+mod common;
+
+fn harness() -> queue_core::testkit::Harness {
+    common::harness(common::STANDARD)
+}
+
+queue_core::conformance_suite!(harness);

@@ -1,0 +1,201 @@
+//! SQS behaviour beyond the conformance suite, against moto.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering as AO;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use queue_core::testkit::{eventually, unique};
+use queue_core::{Delivery, Message, Producer, Queue, QueueError, ReceiveOptions, Worker};
+
+fn opts(max: usize, wait: u64, lease: u64) -> ReceiveOptions {
+    ReceiveOptions {
+        max,
+        wait: Duration::from_secs(wait),
+        lease: Duration::from_secs(lease),
+    }
+}
+
+/// SQS's own redrive policy moves a message that keeps coming back unsettled to the DLQ
+/// (moto moves it on the receive after the one that reached maxReceiveCount).
+#[tokio::test]
+async fn native_redrive_policy_moves_poison_message() {
+    let q = common::connect(common::STANDARD).await;
+    let name = unique("redrive");
+    q.create_queue_with(&name, 2).await.unwrap();
+    let id = Producer::new(
+        Arc::new(common::connect(common::STANDARD).await),
+        name.clone(),
+    )
+    .send(Message::new("poison"))
+    .await
+    .unwrap();
+    let dlq = q.dead_letter_queue(&name);
+    let mut receives = 0;
+    let mut dead = Vec::new();
+    while dead.is_empty() && receives < 6 {
+        // Lease 1 s and never settle: a worker that crashes on this message every time.
+        let got = q.receive(&name, opts(1, 2, 1)).await.unwrap();
+        receives += got.len();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        dead = q.receive(&dlq, opts(1, 0, 30)).await.unwrap();
+    }
+    assert_eq!(dead.len(), 1, "the redrive policy never moved the message");
+    assert_eq!(dead[0].id, id, "the dead letter keeps the framework id");
+    assert_eq!(receives, 2, "delivered maxReceiveCount times before moving");
+}
+
+/// 1,000 messages through Producer and Worker cost at most 0.35 SQS requests each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_1000_within_request_budget() {
+    let q = Arc::new(common::connect(common::STANDARD).await);
+    let name = unique("budget");
+    q.create_queue(&name).await.unwrap();
+    q.stats(&name).await.unwrap(); // resolve and cache the queue URL before counting
+    let before = q.requests().total();
+    let n = 1000;
+    let msgs: Vec<Message> = (0..n).map(|i| Message::new(format!("job {i}"))).collect();
+    Producer::new(q.clone(), name.clone())
+        .send_batch(msgs)
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let s2 = seen.clone();
+    let w = Worker::new(q.clone(), name.clone())
+        .concurrency(20)
+        .poll_wait(Duration::from_secs(1))
+        .handle_raw(move |d: Delivery| {
+            s2.lock().unwrap().insert(d.id.0);
+            async { Ok(()) }
+        })
+        .start();
+    eventually(Duration::from_secs(120), "1,000 processed", || {
+        w.report().succeeded == n as u64
+    })
+    .await;
+    w.shutdown().await;
+    let r = q.requests();
+    let used = r.total() - before;
+    let per = used as f64 / n as f64;
+    eprintln!(
+        "sqs requests for {n} messages: {used} ({per:.3}/message): send {}, receive {}, delete {}, change_visibility {}",
+        r.send.load(AO::Relaxed),
+        r.receive.load(AO::Relaxed),
+        r.delete.load(AO::Relaxed),
+        r.change_visibility.load(AO::Relaxed)
+    );
+    assert_eq!(seen.lock().unwrap().len(), n);
+    assert!(per <= 0.35, "{per:.3} requests per message, budget 0.35");
+}
+
+/// Delays beyond SQS's 15 minutes hop: a message received before its due time is sent on
+/// and not delivered early. (A 3-second due time stands in for a long delay here.)
+#[tokio::test]
+async fn early_messages_are_redelayed_not_delivered() {
+    let q = common::connect(common::STANDARD).await;
+    let name = unique("redelay");
+    q.create_queue(&name).await.unwrap();
+    let url = q
+        .client()
+        .get_queue_url()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let due = queue_core::unix_millis(std::time::SystemTime::now() + Duration::from_secs(3));
+    let attr = |v: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .unwrap()
+    };
+    q.client()
+        .send_message()
+        .queue_url(url.queue_url().unwrap())
+        .message_body("later")
+        .message_attributes("x-queue-id", attr("long-delay"))
+        .message_attributes("x-queue-not-before", attr(&due.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let early = q.receive(&name, opts(1, 1, 30)).await.unwrap();
+    assert!(early.is_empty(), "delivered before its due time");
+    let mut got = Vec::new();
+    while got.is_empty() && t0.elapsed() < Duration::from_secs(20) {
+        got = q.receive(&name, opts(1, 2, 30)).await.unwrap();
+    }
+    assert_eq!(got.len(), 1);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2500),
+        "delivered after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(got[0].id.as_str(), "long-delay");
+    assert_eq!(
+        got[0].attempt, 1,
+        "a re-delayed message starts its attempts afresh"
+    );
+}
+
+/// The queue's own MaximumMessageSize is read and enforced before any send request.
+#[tokio::test]
+async fn queue_size_limit_is_read_not_assumed() {
+    let q = common::connect(common::STANDARD).await;
+    let name = unique("small");
+    q.client()
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::MaximumMessageSize, "1024")
+        .send()
+        .await
+        .unwrap();
+    let sends = q.requests().send.load(AO::Relaxed);
+    let e = q
+        .send(&name, vec![Message::new(vec![b'x'; 2000])])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, QueueError::Oversize { max: 1024, .. }), "{e}");
+    assert_eq!(
+        q.requests().send.load(AO::Relaxed),
+        sends,
+        "no request for a refused message"
+    );
+    q.send(&name, vec![Message::new(vec![b'x'; 500])])
+        .await
+        .expect("a small one fits");
+}
+
+/// Empty and non-text payloads survive the trip (SQS bodies must be non-empty text).
+#[tokio::test]
+async fn empty_and_binary_payloads_round_trip() {
+    let q = common::connect(common::STANDARD).await;
+    let name = unique("payloads");
+    q.create_queue(&name).await.unwrap();
+    let payloads = [
+        vec![],
+        vec![0u8, 1, 2, 255],
+        "plain text".as_bytes().to_vec(),
+        "-".as_bytes().to_vec(),
+    ];
+    q.send(
+        &name,
+        payloads.iter().map(|p| Message::new(p.clone())).collect(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < payloads.len() {
+        let batch = q.receive(&name, opts(10, 2, 30)).await.unwrap();
+        assert!(!batch.is_empty(), "messages missing");
+        got.extend(batch.into_iter().map(|d| d.payload));
+    }
+    got.sort();
+    let mut want = payloads.to_vec();
+    want.sort();
+    assert_eq!(got, want);
+}
