@@ -96,14 +96,46 @@ moto_up() {
   wait_for "moto (sqs) $MOTO_PORT" 60 port_open $MOTO_PORT
 }
 
+# Kafka: tansu 0.6.0 (crates.io) on 127.0.0.1:9092 with sqlite storage, in its own working
+# directory (it reads a .env there). Building it takes about 11 minutes on 2 cores, so an
+# installed binary is reused.
+TANSU_VERSION=0.6.0
+TANSU_PORT=9092
+tansu_bin() {
+  local b
+  for b in "$(command -v tansu 2>/dev/null)" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"; do
+    [ -n "$b" ] && [ -x "$b" ] && "$b" --version 2>/dev/null | grep -q "$TANSU_VERSION" && { echo "$b"; return; }
+  done
+  return 1
+}
+tansu_up() {
+  local bin
+  if ! bin=$(tansu_bin); then
+    log "building tansu $TANSU_VERSION from crates.io (about 11 minutes)"
+    cargo install --locked tansu --version "$TANSU_VERSION" --features libsql,dynostore \
+      >"$STATE/tansu-install.log" 2>&1 || die "cargo install tansu failed: $(tail -5 "$STATE/tansu-install.log")"
+    bin=$(tansu_bin) || die "tansu installed but not found"
+  fi
+  if ! port_open $TANSU_PORT; then
+    log "starting tansu on 127.0.0.1:$TANSU_PORT (sqlite storage)"
+    mkdir -p "$STATE/tansu"
+    (cd "$STATE/tansu" && rm -f tansu.db tansu.db-wal tansu.db-shm && : >.env && \
+      nohup setsid "$bin" broker --listener-url tcp://127.0.0.1:$TANSU_PORT \
+        --advertised-listener-url tcp://127.0.0.1:$TANSU_PORT \
+        --storage-engine sqlite://tansu.db >tansu.log 2>&1 &)
+  fi
+  wait_for "tansu (kafka) $TANSU_PORT" 60 port_open $TANSU_PORT
+}
+
 status() {
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && echo "redis 127.0.0.1:6379: up" || echo "redis 127.0.0.1:6379: down"
   cluster_ok && echo "redis cluster 127.0.0.1:7001-7003: up" || echo "redis cluster 127.0.0.1:7001-7003: down"
   port_open $MOTO_PORT && echo "moto (sqs) 127.0.0.1:$MOTO_PORT: up" || echo "moto (sqs) 127.0.0.1:$MOTO_PORT: down"
+  port_open $TANSU_PORT && echo "tansu (kafka) 127.0.0.1:$TANSU_PORT: up" || echo "tansu (kafka) 127.0.0.1:$TANSU_PORT: down"
 }
 
 case "${1:-up}" in
-  up) redis_up; redis_cluster_up; moto_up ;;
+  up) redis_up; redis_cluster_up; moto_up; tansu_up ;;
   status) status ;;
   *) die "usage: $0 [up|status]" ;;
 esac

@@ -12,6 +12,8 @@ pub fn register_drivers() {
     queue_redis::register();
     #[cfg(feature = "sqs")]
     queue_sqs::register();
+    #[cfg(feature = "kafka")]
+    queue_kafka::register();
 }
 
 /// A queue name valid on every backend: letters, digits, `-` and `_` (SQS's rule; the SQS

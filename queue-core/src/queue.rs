@@ -132,6 +132,14 @@ pub trait Queue: Send + Sync + 'static {
     /// Pushes a delivery's lease out to `lease` from now.
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()>;
 
+    /// Called by the worker after it stopped receiving from `queue` (graceful shutdown). A
+    /// backend whose consumers hold a session (Kafka group membership) leaves it here, so
+    /// that the others take over its partitions at once. The default does nothing.
+    async fn stop_receiving(&self, queue: &str) -> Result<()> {
+        let _ = queue;
+        Ok(())
+    }
+
     /// Counts of messages by state, `dead` being the dead-letter queue's depth.
     async fn stats(&self, queue: &str) -> Result<QueueStats>;
 
@@ -167,7 +175,7 @@ pub trait Queue: Send + Sync + 'static {
         while moved < limit {
             let opts = ReceiveOptions {
                 max: caps.max_batch.min(limit - moved),
-                wait: caps.timer_granularity.max(Duration::from_millis(200)),
+                wait: caps.timer_granularity.max(Duration::from_secs(1)),
                 lease: Duration::from_secs(60),
             };
             let batch = self.receive(&dlq, opts).await?;

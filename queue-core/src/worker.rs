@@ -583,6 +583,9 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
     }
     drop(ack_tx);
     while aux.join_next().await.is_some() {}
+    if let Err(e) = inner.queue.stop_receiving(&inner.name).await {
+        tracing::warn!(queue = %inner.name, error = %e, "stop_receiving failed");
+    }
     inner.counters.snapshot()
 }
 

@@ -1,0 +1,1013 @@
+//! # queue-kafka
+//!
+//! The Kafka driver for [`queue_core`], on `rdkafka`. Kafka has no per-message ack, no
+//! visibility timeout, no delay and no dead-letter queue; this driver supplies job-queue
+//! semantics on top of consumer groups and offsets, and says below what it cannot promise.
+//! Call [`register`] once at start-up, then `queue_core::connect("kafka://127.0.0.1:9092")`.
+//!
+//! ## Mapping
+//!
+//! | primitive | Kafka |
+//! |---|---|
+//! | storage | queue `Q` is topic `Q` plus topic `Q-delay` (delayed sends and retries); `create_queue` creates both, and the DLQ's pair, with `?partitions=` partitions (default 3) |
+//! | send | idempotent producer, `acks=all`; `Ok` only once the broker acknowledged every record. The ordering key is the record key (else the message id); id, attempt, enqueue time and due time travel in record headers |
+//! | receive | one consumer per queue and driver instance, in consumer group `{group}-{Q}` (`?group=`, default `queue-workers`), subscribed to `Q` and `Q-delay` |
+//! | lease | none per message ([`LeaseModel::Session`]): a delivery is this consumer's until it is settled or the consumer leaves the group; then the partition's new owner redelivers from the last committed offset |
+//! | ack | marks the offset done and commits each partition's contiguous done prefix, so nothing is ever committed past an unsettled message |
+//! | nack with delay | republishes the message to `Q-delay` with `attempt + 1` and a due time, then marks the original done |
+//! | delay | records in `Q-delay` carry a due time; a consumer that reads one early pauses just that partition and seeks back to it when it is due; other partitions and `Q` keep flowing |
+//! | DLQ | the core's emulation: queue `Q-dlq` (topics `Q-dlq`, `Q-dlq-delay`), written before the original is marked done |
+//! | redrive | the core's receive / send / ack loop from `Q-dlq` back to `Q` |
+//! | ordering | per partition: same key, same partition, and the worker runs one key's deliveries one after another. A retried message leaves its partition (it goes through `Q-delay`), so later messages of its key may overtake it |
+//! | stats | approximate: lag (high watermark − committed offset) of `Q` minus this instance's in-flight, lag of `Q-delay` as delayed, lag of the DLQ |
+//! | limits | 1 MB records (librdkafka's `message.max.bytes`) less 2 KiB for headers; 500 messages per send call |
+//!
+//! On a rebalance, the consumer drops the in-flight state of revoked partitions (their acks
+//! are refused as stale, [`QueueError::ReceiptExpired`]); the new owner redelivers them.
+//!
+//! ## URLs
+//!
+//! `kafka://host:port[?bootstrap=h2:p2,h3:p3&group=NAME&partitions=N&<librdkafka property>=<value>...]`.
+//! Any parameter with a dot in its name (`security.protocol`, `sasl.mechanism`,
+//! `sasl.username`, `ssl.ca.location`, ...) is passed to librdkafka as it is.
+//!
+//! ## What it cannot do
+//! - No per-message lease expiry: a worker that hangs without dying keeps its messages;
+//!   use the worker's job timeout. `extend` succeeds as a no-op while the delivery is held.
+//! - After a consumer crash the redelivered message's attempt count is the one it was last
+//!   published with (Kafka does not count deliveries).
+//! - No deduplication of user dedup ids and no priorities (both refused); the idempotent
+//!   producer only removes the broker-side duplicates of its own retries.
+//! - A due time blocks the rest of its `Q-delay` partition until it is due (one delay topic,
+//!   not one per delay tier), so a long delay can hold back shorter ones behind it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use queue_core::{
+    first_enqueued, from_unix_millis, unix_millis, Capabilities, Delivery, Headers, LeaseModel,
+    Message, MessageId, Ordering, Queue, QueueError, QueueStats, Receipt, ReceiveOptions, Result,
+};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+
+const BACKEND: &str = "kafka";
+const H_ID: &str = "x-queue-id";
+const H_ATTEMPT: &str = "x-queue-attempt";
+const H_ENQUEUED: &str = "x-queue-enqueued-at";
+const H_NOT_BEFORE: &str = "x-queue-not-before";
+const H_KEY: &str = "x-queue-key";
+const RESERVED: [&str; 5] = [H_ID, H_ATTEMPT, H_ENQUEUED, H_NOT_BEFORE, H_KEY];
+const META_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Registers the `kafka://` scheme with [`queue_core::connect`].
+pub fn register() {
+    queue_core::register("kafka", |url| {
+        Box::pin(
+            async move { Ok(Arc::new(KafkaQueue::connect(url.as_str()).await?) as Arc<dyn Queue>) },
+        )
+    });
+}
+
+/// Driver settings, read from the URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap: String,
+    /// Consumer group prefix: queue `Q` is consumed by group `{group}-{Q}`.
+    pub group: String,
+    /// Partitions of the topics `create_queue` creates.
+    pub partitions: i32,
+    /// librdkafka properties passed through (SASL, SSL, ...).
+    pub properties: Vec<(String, String)>,
+}
+
+/// Maps a librdkafka error onto the core's typed errors.
+fn map_err(e: KafkaError) -> QueueError {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition) => {
+            QueueError::UnknownQueue(String::new())
+        }
+        Some(
+            C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::MessageTimedOut
+            | C::NetworkException,
+        ) => QueueError::connection(BACKEND, e),
+        Some(C::OperationTimedOut | C::RequestTimedOut) => QueueError::Timeout(META_TIMEOUT),
+        Some(
+            C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::TopicAuthorizationFailed
+            | C::GroupAuthorizationFailed
+            | C::ClusterAuthorizationFailed,
+        ) => QueueError::Auth {
+            backend: BACKEND,
+            source: Box::new(e),
+        },
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize) => {
+            QueueError::InvalidOption(format!("record too large for the broker: {e}"))
+        }
+        _ => QueueError::backend(BACKEND, e),
+    }
+}
+
+type Tp = (String, i32);
+
+/// A delivered record not yet settled, kept for nack's republish.
+struct Slot {
+    done: bool,
+    delivery: Delivery,
+}
+
+struct Track {
+    /// Per partition, the delivered records by offset, oldest first.
+    pending: HashMap<Tp, BTreeMap<i64, Slot>>,
+    /// Paused partitions: the offset of the early record to seek back to, and when.
+    holds: HashMap<Tp, (i64, tokio::time::Instant)>,
+    /// The group has assigned this member its partitions (possibly none) at least once.
+    joined: bool,
+    /// Nobody is receiving: every assigned partition is paused while the keeper polls.
+    idle: bool,
+    /// When the last receive ended.
+    last_receive: tokio::time::Instant,
+}
+
+impl Default for Track {
+    fn default() -> Self {
+        Track {
+            pending: HashMap::new(),
+            holds: HashMap::new(),
+            joined: false,
+            idle: false,
+            last_receive: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Track {
+    fn in_flight(&self, topics: &[&str]) -> u64 {
+        self.pending
+            .iter()
+            .filter(|(tp, _)| topics.contains(&tp.0.as_str()))
+            .map(|(_, m)| m.values().filter(|s| !s.done).count() as u64)
+            .sum()
+    }
+}
+
+/// Drops the state of revoked partitions, so nothing is committed or acked for them.
+struct Ctx {
+    track: Arc<Mutex<Track>>,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        // librdkafka's own log lines (ask for more with `?debug=consumer,cgrp,fetch`).
+        tracing::debug!(target: "librdkafka", ?level, fac, "{log_message}");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
+            for e in tpl.elements() {
+                let tp = (e.topic().to_string(), e.partition());
+                t.pending.remove(&tp);
+                t.holds.remove(&tp);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
+            t.joined = true;
+            if t.idle && tpl.count() > 0 {
+                // Assigned while idle: keep fetching off until someone receives.
+                let _ = c.pause(tpl);
+            }
+        }
+    }
+}
+
+struct QueueConsumer {
+    consumer: StreamConsumer<Ctx>,
+    track: Arc<Mutex<Track>>,
+    recv: tokio::sync::Mutex<()>,
+}
+
+/// The Kafka driver (see the crate docs for its mapping).
+pub struct KafkaQueue {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    consumers: Mutex<HashMap<String, Arc<QueueConsumer>>>,
+    known_topics: Mutex<std::collections::HashSet<String>>,
+}
+
+impl KafkaQueue {
+    /// Connects to the brokers of `kafka://host:port[?...]` (see the crate docs) and checks
+    /// that they answer.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| QueueError::invalid_url(url, "missing broker host"))?;
+        let mut config = KafkaConfig {
+            bootstrap: format!("{host}:{}", parsed.port().unwrap_or(9092)),
+            group: "queue-workers".into(),
+            partitions: 3,
+            properties: Vec::new(),
+        };
+        for (k, v) in parsed.query_pairs() {
+            match &*k {
+                "bootstrap" => config.bootstrap = format!("{},{v}", config.bootstrap),
+                "group" => config.group = v.into_owned(),
+                "partitions" => {
+                    config.partitions = v
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| QueueError::invalid_url(url, "partitions must be 1-1000"))?
+                }
+                k if k.contains('.') || k == "debug" => {
+                    config.properties.push((k.to_string(), v.into_owned()))
+                }
+                _ => return Err(QueueError::invalid_url(url, format!("unknown option {k}"))),
+            }
+        }
+        let base = Self::client_config(&config);
+        let mut pc = base.clone();
+        pc.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "30000");
+        let producer: FutureProducer = pc
+            .create()
+            .map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
+        let admin: AdminClient<DefaultClientContext> = base
+            .create()
+            .map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
+        let q = KafkaQueue {
+            config,
+            producer,
+            admin,
+            consumers: Mutex::new(HashMap::new()),
+            known_topics: Mutex::new(Default::default()),
+        };
+        // Fail now, with a typed error, when no broker answers.
+        let producer = q.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+        })
+        .await
+        .map_err(|e| QueueError::backend(BACKEND, e))?
+        .map_err(|e| QueueError::connection(BACKEND, e))?;
+        Ok(q)
+    }
+
+    fn client_config(config: &KafkaConfig) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &config.bootstrap);
+        for (k, v) in &config.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    fn delay_topic(queue: &str) -> String {
+        format!("{queue}-delay")
+    }
+
+    fn group(&self, queue: &str) -> String {
+        format!("{}-{queue}", self.config.group)
+    }
+
+    fn check_name(queue: &str) -> Result<()> {
+        let ok = !queue.is_empty()
+            && queue.len() <= 200
+            && queue
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(())
+        } else {
+            Err(QueueError::InvalidOption(format!(
+                "kafka queue names are 1-200 characters of A-Z, a-z, 0-9, '.', '_' and '-': {queue:?}"
+            )))
+        }
+    }
+
+    /// Fails with `UnknownQueue` unless `topic` exists (cached once seen).
+    async fn ensure_topic(&self, queue: &str, topic: &str) -> Result<()> {
+        if self
+            .known_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
+        {
+            return Ok(());
+        }
+        let producer = self.producer.clone();
+        let t = topic.to_string();
+        let md = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&t), META_TIMEOUT)
+        })
+        .await
+        .map_err(|e| QueueError::backend(BACKEND, e))?
+        .map_err(map_err)?;
+        let exists = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            return Err(QueueError::UnknownQueue(queue.to_string()));
+        }
+        self.known_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_string());
+        Ok(())
+    }
+
+    async fn consumer(&self, queue: &str) -> Result<Arc<QueueConsumer>> {
+        if let Some(c) = self
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+        {
+            return Ok(c.clone());
+        }
+        let delay = Self::delay_topic(queue);
+        self.ensure_topic(queue, queue).await?;
+        self.ensure_topic(queue, &delay).await?;
+        let track = Arc::new(Mutex::new(Track::default()));
+        let mut cc = Self::client_config(&self.config);
+        cc.set("group.id", self.group(queue))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "300000");
+        let consumer: StreamConsumer<Ctx> = cc
+            .create_with_context(Ctx {
+                track: track.clone(),
+            })
+            .map_err(map_err)?;
+        consumer.subscribe(&[queue, &delay]).map_err(map_err)?;
+        let qc = Arc::new(QueueConsumer {
+            consumer,
+            track,
+            recv: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(keep_membership(Arc::downgrade(&qc)));
+        let mut all = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all.entry(queue.to_string()).or_insert(qc).clone())
+    }
+
+    /// Produces records and waits until the broker acknowledged each.
+    async fn produce(
+        &self,
+        topic: &str,
+        records: Vec<(Option<String>, Vec<u8>, OwnedHeaders)>,
+    ) -> Result<()> {
+        let mut futures = Vec::with_capacity(records.len());
+        for (key, payload, headers) in &records {
+            let mut rec = FutureRecord::to(topic)
+                .payload(payload)
+                .headers(headers.clone());
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            loop {
+                match self.producer.send_result(rec) {
+                    Ok(f) => {
+                        futures.push(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        rec = r;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => return Err(map_err(e)),
+                }
+            }
+        }
+        for f in futures {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(map_err(e)),
+                Err(_) => return Err(QueueError::backend(BACKEND, "producer dropped a record")),
+            }
+        }
+        Ok(())
+    }
+
+    fn record(
+        m: &Message,
+        attempt: u32,
+        enqueued: SystemTime,
+    ) -> (Option<String>, Vec<u8>, OwnedHeaders) {
+        let mut h = OwnedHeaders::new_with_capacity(m.headers.len() + 5);
+        for (k, v) in &m.headers {
+            if !RESERVED.contains(&k.as_str()) {
+                h = h.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+        }
+        let attempt = attempt.to_string();
+        let enq = unix_millis(enqueued).to_string();
+        h = h
+            .insert(Header {
+                key: H_ID,
+                value: Some(m.id.as_str().as_bytes()),
+            })
+            .insert(Header {
+                key: H_ATTEMPT,
+                value: Some(attempt.as_bytes()),
+            })
+            .insert(Header {
+                key: H_ENQUEUED,
+                value: Some(enq.as_bytes()),
+            });
+        if let Some(d) = m.delay.filter(|d| !d.is_zero()) {
+            let due = unix_millis(SystemTime::now() + d).to_string();
+            h = h.insert(Header {
+                key: H_NOT_BEFORE,
+                value: Some(due.as_bytes()),
+            });
+        }
+        let key = match &m.ordering_key {
+            Some(k) => {
+                h = h.insert(Header {
+                    key: H_KEY,
+                    value: Some(b"1"),
+                });
+                k.clone()
+            }
+            None => m.id.0.clone(),
+        };
+        (Some(key), m.payload.clone(), h)
+    }
+
+    fn decode(queue: &str, msg: &BorrowedMessage<'_>) -> (Delivery, Option<u64>) {
+        let mut headers = Headers::new();
+        let (mut id, mut attempt, mut enqueued, mut due, mut keyed) = (None, 1, None, None, false);
+        if let Some(hs) = msg.headers() {
+            for h in hs.iter() {
+                let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
+                match h.key {
+                    H_ID => id = Some(v),
+                    H_ATTEMPT => attempt = v.parse().unwrap_or(1),
+                    H_ENQUEUED => enqueued = v.parse::<u64>().ok(),
+                    H_NOT_BEFORE => due = v.parse::<u64>().ok(),
+                    H_KEY => keyed = true,
+                    k => {
+                        headers.insert(k.to_string(), v);
+                    }
+                }
+            }
+        }
+        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        let id = id
+            .or_else(|| key.clone())
+            .unwrap_or_else(|| format!("{}-{}-{}", msg.topic(), msg.partition(), msg.offset()));
+        let stored = enqueued
+            .map(from_unix_millis)
+            .or_else(|| {
+                msg.timestamp()
+                    .to_millis()
+                    .map(|ms| from_unix_millis(ms.max(0) as u64))
+            })
+            .unwrap_or_else(SystemTime::now);
+        let d = Delivery {
+            id: MessageId(id),
+            queue: queue.to_string(),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+            first_enqueued_at: first_enqueued(&headers, stored),
+            headers,
+            attempt,
+            ordering_key: if keyed { key } else { None },
+            receipt: Receipt(format!(
+                "{}|{}|{}",
+                msg.topic(),
+                msg.partition(),
+                msg.offset()
+            )),
+        };
+        (d, due)
+    }
+
+    fn parse_receipt(r: &Receipt) -> Result<(Tp, i64)> {
+        let mut it = r.0.rsplitn(3, '|');
+        let (Some(o), Some(p), Some(t)) = (it.next(), it.next(), it.next()) else {
+            return Err(QueueError::InvalidOption(format!(
+                "malformed receipt {:?}",
+                r.0
+            )));
+        };
+        match (p.parse::<i32>(), o.parse::<i64>()) {
+            (Ok(p), Ok(o)) => Ok(((t.to_string(), p), o)),
+            _ => Err(QueueError::InvalidOption(format!(
+                "malformed receipt {:?}",
+                r.0
+            ))),
+        }
+    }
+
+    /// Marks deliveries done and commits each partition's contiguous done prefix.
+    fn settle(&self, qc: &QueueConsumer, receipts: &[Receipt]) -> Result<()> {
+        let mut stale = Vec::new();
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+            let mut touched = Vec::new();
+            for (i, r) in receipts.iter().enumerate() {
+                let (tp, off) = Self::parse_receipt(r)?;
+                match t.pending.get_mut(&tp).and_then(|m| m.get_mut(&off)) {
+                    Some(slot) if !slot.done => {
+                        slot.done = true;
+                        touched.push(tp);
+                    }
+                    _ => stale.push(i),
+                }
+            }
+            touched.sort();
+            touched.dedup();
+            for tp in touched {
+                let Some(m) = t.pending.get_mut(&tp) else {
+                    continue;
+                };
+                let mut last = None;
+                while let Some(entry) = m.first_entry() {
+                    if !entry.get().done {
+                        break;
+                    }
+                    last = Some(*entry.key());
+                    entry.remove();
+                }
+                if let Some(last) = last {
+                    commit
+                        .add_partition_offset(&tp.0, tp.1, Offset::Offset(last + 1))
+                        .map_err(map_err)?;
+                }
+            }
+        }
+        if commit.count() > 0 {
+            qc.consumer
+                .commit(&commit, CommitMode::Async)
+                .map_err(map_err)?;
+        }
+        match (stale.len(), receipts.len()) {
+            (0, _) => Ok(()),
+            (_, 1) => Err(QueueError::ReceiptExpired),
+            _ => Err(QueueError::PartialBatch {
+                failed: stale
+                    .into_iter()
+                    .map(|i| (i, QueueError::ReceiptExpired.to_string()))
+                    .collect(),
+            }),
+        }
+    }
+
+    fn existing_consumer(&self, queue: &str) -> Result<Arc<QueueConsumer>> {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+            .cloned()
+            .ok_or(QueueError::ReceiptExpired)
+    }
+
+    /// Lag of `group` over `topics`: sum of (high watermark − committed, or − low when
+    /// nothing is committed).
+    async fn lag(&self, group: String, topics: Vec<String>) -> Result<u64> {
+        let cc = {
+            let mut c = Self::client_config(&self.config);
+            c.set("group.id", group).set("enable.auto.commit", "false");
+            c
+        };
+        tokio::task::spawn_blocking(move || -> Result<u64> {
+            let consumer: BaseConsumer = cc.create().map_err(map_err)?;
+            let mut tpl = TopicPartitionList::new();
+            let mut marks = HashMap::new();
+            for topic in &topics {
+                let md = consumer
+                    .fetch_metadata(Some(topic), META_TIMEOUT)
+                    .map_err(map_err)?;
+                for t in md.topics() {
+                    for p in t.partitions() {
+                        let (lo, hi) = consumer
+                            .fetch_watermarks(topic, p.id(), META_TIMEOUT)
+                            .map_err(map_err)?;
+                        marks.insert((topic.clone(), p.id()), (lo, hi));
+                        tpl.add_partition(topic, p.id());
+                    }
+                }
+            }
+            let committed = consumer
+                .committed_offsets(tpl, META_TIMEOUT)
+                .map_err(map_err)?;
+            let mut lag = 0u64;
+            for e in committed.elements() {
+                let (lo, hi) = marks
+                    .get(&(e.topic().to_string(), e.partition()))
+                    .copied()
+                    .unwrap_or((0, 0));
+                let from = match e.offset() {
+                    Offset::Offset(o) => o.max(lo),
+                    _ => lo,
+                };
+                lag += (hi - from).max(0) as u64;
+            }
+            Ok(lag)
+        })
+        .await
+        .map_err(|e| QueueError::backend(BACKEND, e))?
+    }
+}
+
+/// While nobody receives (the worker is busy or stopped), keeps the consumer polled so the
+/// group can rebalance around it, with every assigned partition paused so nothing is
+/// fetched; a record that was already prefetched is sought back to, to be read again.
+/// Ends when the consumer is dropped.
+async fn keep_membership(qc: std::sync::Weak<QueueConsumer>) {
+    const IDLE_AFTER: Duration = Duration::from_millis(300);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(qc) = qc.upgrade() else { return };
+        let Ok(_guard) = qc.recv.try_lock() else {
+            continue;
+        };
+        {
+            let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+            if t.last_receive.elapsed() < IDLE_AFTER {
+                continue;
+            }
+            if !t.idle {
+                t.idle = true;
+                if let Ok(assigned) = qc.consumer.assignment() {
+                    let _ = qc.consumer.pause(&assigned);
+                }
+            }
+        }
+        if let Ok(Ok(m)) =
+            tokio::time::timeout(Duration::from_millis(100), qc.consumer.recv()).await
+        {
+            let (topic, p, off) = (m.topic().to_string(), m.partition(), m.offset());
+            drop(m);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, p);
+            let _ = qc.consumer.pause(&tpl);
+            let _ = qc
+                .consumer
+                .seek(&topic, p, Offset::Offset(off), Duration::from_secs(1));
+        }
+    }
+}
+
+impl QueueConsumer {
+    /// Resumes fetching after an idle spell (but not partitions held for a due time).
+    fn wake(&self) -> Result<()> {
+        let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
+        if !t.idle {
+            return Ok(());
+        }
+        t.idle = false;
+        let mut tpl = TopicPartitionList::new();
+        for e in self.consumer.assignment().map_err(map_err)?.elements() {
+            let tp = (e.topic().to_string(), e.partition());
+            if !t.holds.contains_key(&tp) {
+                tpl.add_partition(&tp.0, tp.1);
+            }
+        }
+        if tpl.count() > 0 {
+            self.consumer.resume(&tpl).map_err(map_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Records `last_receive` when a receive ends, however it ends.
+struct ReceiveEnd<'a>(&'a QueueConsumer);
+
+impl Drop for ReceiveEnd<'_> {
+    fn drop(&mut self) {
+        self.0
+            .track
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_receive = tokio::time::Instant::now();
+    }
+}
+
+#[async_trait]
+impl Queue for KafkaQueue {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_message_size: 1_000_000 - 2048,
+            max_batch: 500,
+            max_delay: Some(Duration::from_secs(365 * 24 * 3600)),
+            max_nack_delay: Some(Duration::from_secs(365 * 24 * 3600)),
+            native_dlq: false,
+            ordering: Ordering::PerPartition,
+            priority: false,
+            dedup_window: None,
+            lease: LeaseModel::Session,
+            exact_stats: false,
+            timer_granularity: Duration::from_millis(10),
+        }
+    }
+
+    async fn create_queue(&self, queue: &str) -> Result<()> {
+        Self::check_name(queue)?;
+        let dlq = self.dead_letter_queue(queue);
+        let names = [
+            queue.to_string(),
+            Self::delay_topic(queue),
+            dlq.clone(),
+            Self::delay_topic(&dlq),
+        ];
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|n| NewTopic::new(n, self.config.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(META_TIMEOUT));
+        let results = self
+            .admin
+            .create_topics(topics.iter(), &opts)
+            .await
+            .map_err(map_err)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(QueueError::backend(
+                        BACKEND,
+                        format!("creating topic {topic}: {code}"),
+                    ))
+                }
+            }
+        }
+        // Wait until the metadata shows every topic, so the first send does not race it.
+        for n in &names {
+            let deadline = tokio::time::Instant::now() + META_TIMEOUT;
+            while let Err(e) = self.ensure_topic(queue, n).await {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>> {
+        Self::check_name(queue)?;
+        let now = SystemTime::now();
+        let ids = batch.iter().map(|m| m.id.clone()).collect();
+        let (delayed, direct): (Vec<&Message>, Vec<&Message>) = batch
+            .iter()
+            .partition(|m| m.delay.is_some_and(|d| !d.is_zero()));
+        for (topic, msgs) in [
+            (queue.to_string(), direct),
+            (Self::delay_topic(queue), delayed),
+        ] {
+            if msgs.is_empty() {
+                continue;
+            }
+            self.ensure_topic(queue, &topic).await?;
+            let records = msgs
+                .into_iter()
+                .map(|m| Self::record(m, 1, queue_core::first_enqueued(&m.headers, now)))
+                .collect();
+            self.produce(&topic, records).await?;
+        }
+        Ok(ids)
+    }
+
+    async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
+        Self::check_name(queue)?;
+        let qc = self.consumer(queue).await?;
+        let _one_at_a_time = qc.recv.lock().await;
+        let _end = ReceiveEnd(&qc);
+        qc.wake()?;
+        let mut deadline = tokio::time::Instant::now() + opts.wait;
+        // The first receive of a new member waits for the group to assign it partitions
+        // (bounded), so that its wait is spent waiting for records, not for the join.
+        let join_by = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut out = Vec::new();
+        loop {
+            let now = tokio::time::Instant::now();
+            if now < join_by && !qc.track.lock().unwrap_or_else(|p| p.into_inner()).joined {
+                deadline = deadline.max(now + opts.wait.min(Duration::from_secs(1)));
+            }
+            // Partitions whose early record is due: seek back to it and resume.
+            let due: Vec<(Tp, i64)> = {
+                let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+                let ready: Vec<_> = t
+                    .holds
+                    .iter()
+                    .filter(|(_, h)| h.1 <= now)
+                    .map(|(tp, h)| (tp.clone(), h.0))
+                    .collect();
+                for (tp, _) in &ready {
+                    t.holds.remove(tp);
+                }
+                ready
+            };
+            for ((topic, p), off) in due {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&topic, p);
+                if let Err(e) =
+                    qc.consumer
+                        .seek(&topic, p, Offset::Offset(off), Duration::from_secs(5))
+                {
+                    tracing::warn!(%topic, partition = p, error = %e, "seek to a due record failed");
+                }
+                qc.consumer.resume(&tpl).map_err(map_err)?;
+            }
+            let next_hold = qc
+                .track
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .holds
+                .values()
+                .map(|h| h.1)
+                .min();
+            let mut until = if out.is_empty() {
+                deadline
+            } else {
+                now + Duration::from_millis(2)
+            };
+            if let Some(h) = next_hold {
+                until = until.min(h.max(now));
+            }
+            if until <= now && (!out.is_empty() || now >= deadline) {
+                return Ok(out);
+            }
+            let msg = match tokio::time::timeout_at(until, qc.consumer.recv()).await {
+                Err(_) => {
+                    if !out.is_empty() || tokio::time::Instant::now() >= deadline {
+                        return Ok(out);
+                    }
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let e = map_err(e);
+                    if matches!(e, QueueError::UnknownQueue(_)) {
+                        return Err(QueueError::UnknownQueue(queue.to_string()));
+                    }
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    if out.is_empty() {
+                        return Err(e);
+                    }
+                    return Ok(out);
+                }
+                Ok(Ok(m)) => m,
+            };
+            let tp = (msg.topic().to_string(), msg.partition());
+            let (delivery, due_ms) = Self::decode(queue, &msg);
+            let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((held, _)) = t.holds.get(&tp) {
+                if msg.offset() >= *held {
+                    continue; // prefetched behind an early record; it will be read again
+                }
+            }
+            if let Some(due_ms) = due_ms {
+                let wall = unix_millis(SystemTime::now());
+                if due_ms > wall {
+                    let at = tokio::time::Instant::now() + Duration::from_millis(due_ms - wall);
+                    t.holds.insert(tp.clone(), (msg.offset(), at));
+                    drop(t);
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&tp.0, tp.1);
+                    qc.consumer.pause(&tpl).map_err(map_err)?;
+                    continue;
+                }
+            }
+            t.pending.entry(tp).or_default().insert(
+                msg.offset(),
+                Slot {
+                    done: false,
+                    delivery: delivery.clone(),
+                },
+            );
+            drop(t);
+            out.push(delivery);
+            if out.len() >= opts.max {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
+        let qc = self.existing_consumer(queue)?;
+        self.settle(&qc, receipts)
+    }
+
+    async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        let qc = self.existing_consumer(queue)?;
+        let (tp, off) = Self::parse_receipt(receipt)?;
+        let d = {
+            let t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+            match t.pending.get(&tp).and_then(|m| m.get(&off)) {
+                Some(slot) if !slot.done => slot.delivery.clone(),
+                _ => return Err(QueueError::ReceiptExpired),
+            }
+        };
+        let m = Message {
+            id: d.id.clone(),
+            payload: d.payload.clone(),
+            headers: d.headers.clone(),
+            delay: Some(delay),
+            ordering_key: d.ordering_key.clone(),
+            dedup_id: None,
+            priority: None,
+        };
+        let record = Self::record(&m, d.attempt + 1, d.first_enqueued_at);
+        self.produce(&Self::delay_topic(queue), vec![record])
+            .await?;
+        self.settle(&qc, std::slice::from_ref(receipt))
+    }
+
+    async fn extend(&self, queue: &str, receipt: &Receipt, _lease: Duration) -> Result<()> {
+        // Session leases: the delivery is ours while we hold its partition.
+        let qc = self.existing_consumer(queue)?;
+        let (tp, off) = Self::parse_receipt(receipt)?;
+        let t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+        match t.pending.get(&tp).and_then(|m| m.get(&off)) {
+            Some(slot) if !slot.done => Ok(()),
+            _ => Err(QueueError::ReceiptExpired),
+        }
+    }
+
+    async fn stop_receiving(&self, queue: &str) -> Result<()> {
+        let gone = self
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(queue);
+        if let Some(qc) = gone {
+            // Closing leaves the group (a blocking call in librdkafka).
+            tokio::task::spawn_blocking(move || drop(qc))
+                .await
+                .map_err(|e| QueueError::backend(BACKEND, e))?;
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        Self::check_name(queue)?;
+        let delay = Self::delay_topic(queue);
+        self.ensure_topic(queue, queue).await?;
+        let dlq = self.dead_letter_queue(queue);
+        let in_flight = self
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+            .map(|c| {
+                c.track
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .in_flight(&[queue])
+            })
+            .unwrap_or(0);
+        let main = self.lag(self.group(queue), vec![queue.to_string()]).await?;
+        let delayed = self.lag(self.group(queue), vec![delay]).await?;
+        let dead = self
+            .lag(self.group(&dlq), vec![dlq.clone(), Self::delay_topic(&dlq)])
+            .await?;
+        Ok(QueueStats {
+            ready: main.saturating_sub(in_flight),
+            in_flight,
+            delayed,
+            dead,
+        })
+    }
+}

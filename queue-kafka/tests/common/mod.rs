@@ -1,0 +1,35 @@
+//! Shared by the Kafka test binaries: tansu on 127.0.0.1:9092 (scripts/services.sh).
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use queue_core::testkit::Harness;
+use queue_core::Queue;
+use queue_kafka::KafkaQueue;
+
+/// The test broker.
+pub const URL: &str = "kafka://127.0.0.1:9092";
+
+/// Connects, or fails the test with how to start the server (tests never skip).
+pub async fn connect(url: &str) -> KafkaQueue {
+    KafkaQueue::connect(url).await.unwrap_or_else(|e| {
+        panic!(
+            "the Kafka broker at {url} is not reachable ({e}); start it with scripts/services.sh"
+        )
+    })
+}
+
+/// The conformance harness.
+pub fn harness() -> Harness {
+    queue_kafka::register();
+    Harness::new(|| async { Arc::new(connect(URL).await) as Arc<dyn Queue> })
+        .drain_count(
+            std::env::var("DRAIN")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2_000),
+        )
+        .bad_url("kafka://127.0.0.1:1")
+        .bad_url("kafka://127.0.0.1:9092?partitions=zero")
+}
