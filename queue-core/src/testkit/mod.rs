@@ -456,10 +456,11 @@ pub async fn lease_expiry_redelivers(h: &Harness) {
 pub async fn extend_keeps_hidden(h: &Harness) {
     let c = h.fresh("extend_keeps_hidden").await;
     c.send_n(1).await;
-    let lease = c.unit * 3;
+    // Long enough that the extend below lands inside it even on a loaded server.
+    let lease = c.unit * 5;
     let got = c.collect(&c.q, 1, within(&c), lease).await;
     assert_eq!(got.len(), 1);
-    let r = c.q.extend(&c.name, &got[0].receipt, c.unit * 12).await;
+    let r = c.q.extend(&c.name, &got[0].receipt, c.unit * 20).await;
     match c.caps.lease {
         LeaseModel::PerMessage { extend: false } => {
             assert!(
