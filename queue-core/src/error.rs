@@ -134,6 +134,22 @@ impl QueueError {
         }
     }
 
+    /// The result of acking `total` receipts of which those at `stale` (indexes) had lost
+    /// their lease: `Ok` when none, [`QueueError::ReceiptExpired`] for a single receipt,
+    /// else [`QueueError::PartialBatch`]. For drivers' `ack`.
+    pub fn stale_receipts(total: usize, stale: Vec<usize>) -> Result<()> {
+        match (stale.len(), total) {
+            (0, _) => Ok(()),
+            (_, 1) => Err(QueueError::ReceiptExpired),
+            _ => Err(QueueError::PartialBatch {
+                failed: stale
+                    .into_iter()
+                    .map(|i| (i, QueueError::ReceiptExpired.to_string()))
+                    .collect(),
+            }),
+        }
+    }
+
     /// True for errors that a retry of the same call may cure (connection loss, timeouts).
     pub fn is_transient(&self) -> bool {
         matches!(

@@ -98,7 +98,7 @@ pub struct ReceiveOptions {
 /// backend. The defaults of [`Queue::dead_letter`] and [`Queue::redrive`] emulate those
 /// features from the other primitives; a backend with a native way overrides them.
 ///
-/// Contract (checked by [`crate::testkit`]): at-least-once delivery; `attempt` counts
+/// Contract (checked by the conformance suite, `queue_core::testkit`): at-least-once delivery; `attempt` counts
 /// deliveries; a nacked message reappears after its delay with `attempt + 1`; a delivery
 /// whose lease ends unsettled reappears; `send` returns `Ok` only once the backend has the
 /// messages.

@@ -13,6 +13,12 @@
 //! | idempotency key already completed | ack without running |
 //! | shutdown grace ran out | nack with no delay: back in the queue at once |
 //!
+//! Deliveries with the same ordering key from one receive (an SQS FIFO group, a Kafka
+//! partition) run one after another in receive order; on a per-key backend, a delivery
+//! whose predecessor went back to the queue goes back too, so the backend redelivers both
+//! in order. Prefetch never exceeds the free concurrency slots, so nothing waits leased
+//! but unstarted. On graceful shutdown the worker calls [`Queue::stop_receiving`].
+//!
 //! Everything here is backend-agnostic: drivers only provide the [`Queue`] primitives.
 
 use std::collections::HashMap;

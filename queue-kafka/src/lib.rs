@@ -578,16 +578,7 @@ impl KafkaQueue {
                 .commit(&commit, CommitMode::Async)
                 .map_err(map_err)?;
         }
-        match (stale.len(), receipts.len()) {
-            (0, _) => Ok(()),
-            (_, 1) => Err(QueueError::ReceiptExpired),
-            _ => Err(QueueError::PartialBatch {
-                failed: stale
-                    .into_iter()
-                    .map(|i| (i, QueueError::ReceiptExpired.to_string()))
-                    .collect(),
-            }),
-        }
+        QueueError::stale_receipts(receipts.len(), stale)
     }
 
     fn existing_consumer(&self, queue: &str) -> Result<Arc<QueueConsumer>> {

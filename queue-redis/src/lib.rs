@@ -445,16 +445,7 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(map_err)?;
-        match (stale.len(), receipts.len()) {
-            (0, _) => Ok(()),
-            (_, 1) => Err(QueueError::ReceiptExpired),
-            _ => Err(QueueError::PartialBatch {
-                failed: stale
-                    .into_iter()
-                    .map(|i| (i, QueueError::ReceiptExpired.to_string()))
-                    .collect(),
-            }),
-        }
+        QueueError::stale_receipts(receipts.len(), stale)
     }
 
     async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
