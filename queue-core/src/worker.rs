@@ -948,6 +948,10 @@ fn prepare(inner: &Inner, d: &Delivery) -> (String, Prepared) {
         let (raw, d) = (raw.clone(), d.clone());
         Ok((Box::new(move || raw(d)) as Thunk, default))
     };
+    if let (true, Some(raw)) = (jobs.is_empty(), raw) {
+        // Only a raw handler: no envelope to decode.
+        return ("raw".into(), raw_run(raw));
+    }
     let env = match decode_envelope(&d.payload) {
         Ok(env) => env,
         Err(e) => {
