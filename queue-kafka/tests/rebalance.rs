@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use queue_core::testkit::{eventually, unique, Probe};
+use queue_core::testkit::{eventually, key_order, unique, Probe};
 use queue_core::{job_message, JobContext, Producer, Queue, SendOptions, Worker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,18 +78,6 @@ async fn one_consumer_leaves_mid_run() {
     );
     let log = log.lock().unwrap();
     for k in keys {
-        let seq: Vec<u64> = log
-            .iter()
-            .filter(|(key, _)| key == k)
-            .map(|x| x.1)
-            .collect();
-        let mut next = 0;
-        for n in &seq {
-            assert!(*n <= next, "key {k} skipped ahead: {seq:?}");
-            if *n == next {
-                next += 1;
-            }
-        }
-        assert_eq!(next, per_key, "key {k} lost messages: {seq:?}");
+        key_order(&log, k, per_key);
     }
 }

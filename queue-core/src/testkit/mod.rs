@@ -746,25 +746,28 @@ pub async fn ordering_per_key(h: &Harness) {
     }
     let log = log.lock().unwrap();
     for k in keys {
-        let seq: Vec<u64> = log
-            .iter()
-            .filter(|(key, _)| key == k)
-            .map(|x| x.1)
-            .collect();
-        // At-least-once: a redelivery (after a rebalance) may replay messages already seen,
-        // but a message never starts before every earlier one of its key has started.
-        let mut next = 0;
-        for n in &seq {
-            assert!(*n <= next, "key {k} processed out of order: {seq:?}");
-            if *n == next {
-                next += 1;
-            }
-        }
-        assert_eq!(next, per_key, "key {k} incomplete: {seq:?}");
+        let seq = key_order(&log, k, per_key);
         if c.per_message_lease() {
             assert_eq!(seq.len() as u64, per_key, "key {k} had duplicates: {seq:?}");
         }
     }
+}
+
+/// Checks the start order of one key's messages `0..per_key` in `log` (key, sequence
+/// number) and returns that key's sequence. At-least-once: a redelivery (after a
+/// rebalance) may replay messages already seen, but a message never starts before every
+/// earlier one of its key has started, and none is missing.
+pub fn key_order(log: &[(String, u64)], key: &str, per_key: u64) -> Vec<u64> {
+    let seq: Vec<u64> = log.iter().filter(|(k, _)| k == key).map(|x| x.1).collect();
+    let mut next = 0;
+    for n in &seq {
+        assert!(*n <= next, "key {key} processed out of order: {seq:?}");
+        if *n == next {
+            next += 1;
+        }
+    }
+    assert_eq!(next, per_key, "key {key} incomplete: {seq:?}");
+    seq
 }
 
 /// Every option the backend does not declare is refused with a typed error, and a batch
