@@ -329,6 +329,15 @@ fn parse_receipt(r: &Receipt) -> Result<(&str, &str)> {
         .ok_or_else(|| QueueError::InvalidOption(format!("malformed receipt {:?}", r.0)))
 }
 
+/// The NACK and EXTEND scripts answer 1, or 0 when the receipt's lease had ended.
+fn current_receipt(ok: i64) -> Result<()> {
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(QueueError::ReceiptExpired)
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
@@ -460,11 +469,7 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(map_err)?;
-        if ok == 1 {
-            Ok(())
-        } else {
-            Err(QueueError::ReceiptExpired)
-        }
+        current_receipt(ok)
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {
@@ -479,11 +484,7 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(map_err)?;
-        if ok == 1 {
-            Ok(())
-        } else {
-            Err(QueueError::ReceiptExpired)
-        }
+        current_receipt(ok)
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
