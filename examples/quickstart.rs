@@ -3,17 +3,14 @@
 //!
 //! ```text
 //! cargo run --example quickstart                                   # embedded, no server
-//! QUEUE_URL=redis://127.0.0.1:6379 cargo run --example quickstart  # any registered backend
+//! QUEUE_URL=redis://127.0.0.1:6379 cargo run --example quickstart --features redis
 //! ```
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use queue_core::{
-    headers, Backoff, Job, JobContext, JobError, Producer, Queue, ReceiveOptions, RetryPolicy,
-    Worker,
-};
+use queue::{headers, Backoff, Delivery, Job, JobContext, JobError, RetryPolicy};
 use serde::{Deserialize, Serialize};
 
 /// The job: send one e-mail.
@@ -39,21 +36,20 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    examples::register_drivers();
-    let url = std::env::var("QUEUE_URL").unwrap_or_else(|_| "memory://".to_string());
-    let queue: Arc<dyn Queue> = queue_core::connect(&url).await?;
+    let url = std::env::var("QUEUE_URL").unwrap_or_else(|_| "memory://quickstart".to_string());
+    let backend = queue::connect(&url).await?;
     // A fresh queue per run, so that counts are this run's own on a shared server.
-    let name = format!("quickstart-{}", std::process::id());
-    let name = examples::queue_name_for(&*queue, &name);
-    queue.create_queue(&name).await?;
+    let name = examples::queue_name(&format!("quickstart-{}", std::process::id()));
+    let queue = backend.queue(name.clone());
+    queue.create().await?;
     println!(
         "backend: {} ({}), queue: {name}",
-        queue.backend(),
-        queue_core::redact(&url)
+        backend.kind(),
+        queue::redact(&url)
     );
 
     // The request path: enqueue and answer at once (HTTP 202 Accepted).
-    let producer = Producer::new(queue.clone(), name.clone());
+    let producer = queue.producer();
     for to in [
         "ada@example.com",
         "flaky@example.com",
@@ -73,7 +69,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // The worker: retries with exponential backoff, dead-letters what keeps failing.
     let flaky_failures = Arc::new(AtomicU32::new(0));
     let flaky = flaky_failures.clone();
-    let worker = Worker::new(queue.clone(), name.clone())
+    let worker = queue
+        .worker()
         .concurrency(4)
         .poll_wait(Duration::from_secs(1))
         .retry(RetryPolicy {
@@ -113,7 +110,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         })
-        .start();
+        .start()?;
 
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -133,32 +130,37 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("retried:       {}", report.retried);
     println!("dead-lettered: {}", report.dead_lettered);
 
-    let dlq = queue.dead_letter_queue(&name);
-    let opts = ReceiveOptions {
-        max: 10,
-        wait: Duration::from_secs(2),
-        lease: Duration::from_secs(30),
-    };
-    for d in queue.receive(&dlq, opts).await? {
-        println!(
-            "in the DLQ:    {} after {} attempt(s), reason {}: {}",
-            d.id,
-            d.headers
-                .get(headers::DLQ_ATTEMPTS)
-                .map_or("?", |s| s.as_str()),
-            d.headers
-                .get(headers::DLQ_REASON)
-                .map_or("?", |s| s.as_str()),
-            d.headers
-                .get(headers::DLQ_ERROR)
-                .map_or("?", |s| s.as_str()),
-        );
-        queue.nack(&dlq, &d.receipt, Duration::ZERO).await?; // leave it there for `redrive`
+    // Dead letters are a queue of their own: a worker on it reads them (here it only
+    // prints them and gives them back; `queue.redrive(n)` would move them home).
+    let dead = queue.dead_letter_queue();
+    let seen = Arc::new(AtomicU32::new(0));
+    let seen2 = seen.clone();
+    let reader = dead
+        .worker()
+        .poll_wait(Duration::from_millis(200))
+        .handle_raw(move |d: Delivery| {
+            seen2.fetch_add(1, Ordering::SeqCst);
+            let h = |k: &str| d.headers.get(k).cloned().unwrap_or_else(|| "?".into());
+            println!(
+                "in the DLQ:    {} after {} attempt(s), reason {}: {}",
+                d.id,
+                h(headers::DLQ_ATTEMPTS),
+                h(headers::DLQ_REASON),
+                h(headers::DLQ_ERROR),
+            );
+            async { Ok(()) }
+        })
+        .start()?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while seen.load(Ordering::SeqCst) < 1 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let stats = queue.stats(&name).await?;
+    reader.shutdown().await;
+    let stats = queue.stats().await?;
     println!(
         "queue stats:   ready {}, in flight {}, delayed {}, dead {}",
         stats.ready, stats.in_flight, stats.delayed, stats.dead
     );
+    queue.delete().await?;
     Ok(())
 }

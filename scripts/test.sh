@@ -7,13 +7,18 @@ cd "$ROOT"
 "$ROOT/scripts/services.sh" up
 LOG="$ROOT/.services/test.log"
 : >"$LOG"
-run() { "$@" 2>&1 | tee -a "$LOG"; }
+status=0
+# Every step runs even when an earlier one failed; the exit status says whether any did.
+run() { "$@" 2>&1 | tee -a "$LOG"; [ "${PIPESTATUS[0]}" -eq 0 ] || status=1; }
+# The examples' server-backed test and binary need their backends' features.
+FEATURES="examples/redis,examples/sqs,examples/kafka"
 # Tests that need a server fail (never skip) when it is missing.
-run cargo test --workspace --doc
-run cargo test --workspace --all-targets --exclude queue-kafka "$@"
+run cargo test --workspace --features "$FEATURES" --doc
+run cargo test --workspace --features "$FEATURES" --all-targets --exclude queue-kafka --no-fail-fast "$@"
 # tansu (the test Kafka broker) stalls when many consumer groups rebalance at once, so the
 # Kafka tests run one at a time.
-run cargo test -p queue-kafka --all-targets "$@" -- --test-threads=1
+run cargo test -p queue-kafka --all-targets --no-fail-fast "$@" -- --test-threads=1
 # One closing line for the whole run.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "all tests: %d passed, %d failed\n", p, f }' "$LOG"
+exit $status

@@ -7,25 +7,26 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use queue_core::testkit::{eventually, unique};
-use queue_core::{Delivery, Message, Producer, Worker};
+use queue::testkit::{eventually, unique};
+use queue::{Delivery, Message};
 
 const URL: &str = "redis://127.0.0.1:6379";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_job_loses_nothing() {
-    examples::register_drivers();
-    let q = queue_core::connect(URL).await.unwrap_or_else(|e| {
+    let backend = queue::connect(URL).await.unwrap_or_else(|e| {
         panic!("Redis at {URL} is not reachable ({e}); run scripts/services.sh")
     });
     let name = unique("kill");
-    q.create_queue(&name).await.unwrap();
-    let ids: Vec<String> = Producer::new(q.clone(), name.clone())
+    let q = backend.queue(name.clone());
+    q.create().await.unwrap();
+    let ids: Vec<String> = q
+        .producer()
         .send_batch((0..20).map(|i| Message::new(format!("job {i}"))).collect())
         .await
         .unwrap()
         .into_iter()
-        .map(|i| i.0)
+        .map(|i| i.into_string())
         .collect();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_crash-worker"))
@@ -47,13 +48,15 @@ async fn sigkill_mid_job_loses_nothing() {
 
     let done = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
     let d2 = done.clone();
-    let w = Worker::new(q.clone(), name.clone())
+    let w = q
+        .worker()
         .poll_wait(Duration::from_millis(500))
         .handle_raw(move |d: Delivery| {
-            d2.lock().unwrap().insert(d.id.0, d.attempt);
+            d2.lock().unwrap().insert(d.id.into_string(), d.attempt);
             async { Ok(()) }
         })
-        .start();
+        .start()
+        .unwrap();
     eventually(
         Duration::from_secs(60),
         "every job processed after the kill",

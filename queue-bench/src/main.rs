@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use queue_core::{Delivery, Message, Producer, Queue, Worker};
+use queue_core::{Delivery, Driver, Message};
 use serde::Serialize;
 
 #[derive(Parser, Debug, Clone)]
@@ -289,28 +289,18 @@ async fn framework(a: &Args, backend: &str) -> Result<Run, String> {
         "kafka" => a.kafka_url.clone(),
         other => return Err(format!("unknown backend {other}")),
     };
-    let (queue, sqs): (Arc<dyn Queue>, Option<Arc<queue_sqs::SqsQueue>>) = if backend == "sqs" {
-        let s = Arc::new(
-            queue_sqs::SqsQueue::connect(&url)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-        (s.clone(), Some(s))
-    } else {
-        (
-            queue_core::connect(&url).await.map_err(|e| e.to_string())?,
-            None,
-        )
-    };
+    let backend = queue_core::connect(&url).await.map_err(|e| e.to_string())?;
     let name = unique("bench");
-    queue.create_queue(&name).await.map_err(|e| e.to_string())?;
-    queue.stats(&name).await.map_err(|e| e.to_string())?;
-    let before = sqs.as_ref().map(|s| s.requests().total());
+    let queue = backend.queue(name.clone());
+    queue.create().await.map_err(|e| e.to_string())?;
+    queue.stats().await.map_err(|e| e.to_string())?;
+    let before = backend.requests_made();
     let probe = Arc::new(Probe::default());
     let cost = Cost::parse(&a.handler)?;
     let rss = RssSampler::start();
     let p2 = probe.clone();
-    let worker = Worker::new(queue.clone(), name.clone())
+    let worker = queue
+        .worker()
         .concurrency(a.consumers)
         .poll_wait(Duration::from_secs(1))
         .lease(Duration::from_secs(120))
@@ -321,9 +311,10 @@ async fn framework(a: &Args, backend: &str) -> Result<Run, String> {
                 Ok(())
             }
         })
-        .start();
+        .start()
+        .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let producer = Producer::new(queue.clone(), name.clone());
+    let producer = queue.producer();
     let size = a.payload;
     let send = produce(a, move |k| {
         let producer = producer.clone();
@@ -340,7 +331,8 @@ async fn framework(a: &Args, backend: &str) -> Result<Run, String> {
     probe.wait_for(a.messages, Duration::from_secs(900)).await?;
     let e2e = t0.elapsed();
     worker.shutdown().await;
-    let requests = sqs.map(|s| s.requests().total() - before.unwrap_or(0));
+    let requests = backend.requests_made().map(|n| n - before.unwrap_or(0));
+    let _ = queue.delete().await;
     Ok(summarize(a, send, e2e, &probe, requests, rss.finish()))
 }
 

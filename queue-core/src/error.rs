@@ -60,6 +60,14 @@ pub enum QueueError {
     /// A receipt whose lease has ended: the message may already be leased by someone else.
     #[error("receipt is no longer valid (lease expired or message already settled)")]
     ReceiptExpired,
+    /// A receipt this driver did not issue (from another backend, or forged).
+    #[error("receipt was not issued by this {backend} driver: {reason}")]
+    InvalidReceipt {
+        /// Backend name.
+        backend: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The backend could not be reached.
     #[error("cannot connect to {backend}: {source}")]
     Connection {
@@ -150,23 +158,55 @@ impl QueueError {
         }
     }
 
-    /// True for errors that a retry of the same call may cure (connection loss, timeouts).
+    /// Builds [`QueueError::InvalidReceipt`].
+    pub fn invalid_receipt(backend: &'static str, reason: impl Into<String>) -> Self {
+        QueueError::InvalidReceipt {
+            backend,
+            reason: reason.into(),
+        }
+    }
+
+    /// True for errors that a retry of the same call may cure: a lost or refused
+    /// connection and a timeout. Everything else (a bad request, an unknown queue, refused
+    /// credentials, a stale receipt, an error the backend reported) fails the same way
+    /// again.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            QueueError::Connection { .. } | QueueError::Timeout(_) | QueueError::Backend { .. }
-        )
+        matches!(self, QueueError::Connection { .. } | QueueError::Timeout(_))
     }
 }
 
-/// Removes the password from a URL for error messages and logs.
+/// Removes secrets from a URL for error messages, logs and `Debug` output: the password,
+/// and the value of every query option whose name mentions a secret (`password`, `secret`,
+/// `token`, `key`). Text that is not a URL is returned as `<unparsable URL>` when it
+/// contains an `@` (it may hold credentials), else unchanged.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some() {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let lower = k.to_ascii_lowercase();
+                        let secret = ["password", "secret", "token", "key"]
+                            .iter()
+                            .any(|s| lower.contains(s));
+                        let v = if secret {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        _ => url.to_string(),
+        Err(_) if url.contains('@') => "<unparsable URL>".to_string(),
+        Err(_) => url.to_string(),
     }
 }
 

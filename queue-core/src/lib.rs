@@ -3,44 +3,59 @@
 //! One API for background jobs and message queues, whatever the backend: AWS SQS, Kafka,
 //! Redis, or the embedded in-memory driver in this crate.
 //!
-//! - [`Queue`]: the driver trait, a handful of primitives (send, receive under a lease,
-//!   ack, nack with delay, extend, stats) plus declared [`Capabilities`]. Hold it as
-//!   `Arc<dyn Queue>`; choose it at run time with [`connect`] and a URL.
-//! - [`Producer`]: validates messages against the capabilities, chunks batches, sends.
+//! - [`connect`] a URL and get a [`Backend`]; `backend.queue("emails")` is a [`Queue`]:
+//!   [`Queue::producer`] sends, [`Queue::worker`] runs handlers, [`Queue::stats`],
+//!   [`Queue::redrive`], [`Queue::purge`] and [`Queue::dead_letter_queue`] serve operators.
+//!   Every message is checked against the backend's [`Capabilities`] before it is sent.
 //! - [`Job`]: a serde type with a stable name, carried in a versioned envelope.
 //! - [`Worker`]: the runtime every backend shares: bounded concurrency, retries with
-//!   backoff ([`RetryPolicy`]), dead-lettering with reasons, idempotency
-//!   ([`IdempotencyStore`]), lease heartbeats, timeouts, panics caught, graceful shutdown,
-//!   batch handlers, tracing spans and `metrics` counters.
-//! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering and dedup
-//!   semantics.
-//! - `testkit` (feature `testkit`): the conformance suite every driver runs.
+//!   backoff ([`RetryPolicy`]), dead-lettering with typed reasons ([`DeadLetterKind`]),
+//!   idempotency ([`IdempotencyStore`]), lease heartbeats, timeouts, panics caught,
+//!   graceful shutdown, batch handlers, tracing spans and `metrics` counters.
+//! - [`driver`]: the interface a backend implements ([`Driver`]), for driver authors.
+//! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering, priority and
+//!   dedup semantics (`memory://NAME`).
+//! - `testkit` (feature `testkit`): the conformance kit every driver runs.
+//!
+//! The bundled drivers for Redis, SQS and Kafka live in their own crates; the `queue`
+//! crate re-exports this one and knows their URL schemes through cargo features.
 //!
 //! ## Guarantees
 //! Delivery is at-least-once: a message whose send returned `Ok` is delivered until a
 //! handler succeeds, or it lands in the dead-letter queue with the reason in its headers.
-//! Duplicates come only from an expired lease, a crashed worker or a retried send; the
-//! idempotency layer makes their effects exactly-once within its retention window.
+//!
+//! Duplicates happen. Their sources: a lease that ended while the handler still ran (a
+//! slow job without heartbeats, a paused process); a worker that crashed after the handler
+//! ran but before the ack landed; a send retried after a timeout whose first try had in
+//! fact succeeded; SQS standard queues, which may deliver twice on their own; and Kafka
+//! rebalances, which replay records whose offsets were not yet committed. The idempotency
+//! layer ([`Worker::idempotency`]) turns duplicates into exactly-once *effects* within its
+//! retention window, provided the handler's effect and the store's completion mark cannot
+//! be separated by a crash: the mark is written after the handler returns and before the
+//! ack, so a crash between the effect and the mark runs the effect again. Make effects
+//! that must never repeat idempotent themselves (a unique key in your database), or
+//! record them in the same transaction as the mark.
 //!
 //! ```
-//! use queue_core::{Job, JobContext, MemoryQueue, Producer, Queue, Worker};
-//! use std::sync::Arc;
+//! use queue_core::{Job, JobContext};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct Welcome { user: String }
 //! impl Job for Welcome { const NAME: &'static str = "welcome"; }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
-//! let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
-//! queue.create_queue("mail").await?;
-//! Producer::new(queue.clone(), "mail").enqueue(&Welcome { user: "ada".into() }).await?;
-//! let worker = Worker::new(queue.clone(), "mail")
+//! let backend = queue_core::connect("memory://").await?;
+//! let mail = backend.queue("mail");
+//! mail.create().await?;
+//! mail.enqueue(&Welcome { user: "ada".into() }).await?;
+//! let worker = mail
+//!     .worker()
 //!     .handle(|job: Welcome, _ctx: JobContext| async move {
 //!         println!("welcome, {}", job.user);
 //!         Ok(())
 //!     })
-//!     .start();
-//! # while queue.stats("mail").await?.in_flight + queue.stats("mail").await?.ready > 0 {
+//!     .start()?;
+//! # while mail.stats().await?.total() > 0 {
 //! #     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 //! # }
 //! worker.shutdown().await;
@@ -48,13 +63,15 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod driver;
 mod error;
+mod handle;
 pub mod idempotency;
 pub mod job;
 pub mod memory;
 mod message;
+pub mod options;
 mod producer;
-mod queue;
 mod registry;
 pub mod retry;
 mod worker;
@@ -62,7 +79,11 @@ mod worker;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use driver::{
+    Capabilities, DeadLetterKind, DeadLetterReason, Driver, LeaseModel, Ordering, ReceiveOptions,
+};
 pub use error::{redact, BoxError, DecodeError, QueueError, Result};
+pub use handle::{Backend, Queue};
 pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotency};
 pub use job::Job;
 pub use memory::{MemoryConfig, MemoryQueue};
@@ -71,11 +92,7 @@ pub use message::{
     Receipt,
 };
 pub use producer::{job_message, Producer, SendOptions};
-pub use queue::{
-    dead_letter_copy, first_enqueued, redriven_copy, validate, Capabilities, DeadLetterReason,
-    LeaseModel, Ordering, Queue, ReceiveOptions,
-};
-pub use registry::{connect, register, schemes, ConnectFuture, Connector};
+pub use registry::{connect, register, schemes};
 pub use retry::{Backoff, Decision, RetryPolicy};
 pub use worker::{
     ItemFailure, JobContext, JobError, JobResult, Worker, WorkerConfig, WorkerHandle, WorkerReport,

@@ -12,11 +12,18 @@
 //! | ordering | per key: one delivery of a key in flight at a time, in send order (like SQS FIFO groups) |
 //! | priority | higher first, FIFO within a priority |
 //! | dedup | per-queue id set with a window (default 5 minutes) |
-//! | limits | 1 MiB messages by default (`?max_message_size=`), 1,000 per batch |
+//! | limits | 1 MiB messages by default, 1,000 per batch, delays up to a year |
+//! | delete / purge | drops the queue's maps / empties them (leased receipts go stale) |
 //!
-//! `memory://` opens a private broker; `memory://NAME` opens the process-wide broker
-//! `NAME`, so that producers and workers created apart share queues. Long polls wait on a
-//! notification, never spin.
+//! ## URLs
+//! `memory://NAME[?max_message_size=1MiB&dedup_window=5m]` opens the process-wide broker
+//! `NAME` (created on first use), so a producer and a worker that each call
+//! `connect("memory://jobs")` meet. `memory://` alone opens a *private* broker that only
+//! the returned [`crate::Backend`] (and its clones) can reach: two `connect("memory://")`
+//! calls give two separate brokers. Long polls wait on a notification, never spin.
+//!
+//! ## What it cannot do
+//! Nothing survives the process; there is no cross-process sharing.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -27,12 +34,23 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::driver::{
+    first_enqueued, receipt, receipt_str, Capabilities, ConnectFuture, Driver, LeaseModel,
+    Ordering, ReceiveOptions,
+};
 use crate::error::{QueueError, Result};
 use crate::message::{Delivery, Headers, Message, MessageId, QueueStats, Receipt};
-use crate::queue::{first_enqueued, Capabilities, LeaseModel, Ordering, Queue, ReceiveOptions};
-use crate::registry::ConnectFuture;
+use crate::options::UrlOptions;
+use bytes::Bytes;
 
 const BACKEND: &str = "memory";
+
+/// `now + d`, saturating about a century ahead instead of overflowing on absurd durations.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum St {
@@ -45,7 +63,7 @@ enum St {
 
 struct Stored {
     id: MessageId,
-    payload: Vec<u8>,
+    payload: Bytes,
     headers: Headers,
     key: Option<String>,
     priority: u8,
@@ -145,10 +163,11 @@ impl QState {
 
     /// Finds the leased message a receipt names, if the receipt is still current.
     fn leased_seq(&self, r: &Receipt) -> Result<u64> {
-        let (seq, gen) =
-            r.0.split_once('.')
-                .and_then(|(s, g)| Some((s.parse::<u64>().ok()?, g.parse::<u64>().ok()?)))
-                .ok_or_else(|| QueueError::InvalidOption(format!("malformed receipt {:?}", r.0)))?;
+        let text = receipt_str(r);
+        let (seq, gen) = text
+            .split_once('.')
+            .and_then(|(s, g)| Some((s.parse::<u64>().ok()?, g.parse::<u64>().ok()?)))
+            .ok_or_else(|| QueueError::invalid_receipt(BACKEND, format!("{text:?}")))?;
         match self.msgs.get(&seq) {
             Some(m) if m.generation == gen && matches!(m.state, St::Leased(_)) => Ok(seq),
             _ => Err(QueueError::ReceiptExpired),
@@ -188,6 +207,7 @@ struct Broker {
 
 /// Configuration of a [`MemoryQueue`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemoryConfig {
     /// Largest message accepted.
     pub max_message_size: usize,
@@ -251,26 +271,28 @@ impl MemoryQueue {
     }
 }
 
-/// Opens `memory://[NAME][?max_message_size=BYTES&dedup_window_ms=MS]`.
+/// Longest delay the in-memory driver accepts (and the longest nack delay).
+const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Opens `memory://[NAME][?max_message_size=SIZE&dedup_window=DURATION]`.
 pub(crate) fn connector(url: url::Url) -> ConnectFuture {
     Box::pin(async move {
         let mut config = MemoryConfig::default();
-        for (k, v) in url.query_pairs() {
-            let num = v.parse::<u64>().map_err(|_| {
-                QueueError::invalid_url(url.as_str(), format!("{k} must be a number"))
-            })?;
-            match &*k {
-                "max_message_size" => config.max_message_size = num as usize,
-                "dedup_window_ms" => config.dedup_window = Duration::from_millis(num),
-                _ => {
-                    return Err(QueueError::invalid_url(
-                        url.as_str(),
-                        format!("unknown option {k}"),
-                    ))
-                }
-            }
+        let mut o = UrlOptions::new(&url);
+        if let Some(n) = o.size_within("max_message_size", 1, 1 << 30)? {
+            config.max_message_size = n;
         }
-        let q: Arc<dyn Queue> = match url.host_str() {
+        if let Some(d) = o.duration_at_most("dedup_window", MAX_DELAY)? {
+            config.dedup_window = d;
+        }
+        o.finish()?;
+        if !matches!(url.path(), "" | "/") {
+            return Err(QueueError::invalid_url(
+                url.as_str(),
+                "memory URLs name a broker as their host (memory://NAME) and take no path",
+            ));
+        }
+        let q: Arc<dyn Driver> = match url.host_str() {
             Some(name) if !name.is_empty() => Arc::new(MemoryQueue::named(name, config)),
             _ => Arc::new(MemoryQueue::with_config(config)),
         };
@@ -279,25 +301,25 @@ pub(crate) fn connector(url: url::Url) -> ConnectFuture {
 }
 
 #[async_trait]
-impl Queue for MemoryQueue {
-    fn backend(&self) -> &'static str {
+impl Driver for MemoryQueue {
+    fn kind(&self) -> &'static str {
         BACKEND
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_message_size: self.config.max_message_size,
-            max_batch: 1000,
-            max_delay: Some(Duration::from_secs(365 * 24 * 3600)),
-            max_nack_delay: Some(Duration::from_secs(365 * 24 * 3600)),
-            native_dlq: false,
-            ordering: Ordering::PerKey,
-            priority: true,
-            dedup_window: Some(self.config.dedup_window),
-            lease: LeaseModel::PerMessage { extend: true },
-            exact_stats: true,
-            timer_granularity: Duration::from_millis(1),
-        }
+        Capabilities::baseline()
+            .with_max_message_size(self.config.max_message_size)
+            .with_purge(true)
+            .with_max_batch(1000)
+            .with_max_delay(Some(MAX_DELAY))
+            .with_max_nack_delay(Some(MAX_DELAY))
+            .with_ordering(Ordering::PerKey)
+            .with_priority(true)
+            .with_dedup_window(Some(self.config.dedup_window))
+            .with_lease(LeaseModel::PerMessage { extend: true })
+            .with_exact_stats(true)
+            .with_stale_receipts_refused(true)
+            .with_timer_granularity(Duration::from_millis(1))
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
@@ -305,6 +327,30 @@ impl Queue for MemoryQueue {
         qs.entry(queue.to_string()).or_default();
         qs.entry(self.dead_letter_queue(queue)).or_default();
         Ok(())
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<()> {
+        let mut qs = self.broker.queues.lock().unwrap_or_else(|p| p.into_inner());
+        for name in [queue.to_string(), self.dead_letter_queue(queue)] {
+            if let Some(q) = qs.remove(&name) {
+                // Wake long polls so they see the queue is gone.
+                q.notify.notify_waiters();
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, queue: &str) -> Result<()> {
+        self.with_queue(queue, |q| {
+            let notify = q.notify.clone();
+            let dedup = std::mem::take(&mut q.dedup);
+            *q = QState {
+                dedup,
+                notify,
+                ..QState::default()
+            };
+            Ok(())
+        })
     }
 
     async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>> {
@@ -320,12 +366,13 @@ impl Queue for MemoryQueue {
                         ids.push(id.clone());
                         continue;
                     }
-                    q.dedup.insert(d.clone(), (now + window, m.id.clone()));
+                    q.dedup
+                        .insert(d.clone(), (later(now, window), m.id.clone()));
                 }
                 let seq = broker
                     .seq
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let not_before = now + m.delay.unwrap_or_default();
+                let not_before = later(now, m.delay.unwrap_or_default());
                 let enqueued = first_enqueued(&m.headers, SystemTime::now());
                 ids.push(m.id.clone());
                 q.msgs.insert(
@@ -362,7 +409,7 @@ impl Queue for MemoryQueue {
     }
 
     async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
-        let deadline = Instant::now() + opts.wait;
+        let deadline = later(Instant::now(), opts.wait);
         loop {
             let notify = self.with_queue(queue, |q| Ok(q.notify.clone()))?;
             let notified = notify.notified();
@@ -376,20 +423,22 @@ impl Queue for MemoryQueue {
                     let Some(&(_, seq)) = q.ready.first() else {
                         break;
                     };
-                    q.set_state(seq, St::Leased(now + opts.lease));
+                    q.set_state(seq, St::Leased(later(now, opts.lease)));
                     let Some(m) = q.msgs.get_mut(&seq) else { break };
                     m.attempt += 1;
                     m.generation += 1;
-                    out.push(Delivery {
-                        id: m.id.clone(),
-                        queue: queue.to_string(),
-                        payload: m.payload.clone(),
-                        headers: m.headers.clone(),
-                        attempt: m.attempt,
-                        first_enqueued_at: m.enqueued,
-                        ordering_key: m.key.clone(),
-                        receipt: Receipt(format!("{seq}.{}", m.generation)),
-                    });
+                    out.push(
+                        Delivery::new(
+                            queue,
+                            m.id.clone(),
+                            m.payload.clone(),
+                            receipt(format!("{seq}.{}", m.generation)),
+                        )
+                        .with_headers(m.headers.clone())
+                        .with_attempt(m.attempt)
+                        .with_first_enqueued_at(m.enqueued)
+                        .with_ordering_key(m.key.clone()),
+                    );
                 }
                 Ok((out, q.next_wake()))
             })?;
@@ -434,7 +483,7 @@ impl Queue for MemoryQueue {
             if let Some(m) = q.msgs.get_mut(&seq) {
                 m.generation += 1;
             }
-            q.activate(seq, now + delay, now);
+            q.activate(seq, later(now, delay), now);
             q.notify.notify_waiters();
             Ok(())
         })
@@ -444,7 +493,7 @@ impl Queue for MemoryQueue {
         let now = Instant::now();
         self.with_queue(queue, |q| {
             let seq = q.leased_seq(receipt)?;
-            q.set_state(seq, St::Leased(now + lease));
+            q.set_state(seq, St::Leased(later(now, lease)));
             Ok(())
         })
     }
@@ -457,12 +506,12 @@ impl Queue for MemoryQueue {
             .unwrap_or(0);
         self.with_queue(queue, |q| {
             q.promote(now);
-            Ok(QueueStats {
-                ready: (q.ready.len() + q.waiting) as u64,
-                in_flight: q.leased.len() as u64,
-                delayed: q.scheduled.len() as u64,
+            Ok(QueueStats::new(
+                (q.ready.len() + q.waiting) as u64,
+                q.leased.len() as u64,
+                q.scheduled.len() as u64,
                 dead,
-            })
+            ))
         })
     }
 }

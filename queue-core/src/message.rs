@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 /// Message headers: small string key/value pairs carried beside the payload.
 ///
 /// Names starting with `x-queue-` are reserved for the framework (see [`headers`]).
@@ -11,9 +13,10 @@ pub type Headers = BTreeMap<String, String>;
 
 /// Header names the framework writes. Drivers carry them like any other header.
 pub mod headers {
-    /// Why a message was dead-lettered: `max-attempts`, `permanent`, `malformed`, `timeout`.
+    /// Why a message was dead-lettered: one of [`crate::DeadLetterKind`]'s stable names
+    /// (`max-attempts`, `permanent`, `malformed`, `timeout`).
     pub const DLQ_REASON: &str = "x-queue-dlq-reason";
-    /// The last error's message.
+    /// The last error's message (at most 1 KiB).
     pub const DLQ_ERROR: &str = "x-queue-dlq-error";
     /// How many attempts were made.
     pub const DLQ_ATTEMPTS: &str = "x-queue-dlq-attempts";
@@ -21,8 +24,10 @@ pub mod headers {
     pub const DLQ_SOURCE: &str = "x-queue-dlq-source";
     /// When it was dead-lettered, milliseconds since the Unix epoch.
     pub const DLQ_AT: &str = "x-queue-dlq-at";
-    /// When the message was first enqueued, milliseconds since the Unix epoch. Set by drivers
-    /// that store time in headers, and kept through dead-lettering and redrive.
+    /// When the message was first enqueued, milliseconds since the Unix epoch. Written by
+    /// the core when a message is dead-lettered or redriven, so the time survives the move;
+    /// drivers report it as [`crate::Delivery::first_enqueued_at`] (see
+    /// [`crate::driver::first_enqueued`]).
     pub const FIRST_ENQUEUED_AT: &str = "x-queue-first-enqueued-at";
     /// An explicit idempotency key; the worker's idempotency layer uses it instead of the id.
     pub const IDEMPOTENCY_KEY: &str = "x-queue-idempotency-key";
@@ -31,18 +36,28 @@ pub mod headers {
 }
 
 /// A message id, assigned by the framework when a [`Message`] is built, so it is the same
-/// on every backend and stays the same across redeliveries, retries and dead-lettering.
+/// on every backend and stays the same across redeliveries, retries, dead-lettering and
+/// redrive.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(pub String);
+pub struct MessageId(String);
 
 impl MessageId {
     /// A fresh random (UUID v4) id.
     pub fn random() -> Self {
         MessageId(uuid::Uuid::new_v4().simple().to_string())
     }
+    /// An id with the given text (a driver decoding a stored id, an application that names
+    /// its jobs).
+    pub fn new(id: impl Into<String>) -> Self {
+        MessageId(id.into())
+    }
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+    /// The id as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 
@@ -58,13 +73,29 @@ impl From<&str> for MessageId {
     }
 }
 
-/// A message to send.
+impl From<String> for MessageId {
+    fn from(s: String) -> Self {
+        MessageId(s)
+    }
+}
+
+/// A message to send. Build it with [`Message::new`] and the option methods; the fields
+/// are public to read (drivers map them) and the struct may gain fields in minor versions.
+///
+/// ```
+/// use std::time::Duration;
+/// let m = queue_core::Message::new("hello")
+///     .header("trace-id", "abc")
+///     .delay(Duration::from_secs(30));
+/// assert_eq!(&m.payload[..], b"hello");
+/// ```
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Message {
     /// Framework-assigned id (see [`MessageId`]).
     pub id: MessageId,
-    /// Opaque payload bytes.
-    pub payload: Vec<u8>,
+    /// Opaque payload bytes. [`Bytes`]: cloning shares the buffer, nothing is copied.
+    pub payload: Bytes,
     /// Headers.
     pub headers: Headers,
     /// Do not deliver before this much time has passed.
@@ -80,8 +111,8 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message with a fresh id and no options.
-    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+    /// A message with a fresh random id and no options.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
         Message {
             id: MessageId::random(),
             payload: payload.into(),
@@ -91,6 +122,11 @@ impl Message {
             dedup_id: None,
             priority: None,
         }
+    }
+    /// Replaces the id (for instance to name a job after a business key).
+    pub fn id(mut self, id: impl Into<MessageId>) -> Self {
+        self.id = id.into();
+        self
     }
     /// Adds a header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -107,9 +143,16 @@ impl Message {
         self.ordering_key = Some(key.into());
         self
     }
-    /// Sets the deduplication id.
+    /// Sets the deduplication id, **and makes it the message's id**.
+    ///
+    /// The one rule for duplicates on every backend: a message sent with a dedup id has
+    /// that dedup id as its [`MessageId`], so `send` returns the same id for the original
+    /// and for every duplicate dropped within the backend's window (as BullMQ does for a
+    /// custom job id). Call [`Message::id`] afterwards to use another id.
     pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
-        self.dedup_id = Some(id.into());
+        let id = id.into();
+        self.id = MessageId(id.clone());
+        self.dedup_id = Some(id);
         self
     }
     /// Sets the priority.
@@ -130,24 +173,53 @@ impl Message {
 }
 
 /// An opaque handle for settling one delivery (ack, nack, extend, dead-letter).
-/// Its content is the driver's business (a receipt handle, a stream entry id, an offset).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Receipt(pub String);
+///
+/// Its content is the driver's business (a receipt handle, a lease generation, an offset):
+/// applications get receipts only inside [`Delivery`] values and cannot read or build
+/// them. A driver makes one with [`crate::driver::receipt`] and reads it back with
+/// [`crate::driver::receipt_str`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Receipt(String);
 
-/// A message received under a lease.
+impl Receipt {
+    pub(crate) fn from_string(s: String) -> Self {
+        Receipt(s)
+    }
+    pub(crate) fn text(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // SQS receipt handles are long; their tail is enough to tell two apart in logs.
+        let tail = &self.0[self.0.len().saturating_sub(12)..];
+        let tail = if self.0.is_char_boundary(self.0.len().saturating_sub(12)) {
+            tail
+        } else {
+            "…"
+        };
+        write!(f, "Receipt(…{tail})")
+    }
+}
+
+/// A message received under a lease. Drivers build it with [`Delivery::new`] and the
+/// `with_*` methods.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Delivery {
     /// The framework id the message was sent with.
     pub id: MessageId,
     /// The queue it was received from.
     pub queue: String,
-    /// Payload bytes as sent.
-    pub payload: Vec<u8>,
+    /// Payload bytes as sent (shared, never copied after the driver read them).
+    pub payload: Bytes,
     /// Headers as sent (plus framework headers such as dead-letter reasons).
     pub headers: Headers,
     /// 1 on the first delivery, +1 on each redelivery (nack or lease expiry).
     pub attempt: u32,
-    /// When the message was first enqueued (kept across retries).
+    /// When the message was first enqueued (kept across retries, dead-lettering and
+    /// redrive).
     pub first_enqueued_at: SystemTime,
     /// The ordering key, when it was sent with one.
     pub ordering_key: Option<String>,
@@ -155,9 +227,51 @@ pub struct Delivery {
     pub receipt: Receipt,
 }
 
+impl Delivery {
+    /// A delivery of message `id` from `queue`, attempt 1, enqueued now, no headers.
+    pub fn new(
+        queue: impl Into<String>,
+        id: MessageId,
+        payload: impl Into<Bytes>,
+        receipt: Receipt,
+    ) -> Self {
+        Delivery {
+            id,
+            queue: queue.into(),
+            payload: payload.into(),
+            headers: Headers::new(),
+            attempt: 1,
+            first_enqueued_at: SystemTime::now(),
+            ordering_key: None,
+            receipt,
+        }
+    }
+    /// Sets the headers.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+    /// Sets the attempt number (1-based).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+    /// Sets the first-enqueued time.
+    pub fn with_first_enqueued_at(mut self, at: SystemTime) -> Self {
+        self.first_enqueued_at = at;
+        self
+    }
+    /// Sets the ordering key.
+    pub fn with_ordering_key(mut self, key: Option<String>) -> Self {
+        self.ordering_key = key;
+        self
+    }
+}
+
 /// Counts of messages in a queue by state. Backends whose counts are approximate
 /// (SQS) say so in [`crate::Capabilities::exact_stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// Visible, waiting for a consumer.
     pub ready: u64,
@@ -169,14 +283,35 @@ pub struct QueueStats {
     pub dead: u64,
 }
 
+impl QueueStats {
+    /// Counts by state.
+    pub fn new(ready: u64, in_flight: u64, delayed: u64, dead: u64) -> Self {
+        QueueStats {
+            ready,
+            in_flight,
+            delayed,
+            dead,
+        }
+    }
+    /// Every message the queue holds, dead letters included.
+    pub fn total(&self) -> u64 {
+        self.ready
+            .saturating_add(self.in_flight)
+            .saturating_add(self.delayed)
+            .saturating_add(self.dead)
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 for times before it).
 pub fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(|d| d.as_millis().min(u64::MAX as u128) as u64)
         .unwrap_or(0)
 }
 
-/// The inverse of [`unix_millis`].
+/// The inverse of [`unix_millis`]; saturates at the far future instead of overflowing.
 pub fn from_unix_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .unwrap_or(UNIX_EPOCH + Duration::from_secs(i32::MAX as u64))
 }

@@ -1,58 +1,115 @@
-//! The producer handle: validates, chunks and sends.
+//! The producer: validates, chunks and sends.
 
-use std::sync::Arc;
+use std::fmt;
 use std::time::Duration;
 
 use crate::error::{QueueError, Result};
+use crate::handle::Queue;
 use crate::job::{encode, Job};
 use crate::message::{headers, Message, MessageId};
-use crate::queue::{validate, Queue};
 
 /// Per-send options for typed jobs (BullMQ's job options, mapped onto [`Message`]).
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = queue_core::SendOptions::new()
+///     .delay(Duration::from_secs(60))
+///     .max_attempts(3)
+///     .idempotency_key("order-42");
+/// # let _ = opts;
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct SendOptions {
     /// Do not deliver before this much time has passed.
     pub delay: Option<Duration>,
     /// Per-key ordering (backends with [`crate::Ordering::PerKey`] or `PerPartition`).
     pub ordering_key: Option<String>,
-    /// Backend-side deduplication id.
+    /// Backend-side deduplication id; it also becomes the job's id (see
+    /// [`Message::dedup_id`]).
     pub dedup_id: Option<String>,
     /// Priority (backends that declare it).
     pub priority: Option<u8>,
     /// Consumer-side idempotency key (see [`crate::Worker::idempotency`]).
     pub idempotency_key: Option<String>,
-    /// Overrides the retry policy's maximum attempts for this job.
+    /// Overrides the retry policy's maximum attempts for this job (at least 1).
     pub max_attempts: Option<u32>,
     /// Extra headers.
     pub headers: crate::Headers,
 }
 
-/// Sends messages to one queue. Cheap to clone; share it across tasks.
+impl SendOptions {
+    /// No options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`SendOptions::delay`].
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+    /// Sets [`SendOptions::ordering_key`].
+    pub fn ordering_key(mut self, key: impl Into<String>) -> Self {
+        self.ordering_key = Some(key.into());
+        self
+    }
+    /// Sets [`SendOptions::dedup_id`].
+    pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.dedup_id = Some(id.into());
+        self
+    }
+    /// Sets [`SendOptions::priority`].
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+    /// Sets [`SendOptions::idempotency_key`].
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+    /// Sets [`SendOptions::max_attempts`].
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// Sends messages to one queue. Cheap to clone; share it across tasks. Get one from
+/// [`Queue::producer`].
 ///
 /// Every message is checked against the backend's [`crate::Capabilities`] before anything
 /// is sent: an oversized message or an option the backend cannot honour is a typed error,
 /// and in a batch nothing is sent if any message fails the check.
 #[derive(Clone)]
 pub struct Producer {
-    queue: Arc<dyn Queue>,
-    name: String,
+    queue: Queue,
+}
+
+impl fmt::Debug for Producer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 impl Producer {
-    /// A producer for queue `name` on `queue`.
-    pub fn new(queue: Arc<dyn Queue>, name: impl Into<String>) -> Self {
-        Producer {
-            queue,
-            name: name.into(),
-        }
+    pub(crate) fn new(queue: Queue) -> Self {
+        Producer { queue }
     }
 
-    /// The queue name.
-    pub fn queue_name(&self) -> &str {
-        &self.name
+    /// The queue it sends to.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
     }
 
-    /// Enqueues a typed job.
+    /// Enqueues a typed job; returns its id (the id the worker sees).
     pub async fn enqueue<J: Job>(&self, job: &J) -> Result<MessageId> {
         self.enqueue_with(job, SendOptions::default()).await
     }
@@ -60,31 +117,22 @@ impl Producer {
     /// Enqueues a typed job with options.
     pub async fn enqueue_with<J: Job>(&self, job: &J, opts: SendOptions) -> Result<MessageId> {
         let m = job_message(job, opts)?;
-        Ok(self.send_batch(vec![m]).await?.remove(0))
+        self.send(m).await
     }
 
     /// Sends one raw message.
     pub async fn send(&self, message: Message) -> Result<MessageId> {
-        Ok(self.send_batch(vec![message]).await?.remove(0))
+        self.send_batch(vec![message])
+            .await?
+            .pop()
+            .ok_or_else(|| QueueError::backend(self.queue.backend().kind(), "send returned no id"))
     }
 
     /// Sends many messages, in chunks of the backend's maximum batch. All are validated
     /// first. If a chunk fails, the error is returned and the chunks before it were sent
     /// (their ids are lost to the caller; resend with the same dedup ids where it matters).
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
-        let caps = self.queue.capabilities();
-        let backend = self.queue.backend();
-        for m in &messages {
-            validate(&caps, backend, m)?;
-        }
-        let mut ids = Vec::with_capacity(messages.len());
-        let mut rest = messages;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(caps.max_batch.max(1)));
-            ids.extend(self.queue.send(&self.name, rest).await?);
-            rest = tail;
-        }
-        Ok(ids)
+        self.queue.send_checked(messages).await
     }
 }
 
@@ -108,7 +156,9 @@ pub fn job_message<J: Job>(job: &J, opts: SendOptions) -> Result<Message> {
     }
     m.delay = opts.delay;
     m.ordering_key = opts.ordering_key;
-    m.dedup_id = opts.dedup_id;
+    if let Some(d) = opts.dedup_id {
+        m = m.dedup_id(d);
+    }
     m.priority = opts.priority;
     Ok(m)
 }

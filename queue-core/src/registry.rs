@@ -1,28 +1,23 @@
-//! Backend selection from a URL: `memory://`, and whatever schemes driver crates register
-//! (`redis://`, `sqs://`, `kafka://`). One binary switches backend with an environment
-//! variable and no code change:
+//! Backend selection from a URL: `memory://`, and whatever schemes other drivers register.
+//! One binary switches backend with an environment variable and no code change:
 //!
 //! ```no_run
 //! # async fn run() -> queue_core::Result<()> {
-//! // queue_redis::register(); queue_sqs::register(); ... at start-up
 //! let url = std::env::var("QUEUE_URL").unwrap_or_else(|_| "memory://".into());
-//! let queue = queue_core::connect(&url).await?;
+//! let backend = queue_core::connect(&url).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The bundled drivers (`redis://`, `sqs://`, `kafka://`) are known without registration
+//! through the `queue` crate's cargo features (`queue::connect`). [`register`] is for a
+//! driver written outside this workspace.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{OnceLock, RwLock};
 
+use crate::driver::Connector;
 use crate::error::{QueueError, Result};
-use crate::queue::Queue;
-
-/// The future a [`Connector`] returns.
-pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Queue>>> + Send>>;
-
-/// Opens a backend from a parsed URL.
-pub type Connector = fn(url::Url) -> ConnectFuture;
+use crate::handle::Backend;
 
 fn registry() -> &'static RwLock<BTreeMap<String, Connector>> {
     static REG: OnceLock<RwLock<BTreeMap<String, Connector>>> = OnceLock::new();
@@ -33,8 +28,8 @@ fn registry() -> &'static RwLock<BTreeMap<String, Connector>> {
     })
 }
 
-/// Registers `connector` for URL `scheme` (replacing any earlier one). Driver crates call
-/// this from their own `register()` function.
+/// Registers `connector` for URL `scheme` (replacing any earlier one), so that
+/// [`connect`] opens URLs of that scheme with it.
 pub fn register(scheme: &str, connector: Connector) {
     registry()
         .write()
@@ -56,7 +51,7 @@ pub fn schemes() -> Vec<String> {
 ///
 /// A malformed URL is [`QueueError::InvalidUrl`]; a scheme no driver registered is
 /// [`QueueError::UnknownScheme`] listing the known ones.
-pub async fn connect(url: &str) -> Result<Arc<dyn Queue>> {
+pub async fn connect(url: &str) -> Result<Backend> {
     let parsed = url::Url::parse(url).map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
     let connector = registry()
         .read()
@@ -64,7 +59,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Queue>> {
         .get(parsed.scheme())
         .copied();
     match connector {
-        Some(c) => c(parsed).await,
+        Some(c) => Ok(Backend::from_driver(c(parsed).await?)),
         None => Err(QueueError::UnknownScheme {
             scheme: parsed.scheme().to_string(),
             known: schemes(),
@@ -103,7 +98,8 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        let e = QueueError::invalid_url("redis://user:secret@host/0", "x");
+        let e = QueueError::invalid_url("redis://user:secret@host/0?token=t0k", "x");
         assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(!e.to_string().contains("t0k"), "{e}");
     }
 }

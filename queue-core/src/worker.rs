@@ -17,27 +17,31 @@
 //! partition) run one after another in receive order; on a per-key backend, a delivery
 //! whose predecessor went back to the queue goes back too, so the backend redelivers both
 //! in order. Prefetch never exceeds the free concurrency slots, so nothing waits leased
-//! but unstarted. On graceful shutdown the worker calls [`Queue::stop_receiving`].
+//! but unstarted. On graceful shutdown the worker calls [`Driver::stop_receiving`].
 //!
-//! Everything here is backend-agnostic: drivers only provide the [`Queue`] primitives.
+//! Everything here is backend-agnostic: drivers only provide the [`Driver`] primitives.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::driver::{
+    Capabilities, DeadLetterKind, DeadLetterReason, Driver, LeaseModel, ReceiveOptions,
+};
 use crate::error::DecodeError;
+use crate::error::{QueueError, Result as QResult};
+use crate::handle::Queue;
 use crate::idempotency::{Begin, IdempotencyStore};
 use crate::job::{decode_data, decode_envelope, Job, RawEnvelope};
 use crate::message::{headers, Delivery, Headers, MessageId, Receipt};
-use crate::queue::{Capabilities, DeadLetterReason, LeaseModel, Queue, ReceiveOptions};
 use crate::retry::{Decision, RetryPolicy};
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -135,8 +139,9 @@ pub struct JobContext {
     pub first_enqueued_at: SystemTime,
 }
 
-/// Worker settings. Build with [`Worker`]'s methods.
+/// Worker settings. Build with [`Worker`]'s methods; [`Worker::start`] checks them.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// Jobs (or batches) run at once. Default 10.
     pub concurrency: usize,
@@ -175,6 +180,7 @@ impl Default for WorkerConfig {
 
 /// Counts of what a worker did. [`WorkerHandle::report`] reads them live.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerReport {
     /// Deliveries received.
     pub received: u64,
@@ -204,6 +210,7 @@ struct Counters {
     duplicates_skipped: AtomicU64,
     returned: AtomicU64,
     backend_errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
 }
 
 impl Counters {
@@ -245,32 +252,31 @@ enum Mode {
 /// # use queue_core::*;
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { id: u32 }
 /// # impl Job for Resize { const NAME: &'static str = "resize"; }
-/// # async fn run(queue: std::sync::Arc<dyn Queue>) {
-/// let worker = Worker::new(queue, "images")
+/// # async fn run(backend: Backend) -> Result<()> {
+/// let worker = backend
+///     .queue("images")
+///     .worker()
 ///     .handle(|job: Resize, ctx: JobContext| async move {
 ///         println!("resizing {} (attempt {})", job.id, ctx.attempt);
 ///         Ok(())
 ///     })
 ///     .concurrency(4)
-///     .start();
+///     .start()?;
 /// // ... later
 /// let report = worker.shutdown().await;
-/// # }
+/// # Ok(()) }
 /// ```
 pub struct Worker {
-    queue: Arc<dyn Queue>,
-    name: String,
+    queue: Queue,
     mode: Mode,
     config: WorkerConfig,
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
 }
 
 impl Worker {
-    /// A worker for queue `name`.
-    pub fn new(queue: Arc<dyn Queue>, name: impl Into<String>) -> Self {
+    pub(crate) fn new(queue: Queue) -> Self {
         Worker {
             queue,
-            name: name.into(),
             mode: Mode::Jobs {
                 jobs: HashMap::new(),
                 raw: None,
@@ -343,9 +349,9 @@ impl Worker {
         self
     }
 
-    /// Jobs run at once.
+    /// Jobs run at once (1 to 100,000).
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.config.concurrency = n.max(1);
+        self.config.concurrency = n;
         self
     }
     /// Lease per delivery (renewed automatically while a job runs, where the backend can).
@@ -375,7 +381,7 @@ impl Worker {
     }
     /// Messages per batch for [`handle_batch`](Worker::handle_batch).
     pub fn batch_size(mut self, n: usize) -> Self {
-        self.config.batch_size = n.max(1);
+        self.config.batch_size = n;
         self
     }
     /// How long acks wait to be batched.
@@ -395,14 +401,33 @@ impl Worker {
         self
     }
 
-    /// Starts the worker on the current tokio runtime.
-    pub fn start(self) -> WorkerHandle {
+    /// Checks the configuration against the backend and starts the worker on the current
+    /// tokio runtime.
+    ///
+    /// A setting that cannot work is an [`QueueError::InvalidOption`] naming it, never a
+    /// panic inside the worker's task: concurrency 0, a lease shorter than the backend's
+    /// timer step or longer than its [`Capabilities::max_lease`], a poll wait over an
+    /// hour, a job timeout of zero or over 30 days, a shutdown grace over a day, a batch
+    /// size over the backend's batch limit, a retry policy with zero attempts.
+    pub fn start(self) -> QResult<WorkerHandle> {
+        let caps = self.queue.driver().capabilities();
+        check_config(&self.config, &caps, matches!(self.mode, Mode::Batch(_)))?;
+        if let Mode::Jobs { jobs, .. } = &self.mode {
+            for (name, reg) in jobs {
+                if let Some(p) = reg.retry {
+                    if p.max_attempts == 0 {
+                        return Err(QueueError::InvalidOption(format!(
+                            "job {name}: retry policy max_attempts must be at least 1"
+                        )));
+                    }
+                }
+            }
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
-        let caps = self.queue.capabilities();
         let inner = Arc::new(Inner {
-            queue: self.queue,
-            name: self.name,
+            driver: self.queue.driver().clone(),
+            name: self.queue.name().to_string(),
             mode: self.mode,
             config: self.config,
             idempotency: self.idempotency,
@@ -410,33 +435,108 @@ impl Worker {
             counters: counters.clone(),
         });
         let join = tokio::spawn(run(inner, stop_rx));
-        WorkerHandle {
+        Ok(WorkerHandle {
             stop: stop_tx,
             join,
             counters,
-        }
+        })
     }
 
     /// Runs until `signal` completes (e.g. `tokio::signal::ctrl_c()`), then shuts down
     /// gracefully and returns the report.
-    pub async fn run_until<F: Future>(self, signal: F) -> WorkerReport {
-        let handle = self.start();
+    pub async fn run_until<F: Future>(self, signal: F) -> QResult<WorkerReport> {
+        let handle = self.start()?;
         signal.await;
-        handle.shutdown().await
+        Ok(handle.shutdown().await)
     }
 }
 
-/// A running worker.
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn check_config(c: &WorkerConfig, caps: &Capabilities, batch_mode: bool) -> QResult<()> {
+    let bad = |what: String| Err(QueueError::InvalidOption(what));
+    if c.concurrency == 0 || c.concurrency > 100_000 {
+        return bad(format!(
+            "concurrency must be 1 to 100000, got {}",
+            c.concurrency
+        ));
+    }
+    if matches!(caps.lease, LeaseModel::PerMessage { .. })
+        && (c.lease < caps.timer_granularity || c.lease > caps.max_lease)
+    {
+        return bad(format!(
+            "lease must be {:?} to {:?} on this backend, got {:?}",
+            caps.timer_granularity, caps.max_lease, c.lease
+        ));
+    }
+    if c.poll_wait > HOUR {
+        return bad(format!(
+            "poll_wait must be at most 1h, got {:?}",
+            c.poll_wait
+        ));
+    }
+    if let Some(t) = c.job_timeout {
+        if t.is_zero() || t > 30 * 24 * HOUR {
+            return bad(format!(
+                "job_timeout must be over 0 and at most 30 days, got {t:?}"
+            ));
+        }
+    }
+    if c.shutdown_grace > 24 * HOUR {
+        return bad(format!(
+            "shutdown_grace must be at most 24h, got {:?}",
+            c.shutdown_grace
+        ));
+    }
+    if c.ack_linger > Duration::from_secs(10) {
+        return bad(format!(
+            "ack_linger must be at most 10s, got {:?}",
+            c.ack_linger
+        ));
+    }
+    if batch_mode && (c.batch_size == 0 || c.batch_size > caps.max_batch) {
+        return bad(format!(
+            "batch_size must be 1 to {} (the backend's batch limit), got {}",
+            caps.max_batch, c.batch_size
+        ));
+    }
+    if c.retry.max_attempts == 0 {
+        return bad("retry policy max_attempts must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// A running worker. Dropping it stops the worker (as [`WorkerHandle::shutdown`] would,
+/// without waiting): keep it for as long as the worker should run.
+#[must_use = "dropping the handle stops the worker"]
 pub struct WorkerHandle {
     stop: watch::Sender<bool>,
     join: tokio::task::JoinHandle<WorkerReport>,
     counters: Arc<Counters>,
 }
 
+impl fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("report", &self.report())
+            .finish_non_exhaustive()
+    }
+}
+
 impl WorkerHandle {
     /// What the worker has done so far.
     pub fn report(&self) -> WorkerReport {
         self.counters.snapshot()
+    }
+
+    /// The last error a backend call returned (receive, ack, nack, extend, dead-letter,
+    /// idempotency store), for diagnostics; `None` if every call succeeded.
+    pub fn last_error(&self) -> Option<String> {
+        self.counters
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Graceful shutdown: stop receiving, let in-flight jobs finish within the grace period,
@@ -456,8 +556,24 @@ impl WorkerHandle {
     }
 }
 
+/// Counts a failed backend call, remembers it for [`WorkerHandle::last_error`] and logs
+/// it with the queue and, where there is one, the message id.
+fn backend_error(inner: &Inner, what: &str, id: Option<&MessageId>, e: &QueueError) {
+    bump(&inner.counters.backend_errors);
+    let text = format!("{what}: {e}");
+    match id {
+        Some(id) => tracing::warn!(queue = %inner.name, id = %id, error = %e, "{what}"),
+        None => tracing::warn!(queue = %inner.name, error = %e, "{what}"),
+    }
+    *inner
+        .counters
+        .last_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(text);
+}
+
 struct Inner {
-    queue: Arc<dyn Queue>,
+    driver: Arc<dyn Driver>,
     name: String,
     mode: Mode,
     config: WorkerConfig,
@@ -504,7 +620,7 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
         };
         // A receive in progress is allowed to finish (it is bounded by `poll_wait`), so that
         // messages the backend already leased to us are returned below, not left to expire.
-        let got = inner.queue.receive(&inner.name, opts).await;
+        let got = inner.driver.receive(&inner.name, opts).await;
         while tasks.try_join_next().is_some() {}
         let deliveries = match got {
             Ok(d) => {
@@ -512,7 +628,7 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
                 d
             }
             Err(e) => {
-                bump(&inner.counters.backend_errors);
+                backend_error(&inner, "receive failed", None, &e);
                 errors_in_row += 1;
                 let pause = crate::retry::Backoff::Exponential {
                     base: Duration::from_millis(100),
@@ -589,7 +705,7 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
     }
     drop(ack_tx);
     while aux.join_next().await.is_some() {}
-    if let Err(e) = inner.queue.stop_receiving(&inner.name).await {
+    if let Err(e) = inner.driver.stop_receiving(&inner.name).await {
         tracing::warn!(queue = %inner.name, error = %e, "stop_receiving failed");
     }
     inner.counters.snapshot()
@@ -607,9 +723,13 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Receipt>) {
                 _ => break,
             }
         }
-        if let Err(e) = inner.queue.ack(&inner.name, &batch).await {
-            bump(&inner.counters.backend_errors);
-            tracing::warn!(queue = %inner.name, error = %e, "ack failed; the messages will be redelivered");
+        if let Err(e) = inner.driver.ack(&inner.name, &batch).await {
+            backend_error(
+                &inner,
+                "ack failed; the messages will be redelivered",
+                None,
+                &e,
+            );
         }
     }
 }
@@ -618,20 +738,25 @@ async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Receipt>) {
 async fn give_back(inner: &Inner, d: &Delivery) {
     bump(&inner.counters.returned);
     if let Err(e) = inner
-        .queue
+        .driver
         .nack(&inner.name, &d.receipt, Duration::ZERO)
         .await
     {
-        bump(&inner.counters.backend_errors);
-        tracing::warn!(queue = %inner.name, id = %d.id, error = %e, "could not return message; it comes back when its lease ends");
+        backend_error(
+            inner,
+            "could not return message; it comes back when its lease ends",
+            Some(&d.id),
+            &e,
+        );
     }
 }
 
 /// Why an attempt failed, as the worker sees it.
+#[derive(Clone)]
 struct Failure {
     error: String,
     permanent: bool,
-    kind: &'static str,
+    kind: DeadLetterKind,
     retry_after: Option<Duration>,
 }
 
@@ -639,9 +764,9 @@ impl Failure {
     fn from_job(e: JobError) -> Self {
         Failure {
             kind: if e.permanent {
-                "permanent"
+                DeadLetterKind::Permanent
             } else {
-                "max-attempts"
+                DeadLetterKind::MaxAttempts
             },
             error: e.message,
             permanent: e.permanent,
@@ -652,7 +777,7 @@ impl Failure {
         Failure {
             error: e.to_string(),
             permanent: true,
-            kind: "malformed",
+            kind: DeadLetterKind::Malformed,
             retry_after: None,
         }
     }
@@ -660,7 +785,7 @@ impl Failure {
         Failure {
             error,
             permanent: false,
-            kind: "max-attempts",
+            kind: DeadLetterKind::MaxAttempts,
             retry_after: None,
         }
     }
@@ -680,21 +805,19 @@ async fn supervise<T: Send + 'static>(
     receipts: &[&Receipt],
     fut: BoxFut<T>,
     mut force: watch::Receiver<bool>,
-) -> Result<T, Option<String>> {
+) -> Result<T, Option<Failure>> {
     let mut guard = AbortOnDrop(tokio::spawn(fut));
     let handle = &mut guard.0;
     let lease = inner.config.lease;
     let extend = matches!(inner.caps.lease, LeaseModel::PerMessage { extend: true });
     let beat = (lease / 3).max(inner.caps.timer_granularity);
-    let mut next_beat = tokio::time::Instant::now() + beat;
-    let timeout_at = inner
-        .config
-        .job_timeout
-        .map(|t| tokio::time::Instant::now() + t);
+    let now = tokio::time::Instant::now();
+    let mut next_beat = now + beat;
+    let timeout_at = inner.config.job_timeout.map(|t| now + t);
     loop {
         tokio::select! {
             r = &mut *handle => {
-                return r.map_err(|e| Some(if e.is_panic() {
+                return r.map_err(|e| Some(Failure::retryable(if e.is_panic() {
                     let p = e.into_panic();
                     let msg = p.downcast_ref::<&str>().map(|s| s.to_string())
                         .or_else(|| p.downcast_ref::<String>().cloned())
@@ -702,21 +825,25 @@ async fn supervise<T: Send + 'static>(
                     format!("handler panicked: {msg}")
                 } else {
                     "handler task was cancelled".to_string()
-                }));
+                })));
             }
             _ = tokio::time::sleep_until(next_beat), if extend => {
                 next_beat += beat;
                 for r in receipts {
-                    if let Err(e) = inner.queue.extend(&inner.name, r, lease).await {
-                        bump(&inner.counters.backend_errors);
-                        tracing::warn!(queue = %inner.name, error = %e, "lease extension failed");
+                    if let Err(e) = inner.driver.extend(&inner.name, r, lease).await {
+                        backend_error(inner, "lease extension failed", None, &e);
                     }
                 }
             }
             _ = tokio::time::sleep_until(timeout_at.unwrap_or_else(tokio::time::Instant::now)), if timeout_at.is_some() => {
                 handle.abort();
                 let t = inner.config.job_timeout.unwrap_or_default();
-                return Err(Some(format!("job timed out after {t:?}")));
+                return Err(Some(Failure {
+                    error: format!("job timed out after {t:?}"),
+                    permanent: false,
+                    kind: DeadLetterKind::Timeout,
+                    retry_after: None,
+                }));
             }
             _ = forced(&mut force) => {
                 handle.abort();
@@ -811,13 +938,8 @@ async fn run_one_inner(
         Claim::Later => {
             // Another worker is running this key: look again after a lease.
             let delay = clamp_delay(&inner.caps, inner.config.lease);
-            if inner
-                .queue
-                .nack(&inner.name, &d.receipt, delay)
-                .await
-                .is_err()
-            {
-                bump(&inner.counters.backend_errors);
+            if let Err(e) = inner.driver.nack(&inner.name, &d.receipt, delay).await {
+                backend_error(inner, "could not defer message", Some(&d.id), &e);
             }
             return false;
         }
@@ -838,19 +960,18 @@ async fn run_one_inner(
     let ran = match supervise(inner, &[&d.receipt], Box::pin(job), force).await {
         Ok(None) => {
             release(inner, key.as_deref()).await;
-            if inner
-                .queue
+            if let Err(e) = inner
+                .driver
                 .nack(&inner.name, &d.receipt, Duration::ZERO)
                 .await
-                .is_err()
             {
-                bump(&inner.counters.backend_errors);
+                backend_error(inner, "could not give message back", Some(&d.id), &e);
             }
             return false;
         }
         Ok(Some(Ok(()))) => Ran::Done(vec![]),
         Ok(Some(Err(e))) => Ran::Done(vec![(0, Failure::from_job(e))]),
-        Err(Some(msg)) => Ran::Done(vec![(0, Failure::retryable(msg))]),
+        Err(Some(f)) => Ran::Done(vec![(0, f)]),
         Err(None) => Ran::Forced,
     };
     metrics::histogram!("queue_job_duration_seconds", "queue" => inner.name.clone(), "job" => job_name.clone())
@@ -898,9 +1019,9 @@ async fn run_batch(
                     .map(|f| (f.index, Failure::from_job(f.error)))
                     .collect(),
             ),
-            Err(Some(msg)) => Ran::Done(
+            Err(Some(f)) => Ran::Done(
                 (0..batch.len())
-                    .map(|i| (i, Failure::retryable(msg.clone())))
+                    .map(|i| (i, f.clone()))
                     .collect(),
             ),
             Err(None) => Ran::Forced,
@@ -974,7 +1095,9 @@ fn prepare(inner: &Inner, d: &Delivery) -> (String, Prepared) {
             let policy = reg.retry.unwrap_or(default);
             (name, (reg.run)(env, ctx).map(|f| (f, policy)))
         }
-        (None, Some(raw)) => (name, raw_run(raw)),
+        // Metric labels come from registered names only: a name read from a payload must
+        // not create a new time series.
+        (None, Some(raw)) => ("raw".into(), raw_run(raw)),
         (None, None) => {
             let mut known: Vec<String> = jobs.keys().cloned().collect();
             known.sort();
@@ -982,7 +1105,7 @@ fn prepare(inner: &Inner, d: &Delivery) -> (String, Prepared) {
                 name: name.clone(),
                 known,
             };
-            (name, Err(e))
+            ("unknown".into(), Err(e))
         }
     }
 }
@@ -998,7 +1121,11 @@ async fn claim(inner: &Inner, d: &Delivery) -> Claim {
         return Claim::Run(None);
     };
     let key = idempotency_key(d);
-    let hold = inner.config.job_timeout.unwrap_or(inner.config.lease) * 2;
+    let hold = inner
+        .config
+        .job_timeout
+        .unwrap_or(inner.config.lease)
+        .saturating_mul(2);
     match store.begin(&key, hold).await {
         Ok(Begin::Started) => Claim::Run(Some(key)),
         Ok(Begin::AlreadyDone) => Claim::Skip,
@@ -1006,8 +1133,7 @@ async fn claim(inner: &Inner, d: &Delivery) -> Claim {
         Err(e) => {
             // Without the store we cannot promise exactly-once effects: try again later
             // rather than risk a duplicate effect.
-            bump(&inner.counters.backend_errors);
-            tracing::warn!(error = %e, "idempotency store failed");
+            backend_error(inner, "idempotency store failed", Some(&d.id), &e);
             Claim::Later
         }
     }
@@ -1017,13 +1143,13 @@ fn idempotency_key(d: &Delivery) -> String {
     d.headers
         .get(headers::IDEMPOTENCY_KEY)
         .cloned()
-        .unwrap_or_else(|| d.id.0.clone())
+        .unwrap_or_else(|| d.id.as_str().to_string())
 }
 
 async fn release(inner: &Inner, key: Option<&str>) {
     if let (Some((store, _)), Some(key)) = (&inner.idempotency, key) {
-        if store.release(key).await.is_err() {
-            bump(&inner.counters.backend_errors);
+        if let Err(e) = store.release(key).await {
+            backend_error(inner, "could not release idempotency key", None, &e);
         }
     }
 }
@@ -1037,18 +1163,20 @@ async fn settle_success(
 ) {
     if let (Some((store, retention)), Some(key)) = (&inner.idempotency, key) {
         if let Err(e) = store.complete(key, *retention).await {
-            bump(&inner.counters.backend_errors);
-            tracing::warn!(error = %e, "could not record idempotency key");
+            backend_error(inner, "could not record idempotency key", Some(&d.id), &e);
         }
     }
     bump(&inner.counters.succeeded);
     metrics::counter!("queue_jobs_processed_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
     if acks.send(d.receipt.clone()).is_err() {
         // The acker is gone only if the worker is being torn down; ack directly.
-        let _ = inner
-            .queue
+        if let Err(e) = inner
+            .driver
             .ack(&inner.name, std::slice::from_ref(&d.receipt))
-            .await;
+            .await
+        {
+            backend_error(inner, "direct ack failed", Some(&d.id), &e);
+        }
     }
 }
 
@@ -1076,28 +1204,32 @@ async fn settle_failure(
             bump(&inner.counters.retried);
             metrics::counter!("queue_jobs_retried_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
             let delay = clamp_delay(&inner.caps, delay);
-            if let Err(e) = inner.queue.nack(&inner.name, &d.receipt, delay).await {
-                bump(&inner.counters.backend_errors);
-                tracing::warn!(error = %e, "nack failed; the message comes back when its lease ends");
+            if let Err(e) = inner.driver.nack(&inner.name, &d.receipt, delay).await {
+                backend_error(
+                    inner,
+                    "nack failed; the message comes back when its lease ends",
+                    Some(&d.id),
+                    &e,
+                );
             }
             false
         }
         Decision::DeadLetter => {
-            tracing::warn!(error = %f.error, reason = f.kind, "dead-lettering job");
-            let reason = DeadLetterReason {
-                kind: f.kind,
-                error: f.error,
-                attempts: d.attempt,
-            };
-            match inner.queue.dead_letter(d, &reason).await {
+            tracing::warn!(error = %f.error, reason = f.kind.as_str(), "dead-lettering job");
+            let reason = DeadLetterReason::new(f.kind, f.error, d.attempt);
+            match inner.driver.dead_letter(d, &reason).await {
                 Ok(()) => {
                     bump(&inner.counters.dead_lettered);
                     metrics::counter!("queue_jobs_dead_lettered_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
                     true
                 }
                 Err(e) => {
-                    bump(&inner.counters.backend_errors);
-                    tracing::error!(error = %e, "dead-lettering failed; the message comes back when its lease ends");
+                    backend_error(
+                        inner,
+                        "dead-lettering failed; the message comes back when its lease ends",
+                        Some(&d.id),
+                        &e,
+                    );
                     false
                 }
             }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use queue_core::testkit::eventually;
 use queue_core::{
-    headers, Backoff, Delivery, ItemFailure, Job, JobContext, JobError, MemoryQueue, Message,
-    Producer, Queue, ReceiveOptions, RetryPolicy, SendOptions, Worker,
+    headers, Backend, Backoff, Delivery, Driver, ItemFailure, Job, JobContext, JobError,
+    MemoryQueue, Message, Producer, ReceiveOptions, RetryPolicy, SendOptions, Worker,
 };
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -30,14 +30,16 @@ impl Job for Picky {
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn setup() -> (Arc<dyn Queue>, Producer) {
-    let q: Arc<dyn Queue> = Arc::new(MemoryQueue::new());
+async fn setup() -> (Arc<dyn Driver>, Producer) {
+    let q: Arc<dyn Driver> = Arc::new(MemoryQueue::new());
     q.create_queue("q").await.unwrap();
-    (q.clone(), Producer::new(q, "q"))
+    (q.clone(), Backend::from_driver(q).queue("q").producer())
 }
 
-fn fast(q: &Arc<dyn Queue>) -> Worker {
-    Worker::new(q.clone(), "q")
+fn fast(q: &Arc<dyn Driver>) -> Worker {
+    Backend::from_driver(q.clone())
+        .queue("q")
+        .worker()
         .poll_wait(Duration::from_millis(50))
         .retry(RetryPolicy {
             max_attempts: 3,
@@ -45,12 +47,8 @@ fn fast(q: &Arc<dyn Queue>) -> Worker {
         })
 }
 
-async fn dead(q: &Arc<dyn Queue>, n: usize) -> Vec<Delivery> {
-    let opts = ReceiveOptions {
-        max: 100,
-        wait: Duration::from_millis(200),
-        lease: Duration::from_secs(60),
-    };
+async fn dead(q: &Arc<dyn Driver>, n: usize) -> Vec<Delivery> {
+    let opts = ReceiveOptions::new(100, Duration::from_millis(200), Duration::from_secs(60));
     let got = q.receive("q-dlq", opts).await.unwrap();
     assert_eq!(got.len(), n);
     got
@@ -61,7 +59,8 @@ async fn panics_are_caught_and_retried_then_dead_lettered() {
     let (q, p) = setup().await;
     let w = fast(&q)
         .handle(|_: Task, _ctx| async { panic!("kaboom") })
-        .start();
+        .start()
+        .unwrap();
     p.enqueue(&Task(1)).await.unwrap();
     eventually(WAIT, "dead-lettered", || w.report().dead_lettered == 1).await;
     let r = w.shutdown().await;
@@ -79,7 +78,8 @@ async fn timeouts_abort_the_job_and_count_as_failures() {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(())
         })
-        .start();
+        .start()
+        .unwrap();
     p.enqueue(&Task(1)).await.unwrap();
     eventually(WAIT, "dead-lettered", || w.report().dead_lettered == 1).await;
     w.shutdown().await;
@@ -101,17 +101,12 @@ async fn per_job_and_per_message_attempt_overrides() {
             c3.fetch_add(100, Ordering::SeqCst);
             async { Err(JobError::retry("no")) }
         })
-        .start();
+        .start()
+        .unwrap();
     p.enqueue(&Picky).await.unwrap(); // job type says 2 attempts
-    p.enqueue_with(
-        &Task(1),
-        SendOptions {
-            max_attempts: Some(1),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap(); // message says 1
+    p.enqueue_with(&Task(1), SendOptions::new().max_attempts(1))
+        .await
+        .unwrap(); // message says 1
     eventually(WAIT, "both dead-lettered", || w.report().dead_lettered == 2).await;
     w.shutdown().await;
     assert_eq!(calls.load(Ordering::SeqCst), 2 + 100);
@@ -133,7 +128,8 @@ async fn retry_after_overrides_backoff() {
                 }
             }
         })
-        .start();
+        .start()
+        .unwrap();
     p.enqueue(&Task(1)).await.unwrap();
     eventually(WAIT, "succeeded", || w.report().succeeded == 1).await;
     w.shutdown().await;
@@ -157,7 +153,8 @@ async fn long_jobs_keep_their_lease() {
                 Ok(())
             }
         })
-        .start();
+        .start()
+        .unwrap();
     p.enqueue(&Task(1)).await.unwrap();
     eventually(WAIT, "succeeded", || w.report().succeeded == 1).await;
     let r = w.shutdown().await;
@@ -178,14 +175,15 @@ async fn batch_handler_fails_items_individually() {
             batch
                 .iter()
                 .enumerate()
-                .filter(|(_, d)| d.payload == b"bad")
+                .filter(|(_, d)| d.payload[..] == b"bad"[..])
                 .map(|(index, _)| ItemFailure {
                     index,
                     error: JobError::permanent("bad item"),
                 })
                 .collect()
         })
-        .start();
+        .start()
+        .unwrap();
     let msgs = vec![
         Message::new("ok"),
         Message::new("bad"),
@@ -212,11 +210,12 @@ async fn raw_handler_takes_foreign_payloads() {
             g2.lock().unwrap().push(d.payload);
             async { Ok(()) }
         })
-        .start();
+        .start()
+        .unwrap();
     p.send(Message::new("not json at all")).await.unwrap();
     eventually(WAIT, "succeeded", || w.report().succeeded == 1).await;
     w.shutdown().await;
-    assert_eq!(got.lock().unwrap()[0], b"not json at all");
+    assert_eq!(got.lock().unwrap()[0], &b"not json at all"[..]);
 }
 
 #[tokio::test]
@@ -235,7 +234,8 @@ async fn shutdown_returns_unstarted_and_unfinished_work_at_once() {
             s2.fetch_add(1, Ordering::SeqCst);
             std::future::pending()
         })
-        .start();
+        .start()
+        .unwrap();
     eventually(WAIT, "two started", || started.load(Ordering::SeqCst) == 2).await;
     let r = w.shutdown().await;
     assert_eq!(r.returned, 2);
@@ -254,30 +254,22 @@ async fn memory_priority_and_per_key_order() {
     ])
     .await
     .unwrap();
-    let opts = ReceiveOptions {
-        max: 10,
-        wait: Duration::ZERO,
-        lease: Duration::from_secs(60),
-    };
+    let opts = ReceiveOptions::new(10, Duration::ZERO, Duration::from_secs(60));
     let got = q.receive("q", opts).await.unwrap();
-    let payloads: Vec<&[u8]> = got.iter().map(|d| d.payload.as_slice()).collect();
+    let payloads: Vec<&[u8]> = got.iter().map(|d| &d.payload[..]).collect();
     // k2 waits until k1 is settled.
     assert_eq!(payloads, vec![&b"high"[..], b"low", b"k1"]);
-    let k1 = got.iter().find(|d| d.payload == b"k1").unwrap();
+    let k1 = got.iter().find(|d| d.payload[..] == b"k1"[..]).unwrap();
     q.ack("q", std::slice::from_ref(&k1.receipt)).await.unwrap();
     let got = q.receive("q", opts).await.unwrap();
-    assert_eq!(got[0].payload, b"k2");
+    assert_eq!(got[0].payload, &b"k2"[..]);
 }
 
 #[tokio::test]
 async fn stale_receipts_are_typed_errors() {
     let (q, p) = setup().await;
     p.send(Message::new("x")).await.unwrap();
-    let opts = ReceiveOptions {
-        max: 1,
-        wait: Duration::ZERO,
-        lease: Duration::from_millis(1),
-    };
+    let opts = ReceiveOptions::new(1, Duration::ZERO, Duration::from_millis(1));
     let first = q.receive("q", opts).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let second = q.receive("q", opts).await.unwrap();
@@ -288,8 +280,11 @@ async fn stale_receipts_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(e, queue_core::QueueError::ReceiptExpired), "{e}");
     let e = q
-        .ack("q", &[queue_core::Receipt("garbage".into())])
+        .ack("q", &[queue_core::driver::receipt("garbage")])
         .await
         .unwrap_err();
-    assert!(matches!(e, queue_core::QueueError::InvalidOption(_)), "{e}");
+    assert!(
+        matches!(e, queue_core::QueueError::InvalidReceipt { .. }),
+        "{e}"
+    );
 }

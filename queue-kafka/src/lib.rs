@@ -40,15 +40,23 @@
 //!   producer only removes the broker-side duplicates of its own retries.
 //! - A due time blocks the rest of its `Q-delay` partition until it is due (one delay topic,
 //!   not one per delay tier), so a long delay can hold back shorter ones behind it.
+//! - No purge (refused with a typed error): Kafka cannot drop a topic's unread records for
+//!   one consumer group. No `delete_queue` either (refused): delete the topics `Q`,
+//!   `Q-delay`, `Q-dlq` and `Q-dlq-delay` with the broker's own tools.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use queue_core::driver::{
+    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, Ordering,
+    ReceiveOptions,
+};
+use queue_core::options::UrlOptions;
 use queue_core::{
-    first_enqueued, from_unix_millis, unix_millis, Capabilities, Delivery, Headers, LeaseModel,
-    Message, MessageId, Ordering, Queue, QueueError, QueueStats, Receipt, ReceiveOptions, Result,
+    from_unix_millis, unix_millis, Delivery, Headers, Message, MessageId, QueueError, QueueStats,
+    Receipt, Result,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -73,14 +81,16 @@ const META_TIMEOUT: Duration = Duration::from_secs(10);
 /// Registers the `kafka://` scheme with [`queue_core::connect`].
 pub fn register() {
     queue_core::register("kafka", |url| {
-        Box::pin(
-            async move { Ok(Arc::new(KafkaQueue::connect(url.as_str()).await?) as Arc<dyn Queue>) },
-        )
+        Box::pin(async move {
+            Ok(Arc::new(KafkaQueue::connect(url.as_str()).await?) as Arc<dyn Driver>)
+        })
     });
 }
 
-/// Driver settings, read from the URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Driver settings, read from the URL. `Debug` hides the values of passed-through
+/// properties whose names mention a secret (`sasl.password`, `ssl.key.password`, ...).
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub bootstrap: String,
@@ -90,6 +100,27 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// librdkafka properties passed through (SASL, SSL, ...).
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["password", "secret", "key", "token"]
+                    .iter()
+                    .any(|s| k.contains(s));
+                (k.as_str(), if secret { "***" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("group", &self.group)
+            .field("partitions", &self.partitions)
+            .field("properties", &props)
+            .finish()
+    }
 }
 
 /// Maps a librdkafka error onto the core's typed errors.
@@ -234,23 +265,20 @@ impl KafkaQueue {
             partitions: 3,
             properties: Vec::new(),
         };
-        for (k, v) in parsed.query_pairs() {
-            match &*k {
-                "bootstrap" => config.bootstrap = format!("{},{v}", config.bootstrap),
-                "group" => config.group = v.into_owned(),
-                "partitions" => {
-                    config.partitions = v
-                        .parse::<i32>()
-                        .ok()
-                        .filter(|n| (1..=1000).contains(n))
-                        .ok_or_else(|| QueueError::invalid_url(url, "partitions must be 1-1000"))?
-                }
-                k if k.contains('.') || k == "debug" => {
-                    config.properties.push((k.to_string(), v.into_owned()))
-                }
-                _ => return Err(QueueError::invalid_url(url, format!("unknown option {k}"))),
-            }
+        let mut o = UrlOptions::new(&parsed);
+        for b in o.all("bootstrap") {
+            config.bootstrap = format!("{},{b}", config.bootstrap);
         }
+        if let Some(g) = o.string("group")? {
+            config.group = g;
+        }
+        if let Some(n) = o.integer("partitions", 1, 1000)? {
+            config.partitions = n as i32;
+        }
+        config.properties = o.passthrough("librdkafka properties (names with a dot)", |k| {
+            k.contains('.') || k == "debug"
+        });
+        o.finish()?;
         let base = Self::client_config(&config);
         let mut pc = base.clone();
         pc.set("enable.idempotence", "true")
@@ -387,12 +415,12 @@ impl KafkaQueue {
     async fn produce(
         &self,
         topic: &str,
-        records: Vec<(Option<String>, Vec<u8>, OwnedHeaders)>,
+        records: Vec<(Option<String>, queue_core::driver::Bytes, OwnedHeaders)>,
     ) -> Result<()> {
         let mut futures = Vec::with_capacity(records.len());
         for (key, payload, headers) in &records {
             let mut rec = FutureRecord::to(topic)
-                .payload(payload)
+                .payload(&payload[..])
                 .headers(headers.clone());
             if let Some(k) = key {
                 rec = rec.key(k);
@@ -425,7 +453,7 @@ impl KafkaQueue {
         m: &Message,
         attempt: u32,
         enqueued: SystemTime,
-    ) -> (Option<String>, Vec<u8>, OwnedHeaders) {
+    ) -> (Option<String>, queue_core::driver::Bytes, OwnedHeaders) {
         let mut h = OwnedHeaders::new_with_capacity(m.headers.len() + 5);
         for (k, v) in &m.headers {
             if !RESERVED.contains(&k.as_str()) {
@@ -465,7 +493,7 @@ impl KafkaQueue {
                 });
                 k.clone()
             }
-            None => m.id.0.clone(),
+            None => m.id.as_str().to_string(),
         };
         (Some(key), m.payload.clone(), h)
     }
@@ -500,38 +528,36 @@ impl KafkaQueue {
                     .map(|ms| from_unix_millis(ms.max(0) as u64))
             })
             .unwrap_or_else(SystemTime::now);
-        let d = Delivery {
-            id: MessageId(id),
-            queue: queue.to_string(),
-            payload: msg.payload().unwrap_or_default().to_vec(),
-            first_enqueued_at: first_enqueued(&headers, stored),
-            headers,
-            attempt,
-            ordering_key: if keyed { key } else { None },
-            receipt: Receipt(format!(
+        let d = Delivery::new(
+            queue,
+            MessageId::new(id),
+            // librdkafka owns the record's buffer: this is the one copy, into a shared
+            // buffer that is not copied again.
+            msg.payload().unwrap_or_default().to_vec(),
+            receipt(format!(
                 "{}|{}|{}",
                 msg.topic(),
                 msg.partition(),
                 msg.offset()
             )),
-        };
+        )
+        .with_first_enqueued_at(first_enqueued(&headers, stored))
+        .with_headers(headers)
+        .with_attempt(attempt)
+        .with_ordering_key(if keyed { key } else { None });
         (d, due)
     }
 
     fn parse_receipt(r: &Receipt) -> Result<(Tp, i64)> {
-        let mut it = r.0.rsplitn(3, '|');
+        let text = receipt_str(r);
+        let bad = || QueueError::invalid_receipt(BACKEND, format!("{text:?}"));
+        let mut it = text.rsplitn(3, '|');
         let (Some(o), Some(p), Some(t)) = (it.next(), it.next(), it.next()) else {
-            return Err(QueueError::InvalidOption(format!(
-                "malformed receipt {:?}",
-                r.0
-            )));
+            return Err(bad());
         };
         match (p.parse::<i32>(), o.parse::<i64>()) {
             (Ok(p), Ok(o)) => Ok(((t.to_string(), p), o)),
-            _ => Err(QueueError::InvalidOption(format!(
-                "malformed receipt {:?}",
-                r.0
-            ))),
+            _ => Err(bad()),
         }
     }
 
@@ -581,13 +607,53 @@ impl KafkaQueue {
         QueueError::stale_receipts(receipts.len(), stale)
     }
 
-    fn existing_consumer(&self, queue: &str) -> Result<Arc<QueueConsumer>> {
-        self.consumers
+    /// The consumer that issued receipts for `queue`; without one, a receipt is stale
+    /// (its session ended), or the queue does not exist.
+    async fn existing_consumer(&self, queue: &str) -> Result<Arc<QueueConsumer>> {
+        let found = self
+            .consumers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(queue)
-            .cloned()
-            .ok_or(QueueError::ReceiptExpired)
+            .cloned();
+        match found {
+            Some(c) => Ok(c),
+            None => {
+                Self::check_name(queue)?;
+                self.ensure_topic(queue, queue).await.map_err(|e| match e {
+                    QueueError::UnknownQueue(_) => QueueError::UnknownQueue(queue.to_string()),
+                    other => other,
+                })?;
+                Err(QueueError::ReceiptExpired)
+            }
+        }
+    }
+
+    /// Deletes `topics` (missing ones are fine) and forgets them.
+    async fn delete_topics(&self, topics: &[String]) -> Result<()> {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(META_TIMEOUT));
+        let results = self
+            .admin
+            .delete_topics(&names, &opts)
+            .await
+            .map_err(map_err)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((topic, code)) => {
+                    return Err(QueueError::backend(
+                        BACKEND,
+                        format!("deleting topic {topic}: {code}"),
+                    ))
+                }
+            }
+        }
+        let mut known = self.known_topics.lock().unwrap_or_else(|p| p.into_inner());
+        for t in topics {
+            known.remove(t);
+        }
+        Ok(())
     }
 
     /// Lag of `group` over `topics`: sum of (high watermark − committed, or − low when
@@ -713,25 +779,40 @@ impl Drop for ReceiveEnd<'_> {
 }
 
 #[async_trait]
-impl Queue for KafkaQueue {
-    fn backend(&self) -> &'static str {
+impl Driver for KafkaQueue {
+    fn kind(&self) -> &'static str {
         BACKEND
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_message_size: 1_000_000 - 2048,
-            max_batch: 500,
-            max_delay: Some(Duration::from_secs(365 * 24 * 3600)),
-            max_nack_delay: Some(Duration::from_secs(365 * 24 * 3600)),
-            native_dlq: false,
-            ordering: Ordering::PerPartition,
-            priority: false,
-            dedup_window: None,
-            lease: LeaseModel::Session,
-            exact_stats: false,
-            timer_granularity: Duration::from_millis(10),
-        }
+        let year = Duration::from_secs(365 * 24 * 3600);
+        Capabilities::baseline()
+            .with_max_message_size(1_000_000 - 2048)
+            .with_max_batch(500)
+            .with_max_delay(Some(year))
+            .with_max_nack_delay(Some(year))
+            .with_ordering(Ordering::PerPartition)
+            .with_lease(LeaseModel::Session)
+            .with_max_lease(year)
+            .with_timer_granularity(Duration::from_millis(10))
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<()> {
+        Self::check_name(queue)?;
+        // Deleting topics under live consumers crashed the test broker (tansu 0.6) and
+        // librdkafka with it: left to the operator's own tools for now.
+        Err(QueueError::unsupported(
+            BACKEND,
+            "delete_queue (delete the queue's topics with the broker's tools)",
+        ))
+    }
+
+    async fn purge(&self, queue: &str) -> Result<()> {
+        Self::check_name(queue)?;
+        Err(QueueError::unsupported(
+            BACKEND,
+            "purge (a topic's unread records cannot be dropped for one consumer group; delete the queue and create it again)",
+        ))
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
@@ -794,7 +875,7 @@ impl Queue for KafkaQueue {
             self.ensure_topic(queue, &topic).await?;
             let records = msgs
                 .into_iter()
-                .map(|m| Self::record(m, 1, queue_core::first_enqueued(&m.headers, now)))
+                .map(|m| Self::record(m, 1, first_enqueued(&m.headers, now)))
                 .collect();
             self.produce(&topic, records).await?;
         }
@@ -917,13 +998,13 @@ impl Queue for KafkaQueue {
     }
 
     async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
-        let qc = self.existing_consumer(queue)?;
+        let qc = self.existing_consumer(queue).await?;
         self.settle(&qc, receipts)
     }
 
     async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        let qc = self.existing_consumer(queue)?;
         let (tp, off) = Self::parse_receipt(receipt)?;
+        let qc = self.existing_consumer(queue).await?;
         let d = {
             let t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
             match t.pending.get(&tp).and_then(|m| m.get(&off)) {
@@ -931,15 +1012,11 @@ impl Queue for KafkaQueue {
                 _ => return Err(QueueError::ReceiptExpired),
             }
         };
-        let m = Message {
-            id: d.id.clone(),
-            payload: d.payload.clone(),
-            headers: d.headers.clone(),
-            delay: Some(delay),
-            ordering_key: d.ordering_key.clone(),
-            dedup_id: None,
-            priority: None,
-        };
+        let mut m = Message::new(d.payload.clone())
+            .id(d.id.clone())
+            .delay(delay);
+        m.headers = d.headers.clone();
+        m.ordering_key = d.ordering_key.clone();
         let record = Self::record(&m, d.attempt + 1, d.first_enqueued_at);
         self.produce(&Self::delay_topic(queue), vec![record])
             .await?;
@@ -948,8 +1025,8 @@ impl Queue for KafkaQueue {
 
     async fn extend(&self, queue: &str, receipt: &Receipt, _lease: Duration) -> Result<()> {
         // Session leases: the delivery is ours while we hold its partition.
-        let qc = self.existing_consumer(queue)?;
         let (tp, off) = Self::parse_receipt(receipt)?;
+        let qc = self.existing_consumer(queue).await?;
         let t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
         match t.pending.get(&tp).and_then(|m| m.get(&off)) {
             Some(slot) if !slot.done => Ok(()),
@@ -994,11 +1071,11 @@ impl Queue for KafkaQueue {
         let dead = self
             .lag(self.group(&dlq), vec![dlq.clone(), Self::delay_topic(&dlq)])
             .await?;
-        Ok(QueueStats {
-            ready: main.saturating_sub(in_flight),
+        Ok(QueueStats::new(
+            main.saturating_sub(in_flight),
             in_flight,
             delayed,
             dead,
-        })
+        ))
     }
 }

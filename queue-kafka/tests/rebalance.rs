@@ -9,34 +9,35 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_core::testkit::{eventually, key_order, unique, Probe};
-use queue_core::{job_message, JobContext, Producer, Queue, SendOptions, Worker};
+use queue_core::{job_message, Backend, Driver, JobContext, SendOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_consumer_leaves_mid_run() {
     let name = unique("rebalance");
-    let q: Arc<dyn Queue> = Arc::new(common::connect(common::URL).await);
+    let q: Arc<dyn Driver> = Arc::new(common::connect(common::URL).await);
     q.create_queue(&name).await.unwrap();
     let keys = ["k0", "k1", "k2", "k3", "k4", "k5"];
     let per_key = 40u64;
     let mut msgs = Vec::new();
     for n in 0..per_key {
         for k in keys {
-            let opts = SendOptions {
-                ordering_key: Some(k.into()),
-                ..Default::default()
-            };
+            let opts = SendOptions::new().ordering_key(k);
             msgs.push(job_message(&Probe { n, key: k.into() }, opts).unwrap());
         }
     }
-    Producer::new(q.clone(), name.clone())
+    Backend::from_driver(q.clone())
+        .queue(name.clone())
+        .producer()
         .send_batch(msgs)
         .await
         .unwrap();
 
     let log = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
-    let start = |q: Arc<dyn Queue>| {
+    let start = |q: Arc<dyn Driver>| {
         let log = log.clone();
-        Worker::new(q, name.clone())
+        Backend::from_driver(q)
+            .queue(name.clone())
+            .worker()
             .concurrency(4)
             .poll_wait(Duration::from_millis(200))
             .handle(move |p: Probe, _ctx: JobContext| {
@@ -48,6 +49,7 @@ async fn one_consumer_leaves_mid_run() {
                 }
             })
             .start()
+            .unwrap()
     };
     // Both join (tansu may first give every partition to whichever joins first; the second
     // join rebalances them), both work, then `a` leaves mid-run and `b` must finish

@@ -20,19 +20,28 @@
 //! | ordering | none: an ordering key is refused |
 //! | dedup | `SET dedup:<id> NX PX window` inside the send script (default window 5 minutes) |
 //! | stats | exact: LLEN/ZCARD after promotion |
-//! | limits | 1 MiB per message by default (`?max_message_size=`), 100 messages per script call |
+//! | purge / delete | Lua: DEL every message hash and the state keys (delete also drops `meta`) |
+//! | limits | 1 MiB per message by default (`?max_message_size=`, up to 512 MiB), 100 messages per script call, delays and leases up to a year |
 //!
 //! Receipts carry a lease generation, so an ack or nack from a consumer whose lease ran out
 //! is refused ([`QueueError::ReceiptExpired`]) instead of settling someone else's delivery.
 //!
 //! ## URLs
 //!
-//! `redis://[user:password@]host:port[/db][?cluster=true&max_message_size=N&dedup_window_ms=N]`.
+//! `redis://[user:password@]host:port[/db][?cluster=true&seed=host:port&max_message_size=1MiB&dedup_window=5m]`.
 //! `cluster=true` treats the host as a seed of a Redis Cluster (add more seeds with
-//! `&seed=host:port`). `rediss://` needs this crate's `tls` feature.
+//! `&seed=host:port`). `rediss://` needs this crate's `tls` feature. Options are parsed by
+//! [`queue_core::options::UrlOptions`]: an unknown option or a value over its limit is an
+//! error, never ignored or clamped.
+//!
+//! The backend's [`Driver::idempotency_store`] is a [`RedisIdempotency`] on the same
+//! server, so `backend.idempotency_store()` gives workers exactly-once effects across
+//! processes with no extra setup.
 //!
 //! ## What it cannot do
 //! - No per-key ordering and no priorities (both refused with a typed error).
+//! - Dedup marks outlive a deleted queue until their window ends: a queue deleted and
+//!   created again still drops a resend of a dedup id seen in the last window.
 //! - Durability is Redis's: without AOF (`appendfsync always` for no loss on a crash), a
 //!   Redis restart loses what it had not persisted. The driver reconnects by itself.
 //! - Delays and leases use the Redis server's clock, with millisecond resolution; a delayed
@@ -45,28 +54,36 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use queue_core::driver::{
+    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, ReceiveOptions,
+};
+use queue_core::options::UrlOptions;
 use queue_core::{
-    first_enqueued, from_unix_millis, Begin, Capabilities, Delivery, Headers, IdempotencyStore,
-    LeaseModel, Message, MessageId, Ordering, Queue, QueueError, QueueStats, Receipt,
-    ReceiveOptions, Result,
+    from_unix_millis, Begin, Delivery, Headers, IdempotencyStore, Message, MessageId, QueueError,
+    QueueStats, Receipt, Result,
 };
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, RedisFuture, Value};
 
 const BACKEND: &str = "redis";
 
-/// Registers the `redis://` and `rediss://` schemes with [`queue_core::connect`].
+/// Longest delay, nack delay and lease the driver accepts.
+const MAX_TIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Registers the `redis://` and `rediss://` schemes with [`queue_core::connect`] (the
+/// `queue` facade crate does this for you).
 pub fn register() {
     queue_core::register("redis", |url| Box::pin(async move { open(url).await }));
     queue_core::register("rediss", |url| Box::pin(async move { open(url).await }));
 }
 
-async fn open(url: url::Url) -> Result<Arc<dyn Queue>> {
+async fn open(url: url::Url) -> Result<Arc<dyn Driver>> {
     Ok(Arc::new(RedisQueue::connect(url.as_str()).await?))
 }
 
 /// Driver settings read from the URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// Largest message accepted.
     pub max_message_size: usize,
@@ -168,34 +185,33 @@ impl RedisQueue {
             ));
         }
         let mut config = RedisConfig::default();
-        let mut cluster = false;
-        let mut seeds = Vec::new();
         let mut base = parsed.clone();
         base.set_query(None);
-        for (k, v) in parsed.query_pairs() {
-            let num = || {
-                v.parse::<u64>()
-                    .map_err(|_| QueueError::invalid_url(url, format!("{k} must be a number")))
-            };
-            match &*k {
-                "cluster" => cluster = v == "true" || v == "1",
-                "seed" => {
-                    let mut s = base.clone();
-                    let (h, p) = v
-                        .rsplit_once(':')
-                        .ok_or_else(|| QueueError::invalid_url(url, "seed must be host:port"))?;
-                    let port = p
-                        .parse::<u16>()
-                        .map_err(|_| QueueError::invalid_url(url, "seed port must be a number"))?;
-                    s.set_host(Some(h))
-                        .map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
-                    let _ = s.set_port(Some(port));
-                    seeds.push(s.to_string());
-                }
-                "max_message_size" => config.max_message_size = num()? as usize,
-                "dedup_window_ms" => config.dedup_window = Duration::from_millis(num()?),
-                _ => return Err(QueueError::invalid_url(url, format!("unknown option {k}"))),
-            }
+        let mut o = UrlOptions::new(&parsed);
+        let cluster = o.bool("cluster")?.unwrap_or(false);
+        let mut seeds = Vec::new();
+        for v in o.all("seed") {
+            let mut s = base.clone();
+            let (h, p) = v
+                .rsplit_once(':')
+                .ok_or_else(|| o.error(format!("seed={v:?}: expected host:port")))?;
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| o.error(format!("seed={v:?}: the port must be a number")))?;
+            s.set_host(Some(h))
+                .map_err(|e| o.error(format!("seed={v:?}: {e}")))?;
+            let _ = s.set_port(Some(port));
+            seeds.push(s.to_string());
+        }
+        if let Some(n) = o.size_within("max_message_size", 1, 512 << 20)? {
+            config.max_message_size = n;
+        }
+        if let Some(d) = o.duration_at_most("dedup_window", MAX_TIME)? {
+            config.dedup_window = d;
+        }
+        o.finish()?;
+        if !seeds.is_empty() && !cluster {
+            return Err(QueueError::invalid_url(url, "seed= needs cluster=true"));
         }
         let (conn, opener) = if cluster {
             seeds.insert(0, base.to_string());
@@ -236,6 +252,18 @@ impl RedisQueue {
 
     fn keys(queue: &str) -> Keys {
         Keys::new(queue)
+    }
+
+    async fn clear(&self, queue: &str, how: &str) -> Result<()> {
+        let keys = Self::keys(queue);
+        let mut inv = scripts::CLEAR.prepare_invoke();
+        for k in keys.main() {
+            inv.key(k);
+        }
+        inv.key(keys.k("seq")).arg(&keys.prefix).arg(how);
+        inv.invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|e| with_queue(map_err(e), queue))
     }
 
     async fn blocking_conn(&self) -> Result<Conn> {
@@ -324,9 +352,10 @@ fn with_queue(e: QueueError, queue: &str) -> QueueError {
 }
 
 fn parse_receipt(r: &Receipt) -> Result<(&str, &str)> {
-    r.0.split_once('.')
+    let text = receipt_str(r);
+    text.split_once('.')
         .filter(|(s, g)| s.parse::<u64>().is_ok() && g.parse::<u64>().is_ok())
-        .ok_or_else(|| QueueError::InvalidOption(format!("malformed receipt {:?}", r.0)))
+        .ok_or_else(|| QueueError::invalid_receipt(BACKEND, format!("{text:?}")))
 }
 
 /// The NACK and EXTEND scripts answer 1, or 0 when the receipt's lease had ended.
@@ -343,25 +372,30 @@ fn ms(d: Duration) -> u64 {
 }
 
 #[async_trait]
-impl Queue for RedisQueue {
-    fn backend(&self) -> &'static str {
+impl Driver for RedisQueue {
+    fn kind(&self) -> &'static str {
         BACKEND
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            max_message_size: self.config.max_message_size,
-            max_batch: 100,
-            max_delay: Some(Duration::from_secs(365 * 24 * 3600)),
-            max_nack_delay: Some(Duration::from_secs(365 * 24 * 3600)),
-            native_dlq: false,
-            ordering: Ordering::None,
-            priority: false,
-            dedup_window: Some(self.config.dedup_window),
-            lease: LeaseModel::PerMessage { extend: true },
-            exact_stats: true,
-            timer_granularity: Duration::from_millis(10),
-        }
+        Capabilities::baseline()
+            .with_max_message_size(self.config.max_message_size)
+            .with_purge(true)
+            .with_max_batch(100)
+            .with_max_delay(Some(MAX_TIME))
+            .with_max_nack_delay(Some(MAX_TIME))
+            .with_dedup_window(Some(self.config.dedup_window))
+            .with_lease(LeaseModel::PerMessage { extend: true })
+            .with_max_lease(MAX_TIME)
+            .with_exact_stats(true)
+            .with_stale_receipts_refused(true)
+            .with_timer_granularity(Duration::from_millis(10))
+    }
+
+    fn idempotency_store(&self) -> Option<Arc<dyn IdempotencyStore>> {
+        Some(Arc::new(RedisIdempotency {
+            conn: self.conn.clone(),
+        }))
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
@@ -377,6 +411,19 @@ impl Queue for RedisQueue {
                 .map_err(map_err)?;
         }
         Ok(())
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<()> {
+        check_name(queue)?;
+        for q in [queue.to_string(), self.dead_letter_queue(queue)] {
+            self.clear(&q, "delete").await?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, queue: &str) -> Result<()> {
+        check_name(queue)?;
+        self.clear(queue, "purge").await
     }
 
     async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>> {
@@ -401,7 +448,7 @@ impl Queue for RedisQueue {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| with_queue(map_err(e), queue))?;
-        Ok(ids.into_iter().map(MessageId).collect())
+        Ok(ids.into_iter().map(MessageId::new).collect())
     }
 
     async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
@@ -445,7 +492,9 @@ impl Queue for RedisQueue {
     async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
         let keys = Self::keys(queue);
         let mut inv = scripts::ACK.prepare_invoke();
-        inv.key(keys.k("leased")).arg(&keys.prefix);
+        inv.key(keys.k("meta"))
+            .key(keys.k("leased"))
+            .arg(&keys.prefix);
         for r in receipts {
             let (s, g) = parse_receipt(r)?;
             inv.arg(s).arg(g);
@@ -453,7 +502,7 @@ impl Queue for RedisQueue {
         let stale: Vec<usize> = inv
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(map_err)?;
+            .map_err(|e| with_queue(map_err(e), queue))?;
         QueueError::stale_receipts(receipts.len(), stale)
     }
 
@@ -468,7 +517,7 @@ impl Queue for RedisQueue {
         let ok: i64 = inv
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(map_err)?;
+            .map_err(|e| with_queue(map_err(e), queue))?;
         current_receipt(ok)
     }
 
@@ -476,6 +525,7 @@ impl Queue for RedisQueue {
         let keys = Self::keys(queue);
         let (s, g) = parse_receipt(receipt)?;
         let ok: i64 = scripts::EXTEND
+            .key(keys.k("meta"))
             .key(keys.k("leased"))
             .arg(&keys.prefix)
             .arg(s)
@@ -483,7 +533,7 @@ impl Queue for RedisQueue {
             .arg(ms(lease))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(map_err)?;
+            .map_err(|e| with_queue(map_err(e), queue))?;
         current_receipt(ok)
     }
 
@@ -503,12 +553,7 @@ impl Queue for RedisQueue {
         };
         let (ready, in_flight, delayed) = count(queue.to_string()).await?;
         let (dr, di, dd) = count(self.dead_letter_queue(queue)).await?;
-        Ok(QueueStats {
-            ready,
-            in_flight,
-            delayed,
-            dead: dr + di + dd,
-        })
+        Ok(QueueStats::new(ready, in_flight, delayed, dr + di + dd))
     }
 }
 
@@ -524,9 +569,9 @@ fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, Vec<Deliver
         .next()
         .and_then(|v| redis::from_redis_value(v).ok())
         .ok_or_else(bad)?;
-    let rest: Vec<Value> = it.collect();
+    let mut rest: Vec<Value> = it.collect();
     let mut out = Vec::with_capacity(rest.len() / 7);
-    for f in rest.chunks(7) {
+    for f in rest.chunks_mut(7) {
         let [s, g, a, id, p, h, t] = f else {
             return Err(bad());
         };
@@ -534,16 +579,22 @@ fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, Vec<Deliver
         let headers: Headers =
             serde_json::from_str(&text(h)?).map_err(|e| QueueError::backend(BACKEND, e))?;
         let enqueued: u64 = text(t)?.parse().map_err(|_| bad())?;
-        out.push(Delivery {
-            id: MessageId(text(id)?),
-            queue: queue.to_string(),
-            payload: redis::from_redis_value::<Vec<u8>>(p.clone()).map_err(|_| bad())?,
-            first_enqueued_at: first_enqueued(&headers, from_unix_millis(enqueued)),
-            headers,
-            attempt: text(a)?.parse().map_err(|_| bad())?,
-            ordering_key: None,
-            receipt: Receipt(format!("{}.{}", text(s)?, text(g)?)),
-        });
+        // The payload moves out of the reply: no copy.
+        let payload = match std::mem::replace(p, Value::Nil) {
+            Value::BulkString(b) => b,
+            other => redis::from_redis_value::<Vec<u8>>(other).map_err(|_| bad())?,
+        };
+        out.push(
+            Delivery::new(
+                queue,
+                MessageId::new(text(id)?),
+                payload,
+                receipt(format!("{}.{}", text(s)?, text(g)?)),
+            )
+            .with_first_enqueued_at(first_enqueued(&headers, from_unix_millis(enqueued)))
+            .with_headers(headers)
+            .with_attempt(text(a)?.parse().map_err(|_| bad())?),
+        );
     }
     Ok((now, next, out))
 }

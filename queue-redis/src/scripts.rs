@@ -107,31 +107,31 @@ return out
     ))
 });
 
-/// KEYS: leased. ARGV: prefix, then pairs seq, generation. Returns the 0-based indexes of
-/// receipts that were stale.
+/// KEYS: meta leased. ARGV: prefix, then pairs seq, generation. Returns the 0-based
+/// indexes of receipts that were stale.
 pub static ACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&format!(
+        r#"{KNOWN}
 local prefix = ARGV[1]
-local stale = {}
+local stale = {{}}
 for i = 2, #ARGV, 2 do
   local mk = prefix .. 'm:' .. ARGV[i]
-  if redis.call('HGET', mk, 'g') == ARGV[i + 1] and redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+  if redis.call('HGET', mk, 'g') == ARGV[i + 1] and redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
     redis.call('DEL', mk)
   else
     table.insert(stale, (i - 2) / 2)
   end
 end
 return stale
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS: meta ready delayed leased wake. ARGV: prefix, seq, generation, delay ms.
 /// Returns 1, or 0 when the receipt is stale.
 pub static NACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"
+        r#"{KNOWN}
 local prefix = ARGV[1]
 {WAKE}
 local mk = prefix .. 'm:' .. ARGV[2]
@@ -151,18 +151,44 @@ return 1
     ))
 });
 
-/// KEYS: leased. ARGV: prefix, seq, generation, lease ms. Returns 1, or 0 when stale.
+/// KEYS: meta leased. ARGV: prefix, seq, generation, lease ms. Returns 1, or 0 when stale.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&format!(
+        r#"{KNOWN}
 local mk = ARGV[1] .. 'm:' .. ARGV[2]
-if redis.call('HGET', mk, 'g') ~= ARGV[3] or not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+if redis.call('HGET', mk, 'g') ~= ARGV[3] or not redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[4]), ARGV[2])
+redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[4]), ARGV[2])
 return 1
-"#,
-    )
+"#
+    ))
+});
+
+/// KEYS: meta ready delayed leased wake seq. ARGV: prefix, `purge` or `delete`. Deletes
+/// every message (ready, delayed, leased); `delete` also drops the queue itself. Dedup
+/// marks are left to expire with their window. Purging an unknown queue is an error;
+/// deleting one is not.
+pub static CLEAR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+if ARGV[2] == 'purge' then
+{KNOWN}
+end
+local prefix = ARGV[1]
+local function drop(seqs)
+  for _, s in ipairs(seqs) do redis.call('DEL', prefix .. 'm:' .. s) end
+end
+drop(redis.call('LRANGE', KEYS[2], 0, -1))
+drop(redis.call('ZRANGE', KEYS[3], 0, -1))
+drop(redis.call('ZRANGE', KEYS[4], 0, -1))
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+if ARGV[2] == 'delete' then
+  redis.call('DEL', KEYS[1], KEYS[5], KEYS[6])
+end
+return 1
+"#
+    ))
 });
 
 /// KEYS: meta ready delayed leased. ARGV: prefix. Returns `[ready, leased, delayed]`

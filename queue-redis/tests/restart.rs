@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use queue_core::{Message, Producer, Queue, ReceiveOptions};
+use queue_core::{Backend, Driver, Message, ReceiveOptions};
 use tokio::process::{Child, Command};
 
 const PORT: u16 = 6391;
@@ -59,7 +59,7 @@ async fn restart_with_aof_loses_nothing() {
     let q = until_ok("first connect", || queue_redis::RedisQueue::connect(&url)).await;
     let name = "restart";
     q.create_queue(name).await.unwrap();
-    let producer = Producer::new(std::sync::Arc::new(q), name);
+    let producer = Backend::new(q).queue(name).producer();
     let mut sent = HashSet::new();
     for _ in 0..4 {
         let batch: Vec<Message> = (0..50).map(|i| Message::new(format!("m{i}"))).collect();
@@ -68,7 +68,7 @@ async fn restart_with_aof_loses_nothing() {
             .await
             .expect("send before restart")
         {
-            sent.insert(id.0);
+            sent.insert(id.into_string());
         }
     }
     // The same instance the producer uses, for receiving.
@@ -77,14 +77,7 @@ async fn restart_with_aof_loses_nothing() {
         .expect("second connection");
     let lease = Duration::from_secs(1);
     let held = q
-        .receive(
-            name,
-            ReceiveOptions {
-                max: 20,
-                wait: Duration::from_secs(1),
-                lease,
-            },
-        )
+        .receive(name, ReceiveOptions::new(20, Duration::from_secs(1), lease))
         .await
         .unwrap();
     assert_eq!(held.len(), 20, "20 messages leased and never acked");
@@ -104,19 +97,15 @@ async fn restart_with_aof_loses_nothing() {
         producer.send(Message::new("after"))
     })
     .await;
-    sent.insert(after.0);
+    sent.insert(after.into_string());
 
     let mut got = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while got.len() < sent.len() && tokio::time::Instant::now() < deadline {
-        let opts = ReceiveOptions {
-            max: 100,
-            wait: Duration::from_secs(1),
-            lease: Duration::from_secs(30),
-        };
+        let opts = ReceiveOptions::new(100, Duration::from_secs(1), Duration::from_secs(30));
         let batch = q.receive(name, opts).await.expect("receive after restart");
         let receipts: Vec<_> = batch.iter().map(|d| d.receipt.clone()).collect();
-        got.extend(batch.into_iter().map(|d| d.id.0));
+        got.extend(batch.into_iter().map(|d| d.id.into_string()));
         if !receipts.is_empty() {
             q.ack(name, &receipts).await.unwrap();
         }

@@ -25,12 +25,20 @@
 //! | payload | the body when it is text SQS accepts; other bytes go in a binary attribute |
 //! | stats | approximate: `ApproximateNumberOfMessages`, `…NotVisible`, `…Delayed`, and the DLQ's depth |
 //! | redrive | the core's receive / send / delete loop (works on every SQS-compatible server; `StartMessageMoveTask` is not used) |
+//! | purge | `PurgeQueue` (AWS allows one purge per queue every 60 s and takes up to 60 s to finish) |
+//! | delete | `DeleteQueue` for `Q` and `Q-dlq` (AWS: a deleted name cannot be created again for 60 s) |
 //!
 //! With `?fifo=true` every queue is FIFO: the driver appends `.fifo` to the names you use
 //! (`jobs` is `jobs.fifo`, its DLQ `jobs-dlq.fifo`), so the same code runs on both kinds.
 //!
-//! Every SQS request is counted by kind ([`SqsQueue::requests`], and the `metrics` counter
-//! `queue_sqs_requests_total{kind}`), since on SQS every request is billed.
+//! Every SQS request is counted by kind ([`SqsQueue::requests`], the total also through
+//! `Backend::requests_made`, and the `metrics` counter `queue_sqs_requests_total{kind}`),
+//! since on SQS every request is billed.
+//!
+//! ## URLs
+//! `sqs://[KEY:SECRET@][REGION][?endpoint=URL&fifo=true&max_receive_count=10&max_message_size=1MiB]`.
+//! `max_receive_count` is 1 to 1000 and `max_message_size` 1KiB to 1MiB (SQS's limits): a
+//! value outside is an error that states the range, never clamped.
 //!
 //! ## What it cannot do
 //! - Stats are approximate (SQS's own counts); a nacked message counts as in flight until
@@ -41,6 +49,11 @@
 //!   at-least-once); use the worker's idempotency layer for exactly-once effects.
 //! - FIFO deduplication lasts 5 minutes (SQS's window), and FIFO queues accept no
 //!   per-message delay.
+//! - Leases and nack delays are at most 12 hours (SQS's visibility timeout); a longer one
+//!   is refused, not shortened.
+//! - A stale receipt handle (one from before the message was received again) may be
+//!   accepted by AWS without effect or refused, depending on the server: AWS documents
+//!   that deleting with an old handle "succeeds, but the message might not be deleted".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AO};
@@ -55,9 +68,14 @@ use aws_sdk_sqs::types::{
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
+use queue_core::driver::{
+    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, Ordering,
+    ReceiveOptions,
+};
+use queue_core::options::UrlOptions;
 use queue_core::{
-    first_enqueued, from_unix_millis, unix_millis, Capabilities, Delivery, Headers, LeaseModel,
-    Message, MessageId, Ordering, Queue, QueueError, QueueStats, Receipt, ReceiveOptions, Result,
+    from_unix_millis, unix_millis, Delivery, Headers, Message, MessageId, QueueError, QueueStats,
+    Receipt, Result,
 };
 
 const BACKEND: &str = "sqs";
@@ -74,13 +92,14 @@ const ATTR_RESERVE: usize = 1024;
 pub fn register() {
     queue_core::register("sqs", |url| {
         Box::pin(
-            async move { Ok(Arc::new(SqsQueue::connect(url.as_str()).await?) as Arc<dyn Queue>) },
+            async move { Ok(Arc::new(SqsQueue::connect(url.as_str()).await?) as Arc<dyn Driver>) },
         )
     });
 }
 
 /// Driver settings, read from the URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SqsConfig {
     /// AWS region (default: the provider chain's, else `us-east-1`).
     pub region: Option<String>,
@@ -179,28 +198,22 @@ impl SqsQueue {
                 .map(str::to_string),
             ..SqsConfig::default()
         };
-        for (k, v) in parsed.query_pairs() {
-            let num = || {
-                v.parse::<u64>()
-                    .map_err(|_| QueueError::invalid_url(url, format!("{k} must be a number")))
-            };
-            match &*k {
-                "endpoint" => {
-                    let e = url::Url::parse(&v)
-                        .map_err(|e| QueueError::invalid_url(url, format!("endpoint: {e}")))?;
-                    if !matches!(e.scheme(), "http" | "https") {
-                        return Err(QueueError::invalid_url(url, "endpoint must be http(s)"));
-                    }
-                    config.endpoint = Some(v.trim_end_matches('/').to_string());
-                }
-                "fifo" => config.fifo = v == "true" || v == "1",
-                "max_receive_count" => config.max_receive_count = num()?.clamp(1, 1000) as u32,
-                "max_message_size" => {
-                    config.max_message_size = num()?.clamp(1024, 1024 * 1024) as usize
-                }
-                _ => return Err(QueueError::invalid_url(url, format!("unknown option {k}"))),
+        let mut o = UrlOptions::new(&parsed);
+        if let Some(v) = o.string("endpoint")? {
+            let e = url::Url::parse(&v).map_err(|e| o.error(format!("endpoint={v:?}: {e}")))?;
+            if !matches!(e.scheme(), "http" | "https") {
+                return Err(o.error(format!("endpoint={v:?}: must be an http(s) URL")));
             }
+            config.endpoint = Some(v.trim_end_matches('/').to_string());
         }
+        config.fifo = o.bool("fifo")?.unwrap_or(false);
+        if let Some(n) = o.integer("max_receive_count", 1, 1000)? {
+            config.max_receive_count = n as u32;
+        }
+        if let Some(n) = o.size_within("max_message_size", 1024, 1024 * 1024)? {
+            config.max_message_size = n;
+        }
+        o.finish()?;
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
@@ -397,7 +410,7 @@ impl SqsQueue {
                     attrs.push((ATTR_ENC, text_attr("binary")?));
                     let bin = MessageAttributeValue::builder()
                         .data_type("Binary")
-                        .binary_value(Blob::new(m.payload.clone()))
+                        .binary_value(Blob::new(m.payload.to_vec()))
                         .build()
                         .map_err(|e| QueueError::backend(BACKEND, e))?;
                     attrs.push((ATTR_PAYLOAD, bin));
@@ -419,8 +432,16 @@ impl SqsQueue {
         }
         if self.config.fifo {
             e = e
-                .message_group_id(m.ordering_key.clone().unwrap_or_else(|| m.id.0.clone()))
-                .message_deduplication_id(m.dedup_id.clone().unwrap_or_else(|| m.id.0.clone()));
+                .message_group_id(
+                    m.ordering_key
+                        .clone()
+                        .unwrap_or_else(|| m.id.as_str().to_string()),
+                )
+                .message_deduplication_id(
+                    m.dedup_id
+                        .clone()
+                        .unwrap_or_else(|| m.id.as_str().to_string()),
+                );
         } else if !delay.is_zero() {
             e = e.delay_seconds(secs_ceil(delay.min(MAX_SQS_DELAY)) as i32);
         }
@@ -475,25 +496,31 @@ impl SqsQueue {
         Ok(())
     }
 
-    fn decode(&self, queue: &str, m: &aws_sdk_sqs::types::Message) -> Result<Delivery> {
-        let attrs = m.message_attributes();
-        let text = |k: &str| attrs.and_then(|a| a.get(k)).and_then(|v| v.string_value());
-        let sys = |k: MessageSystemAttributeName| m.attributes().and_then(|a| a.get(&k)).cloned();
-        let headers: Headers = match text(ATTR_HEADERS) {
-            Some(h) => serde_json::from_str(h).map_err(|e| QueueError::backend(BACKEND, e))?,
+    fn decode(&self, queue: &str, mut m: aws_sdk_sqs::types::Message) -> Result<Delivery> {
+        let mut attrs = m.message_attributes.take().unwrap_or_default();
+        let text = |attrs: &HashMap<String, MessageAttributeValue>, k: &str| {
+            attrs
+                .get(k)
+                .and_then(|v| v.string_value())
+                .map(str::to_string)
+        };
+        let sys_attrs = m.attributes.take().unwrap_or_default();
+        let sys = |k: MessageSystemAttributeName| sys_attrs.get(&k).cloned();
+        let headers: Headers = match text(&attrs, ATTR_HEADERS) {
+            Some(h) => serde_json::from_str(&h).map_err(|e| QueueError::backend(BACKEND, e))?,
             None => Headers::new(),
         };
-        let payload = match text(ATTR_ENC) {
+        // The payload moves out of the response: no copy.
+        let payload: Vec<u8> = match text(&attrs, ATTR_ENC).as_deref() {
             Some("empty") => Vec::new(),
             Some("binary") => attrs
-                .and_then(|a| a.get(ATTR_PAYLOAD))
-                .and_then(|v| v.binary_value())
-                .map(|b| b.as_ref().to_vec())
+                .remove(ATTR_PAYLOAD)
+                .and_then(|v| v.binary_value)
+                .map(Blob::into_inner)
                 .unwrap_or_default(),
-            _ => m.body().unwrap_or_default().as_bytes().to_vec(),
+            _ => m.body.take().unwrap_or_default().into_bytes(),
         };
-        let id = text(ATTR_ID)
-            .map(str::to_string)
+        let id = text(&attrs, ATTR_ID)
             .or_else(|| m.message_id().map(str::to_string))
             .unwrap_or_default();
         let sent = sys(MessageSystemAttributeName::SentTimestamp)
@@ -501,18 +528,19 @@ impl SqsQueue {
             .map(from_unix_millis)
             .unwrap_or_else(SystemTime::now);
         let group = sys(MessageSystemAttributeName::MessageGroupId).filter(|g| *g != id);
-        Ok(Delivery {
-            attempt: sys(MessageSystemAttributeName::ApproximateReceiveCount)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1),
-            first_enqueued_at: first_enqueued(&headers, sent),
-            id: MessageId(id),
-            queue: queue.to_string(),
+        let attempt = sys(MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        Ok(Delivery::new(
+            queue,
+            MessageId::new(id),
             payload,
-            headers,
-            ordering_key: group,
-            receipt: Receipt(m.receipt_handle().unwrap_or_default().to_string()),
-        })
+            receipt(m.receipt_handle().unwrap_or_default()),
+        )
+        .with_attempt(attempt)
+        .with_first_enqueued_at(first_enqueued(&headers, sent))
+        .with_headers(headers)
+        .with_ordering_key(group))
     }
 
     /// A message received before its due time (delays over 15 minutes): sent on with the
@@ -544,7 +572,7 @@ impl SqsQueue {
         self.send_entries(&info.url, vec![e]).await?;
         self.delete(
             &info.url,
-            &[Receipt(m.receipt_handle().unwrap_or_default().to_string())],
+            &[receipt(m.receipt_handle().unwrap_or_default())],
         )
         .await?;
         Ok(true)
@@ -559,7 +587,7 @@ impl SqsQueue {
                 .map(|(i, r)| {
                     DeleteMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .receipt_handle(&r.0)
+                        .receipt_handle(receipt_str(r))
                         .build()
                         .map_err(|e| QueueError::backend(BACKEND, e))
                 })
@@ -590,12 +618,13 @@ impl SqsQueue {
 
     async fn change_visibility(&self, queue: &str, receipt: &Receipt, d: Duration) -> Result<()> {
         let info = self.info(queue).await?;
+        let secs = visibility(d)?;
         self.requests.count("change_visibility");
         self.client
             .change_message_visibility()
             .queue_url(&info.url)
-            .receipt_handle(&receipt.0)
-            .visibility_timeout(secs_ceil(d).min(MAX_VISIBILITY) as i32)
+            .receipt_handle(receipt_str(receipt))
+            .visibility_timeout(secs)
             .send()
             .await
             .map_err(map_sdk)?;
@@ -650,6 +679,17 @@ fn sqs_text_char(c: char) -> bool {
     matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
+/// A visibility timeout in whole seconds, or an error past SQS's 12 hours.
+fn visibility(d: Duration) -> Result<i32> {
+    let secs = secs_ceil(d);
+    if secs > MAX_VISIBILITY {
+        return Err(QueueError::InvalidOption(format!(
+            "SQS leases and nack delays are at most 12h, got {d:?}"
+        )));
+    }
+    Ok(secs as i32)
+}
+
 fn secs_ceil(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
@@ -691,32 +731,37 @@ where
 }
 
 #[async_trait]
-impl Queue for SqsQueue {
-    fn backend(&self) -> &'static str {
+impl Driver for SqsQueue {
+    fn kind(&self) -> &'static str {
         BACKEND
+    }
+
+    fn requests_made(&self) -> Option<u64> {
+        Some(self.requests.total())
     }
 
     fn capabilities(&self) -> Capabilities {
         let fifo = self.config.fifo;
-        Capabilities {
+        Capabilities::baseline()
             // What SQS counts beyond payload and headers (the id, encoding and due-time
             // attributes, the headers' JSON quoting) stays within this reserve.
-            max_message_size: self.config.max_message_size - ATTR_RESERVE,
-            max_batch: 10,
-            max_delay: (!fifo).then_some(Duration::from_secs(365 * 24 * 3600)),
-            max_nack_delay: Some(Duration::from_secs(MAX_VISIBILITY)),
-            native_dlq: true,
-            ordering: if fifo {
+            .with_max_message_size(self.config.max_message_size - ATTR_RESERVE)
+            .with_purge(true)
+            .with_max_batch(10)
+            .with_max_delay((!fifo).then_some(Duration::from_secs(365 * 24 * 3600)))
+            // SQS counts 12 hours from the receive, not from the nack: 11 hours leaves
+            // an hour for the handler that ran before it.
+            .with_max_nack_delay(Some(Duration::from_secs(MAX_VISIBILITY - 3600)))
+            .with_native_dlq(true)
+            .with_ordering(if fifo {
                 Ordering::PerKey
             } else {
                 Ordering::None
-            },
-            priority: false,
-            dedup_window: fifo.then_some(Duration::from_secs(300)),
-            lease: LeaseModel::PerMessage { extend: true },
-            exact_stats: false,
-            timer_granularity: Duration::from_secs(1),
-        }
+            })
+            .with_dedup_window(fifo.then_some(Duration::from_secs(300)))
+            .with_lease(LeaseModel::PerMessage { extend: true })
+            .with_max_lease(Duration::from_secs(MAX_VISIBILITY))
+            .with_timer_granularity(Duration::from_secs(1))
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
@@ -726,6 +771,44 @@ impl Queue for SqsQueue {
 
     fn dead_letter_queue(&self, queue: &str) -> String {
         format!("{}-dlq", queue.strip_suffix(".fifo").unwrap_or(queue))
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<()> {
+        for q in [queue.to_string(), self.dead_letter_queue(queue)] {
+            let info = match self.info(&q).await {
+                Ok(i) => i,
+                Err(QueueError::UnknownQueue(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            self.requests.count("other");
+            match self.client.delete_queue().queue_url(&info.url).send().await {
+                Ok(_) => {}
+                Err(e) => match map_sdk(e) {
+                    QueueError::UnknownQueue(_) => {}
+                    other => return Err(other),
+                },
+            }
+            self.queues
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&q);
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, queue: &str) -> Result<()> {
+        let info = self.info(queue).await?;
+        self.requests.count("other");
+        self.client
+            .purge_queue()
+            .queue_url(&info.url)
+            .send()
+            .await
+            .map_err(|e| match map_sdk(e) {
+                QueueError::UnknownQueue(_) => QueueError::UnknownQueue(queue.to_string()),
+                other => other,
+            })?;
+        Ok(())
     }
 
     async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>> {
@@ -763,7 +846,10 @@ impl Queue for SqsQueue {
 
     async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
         let info = self.info(queue).await?;
-        let deadline = tokio::time::Instant::now() + opts.wait;
+        let lease = visibility(opts.lease)?;
+        let deadline = tokio::time::Instant::now()
+            .checked_add(opts.wait)
+            .ok_or_else(|| QueueError::InvalidOption(format!("wait {:?} too long", opts.wait)))?;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             self.requests.count("receive");
@@ -773,15 +859,15 @@ impl Queue for SqsQueue {
                 .queue_url(&info.url)
                 .max_number_of_messages(opts.max.clamp(1, 10) as i32)
                 .wait_time_seconds(secs_ceil(left).min(20) as i32)
-                .visibility_timeout(secs_ceil(opts.lease).min(MAX_VISIBILITY) as i32)
+                .visibility_timeout(lease)
                 .message_attribute_names("All")
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .send()
                 .await
                 .map_err(map_sdk)?;
             let mut got = Vec::new();
-            for m in out.messages() {
-                if !self.config.fifo && self.redelay_if_early(&info, m).await? {
+            for m in out.messages.unwrap_or_default() {
+                if !self.config.fifo && self.redelay_if_early(&info, &m).await? {
                     continue;
                 }
                 got.push(self.decode(queue, m)?);
@@ -808,12 +894,7 @@ impl Queue for SqsQueue {
     async fn stats(&self, queue: &str) -> Result<QueueStats> {
         let (ready, in_flight, delayed) = self.depth(queue).await?;
         let (a, b, c) = self.depth(&self.dead_letter_queue(queue)).await?;
-        Ok(QueueStats {
-            ready,
-            in_flight,
-            delayed,
-            dead: a + b + c,
-        })
+        Ok(QueueStats::new(ready, in_flight, delayed, a + b + c))
     }
 }
 
@@ -841,6 +922,10 @@ mod tests {
             "sqs://r?endpoint=ftp://x",
             "sqs://r?fifo=true&nope=1",
             "sqs://r?max_receive_count=x",
+            "sqs://r?max_receive_count=0",
+            "sqs://r?max_receive_count=1001",
+            "sqs://r?max_message_size=2MiB",
+            "sqs://r?max_message_size=512",
         ] {
             let e = SqsQueue::connect(url).await.err().expect(url);
             assert!(matches!(e, QueueError::InvalidUrl { .. }), "{url}: {e}");

@@ -9,14 +9,10 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use queue_core::testkit::{eventually, unique};
-use queue_core::{Delivery, Message, Producer, Queue, QueueError, ReceiveOptions, Worker};
+use queue_core::{Backend, Delivery, Driver, Message, QueueError, ReceiveOptions};
 
 fn opts(max: usize, wait: u64, lease: u64) -> ReceiveOptions {
-    ReceiveOptions {
-        max,
-        wait: Duration::from_secs(wait),
-        lease: Duration::from_secs(lease),
-    }
+    ReceiveOptions::new(max, Duration::from_secs(wait), Duration::from_secs(lease))
 }
 
 /// SQS's own redrive policy moves a message that keeps coming back unsettled to the DLQ
@@ -26,13 +22,12 @@ async fn native_redrive_policy_moves_poison_message() {
     let q = common::connect(common::STANDARD).await;
     let name = unique("redrive");
     q.create_queue_with(&name, 2).await.unwrap();
-    let id = Producer::new(
-        Arc::new(common::connect(common::STANDARD).await),
-        name.clone(),
-    )
-    .send(Message::new("poison"))
-    .await
-    .unwrap();
+    let id = Backend::new(common::connect(common::STANDARD).await)
+        .queue(name.clone())
+        .producer()
+        .send(Message::new("poison"))
+        .await
+        .unwrap();
     let dlq = q.dead_letter_queue(&name);
     let mut receives = 0;
     let mut dead = Vec::new();
@@ -58,20 +53,26 @@ async fn drain_1000_within_request_budget() {
     let before = q.requests().total();
     let n = 1000;
     let msgs: Vec<Message> = (0..n).map(|i| Message::new(format!("job {i}"))).collect();
-    Producer::new(q.clone(), name.clone())
+    let backend = Backend::from(q.clone());
+    backend
+        .queue(name.clone())
+        .producer()
         .send_batch(msgs)
         .await
         .unwrap();
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let s2 = seen.clone();
-    let w = Worker::new(q.clone(), name.clone())
+    let w = backend
+        .queue(name.clone())
+        .worker()
         .concurrency(20)
         .poll_wait(Duration::from_secs(1))
         .handle_raw(move |d: Delivery| {
-            s2.lock().unwrap().insert(d.id.0);
+            s2.lock().unwrap().insert(d.id.into_string());
             async { Ok(()) }
         })
-        .start();
+        .start()
+        .unwrap();
     eventually(Duration::from_secs(120), "1,000 processed", || {
         w.report().succeeded == n as u64
     })

@@ -6,11 +6,10 @@
 use std::io::Write;
 use std::time::Duration;
 
-use queue_core::{Delivery, Worker};
+use queue::Delivery;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    examples::register_drivers();
     let mut args = std::env::args().skip(1);
     let (Some(queue), Some(lease)) = (args.next(), args.next().and_then(|v| v.parse::<u64>().ok()))
     else {
@@ -18,23 +17,32 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     };
     let url = std::env::var("QUEUE_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let q = match queue_core::connect(&url).await {
+    let q = match queue::connect(&url).await {
         Ok(q) => q,
         Err(e) => {
             eprintln!("crash-worker: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let _worker = Worker::new(q, queue)
+    let worker = q
+        .queue(queue)
+        .worker()
         .concurrency(4)
         .lease(Duration::from_millis(lease))
         .poll_wait(Duration::from_millis(500))
         .handle_raw(|d: Delivery| async move {
             println!("holding {}", d.id);
             let _ = std::io::stdout().flush();
-            std::future::pending::<queue_core::JobResult>().await
+            std::future::pending::<queue::JobResult>().await
         })
         .start();
+    let _worker = match worker {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("crash-worker: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     std::future::pending::<()>().await;
     std::process::ExitCode::SUCCESS
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use queue_core::testkit::Harness;
-use queue_core::Queue;
+use queue_core::{Driver, QueueError};
 use queue_kafka::KafkaQueue;
 
 /// The test broker.
@@ -23,7 +23,14 @@ pub async fn connect(url: &str) -> KafkaQueue {
 /// The conformance harness.
 pub fn harness() -> Harness {
     queue_kafka::register();
-    Harness::new(|| async { Arc::new(connect(URL).await) as Arc<dyn Queue> })
+    Harness::new(|| async {
+        let q = KafkaQueue::connect(URL).await.map_err(|e| {
+            QueueError::InvalidOption(format!(
+                "the Kafka broker at {URL} is not reachable ({e}); start it with scripts/services.sh"
+            ))
+        })?;
+        Ok(Arc::new(q) as Arc<dyn Driver>)
+    })
         .drain_count(
             std::env::var("DRAIN")
                 .ok()
@@ -32,4 +39,6 @@ pub fn harness() -> Harness {
         )
         .bad_url("kafka://127.0.0.1:1")
         .bad_url("kafka://127.0.0.1:9092?partitions=zero")
+        .bad_url("kafka://127.0.0.1:9092?partitions=5000")
+        .bad_url("kafka://127.0.0.1:9092?nonsense=1")
 }

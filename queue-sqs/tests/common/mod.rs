@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use queue_core::testkit::Harness;
-use queue_core::Queue;
+use queue_core::{Driver, QueueError};
 use queue_sqs::SqsQueue;
 
 /// Dummy credentials: moto accepts any.
@@ -25,8 +25,17 @@ pub async fn connect(url: &str) -> SqsQueue {
 /// A conformance harness on `url`.
 pub fn harness(url: &'static str) -> Harness {
     queue_sqs::register();
-    Harness::new(move || async move { Arc::new(connect(url).await) as Arc<dyn Queue> })
-        .drain_count(2_000)
-        .bad_url("sqs://test:test@us-east-1?endpoint=http://127.0.0.1:1")
-        .bad_url("sqs://test:test@us-east-1?endpoint=not-a-url")
+    Harness::new(move || async move {
+        let q = SqsQueue::connect(url).await?;
+        if let Err(e) = q.client().list_queues().max_results(1).send().await {
+            return Err(QueueError::InvalidOption(format!(
+                "the SQS server at {url} is not reachable ({e}); start it with scripts/services.sh"
+            )));
+        }
+        Ok(Arc::new(q) as Arc<dyn Driver>)
+    })
+    .drain_count(2_000)
+    .bad_url("sqs://test:test@us-east-1?endpoint=http://127.0.0.1:1")
+    .bad_url("sqs://test:test@us-east-1?endpoint=not-a-url")
+    .bad_url("sqs://test:test@us-east-1?max_receive_count=5000")
 }

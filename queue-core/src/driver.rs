@@ -1,0 +1,585 @@
+//! The driver interface (SPI): the primitives every backend implements, and its declared
+//! [`Capabilities`].
+//!
+//! Applications do not call these methods: they hold a [`crate::Backend`] (from
+//! [`crate::connect`]) whose queues validate every message against the capabilities
+//! before it reaches a driver. A driver author implements [`Driver`], makes receipts
+//! with [`receipt`], and runs the conformance kit (`queue_core::testkit`). This module
+//! re-exports what a driver needs ([`async_trait`], [`Bytes`], [`Url`]) so that a driver
+//! crate depends on `queue-core` and its client library only. See
+//! `docs/writing-a-driver.md`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use async_trait::async_trait;
+pub use bytes::Bytes;
+pub use url::Url;
+
+use crate::error::{QueueError, Result};
+use crate::idempotency::IdempotencyStore;
+use crate::message::{
+    from_unix_millis, headers, unix_millis, Delivery, Message, MessageId, QueueStats, Receipt,
+};
+
+/// How a backend orders deliveries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ordering {
+    /// No order is promised; an ordering key is refused with [`QueueError::Unsupported`].
+    None,
+    /// Messages with the same key are delivered in send order, one at a time: the next one
+    /// becomes visible when the previous one is acked or dead-lettered (SQS FIFO groups).
+    PerKey,
+    /// Messages with the same key land on one partition and are delivered in partition
+    /// order to the single consumer that owns it (Kafka).
+    PerPartition,
+}
+
+/// What a lease is on this backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeaseModel {
+    /// Each delivery is hidden for its own lease; an unsettled delivery comes back when the
+    /// lease ends (SQS visibility timeout, Redis pending entries, in-memory deadlines).
+    PerMessage {
+        /// Whether [`Driver::extend`] can push the deadline out (heartbeats for long jobs).
+        extend: bool,
+    },
+    /// Leases belong to a consumer session (Kafka partition assignment): an unsettled
+    /// delivery comes back only when its consumer leaves or dies and another member takes
+    /// over its partition. `receive`'s `lease` argument is ignored.
+    Session,
+}
+
+/// What a backend can do, declared by its driver and *checked* by the conformance kit:
+/// a declared capability is exercised, an undeclared one must be refused with a typed
+/// error.
+///
+/// Start from [`Capabilities::baseline`] and state only what differs, so that a field
+/// added in a later version takes its baseline value instead of breaking your driver:
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::driver::{Capabilities, LeaseModel};
+/// let caps = Capabilities::baseline()
+///     .with_max_message_size(1024 * 1024)
+///     .with_max_batch(100)
+///     .with_max_delay(Some(Duration::from_secs(3600)))
+///     .with_lease(LeaseModel::PerMessage { extend: true });
+/// assert_eq!(caps.max_batch, 100);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Largest message accepted, payload plus headers ([`Message::encoded_size`]).
+    pub max_message_size: usize,
+    /// Most messages per `send`, `receive` or `ack` call; the core chunks larger batches.
+    pub max_batch: usize,
+    /// Longest delay accepted on send; `None` when delayed sends are not supported.
+    pub max_delay: Option<Duration>,
+    /// Longest delay [`Driver::nack`] honours (retry backoff); `None` when a nacked message
+    /// is always visible again at once. The worker caps its backoff here.
+    pub max_nack_delay: Option<Duration>,
+    /// Whether the backend moves poison messages by itself (SQS redrive policy) in addition
+    /// to the core's explicit dead-lettering.
+    pub native_dlq: bool,
+    /// Ordering guarantee for messages with an ordering key.
+    pub ordering: Ordering,
+    /// Whether [`Message::priority`] is honoured (higher first).
+    pub priority: bool,
+    /// Deduplication window for [`Message::dedup_id`]; `None` when not supported.
+    pub dedup_window: Option<Duration>,
+    /// How leases work.
+    pub lease: LeaseModel,
+    /// Whether [`Driver::stats`] counts are exact at the moment they are read.
+    pub exact_stats: bool,
+    /// Smallest time step the backend resolves for delays and leases (SQS: one second).
+    pub timer_granularity: Duration,
+    /// Longest lease `receive` and `extend` honour (SQS: 12 hours). The worker refuses a
+    /// longer lease instead of letting the backend shorten it.
+    pub max_lease: Duration,
+    /// Whether `ack`, `nack` and `extend` with a receipt whose lease ended are refused with
+    /// [`QueueError::ReceiptExpired`] and change nothing (memory, Redis). SQS cannot
+    /// promise it: AWS may accept an old receipt handle.
+    pub stale_receipts_refused: bool,
+    /// Whether [`Driver::purge`] and [`Driver::delete_queue`] are supported; where not,
+    /// both return [`QueueError::Unsupported`] (Kafka: a topic's unread records cannot be
+    /// dropped for one consumer group, and deleting topics is left to the operator).
+    pub purge: bool,
+}
+
+impl Capabilities {
+    /// The baseline a driver starts from: 256 KiB messages, 10 per batch, no delays, no
+    /// nack delays, no native DLQ, no ordering, no priorities, no dedup, per-message
+    /// leases of up to 12 hours without extension, stale receipts not promised to be refused,
+    /// no purge,
+    /// approximate stats, one-second timers. Every field a
+    /// later version adds starts at its most conservative value here.
+    pub fn baseline() -> Self {
+        Capabilities {
+            max_message_size: 256 * 1024,
+            max_batch: 10,
+            max_delay: None,
+            max_nack_delay: None,
+            native_dlq: false,
+            ordering: Ordering::None,
+            priority: false,
+            dedup_window: None,
+            lease: LeaseModel::PerMessage { extend: false },
+            exact_stats: false,
+            timer_granularity: Duration::from_secs(1),
+            max_lease: Duration::from_secs(12 * 3600),
+            stale_receipts_refused: false,
+            purge: false,
+        }
+    }
+    /// Sets [`Capabilities::max_message_size`].
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+    /// Sets [`Capabilities::max_batch`].
+    pub fn with_max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n;
+        self
+    }
+    /// Sets [`Capabilities::max_delay`].
+    pub fn with_max_delay(mut self, max: Option<Duration>) -> Self {
+        self.max_delay = max;
+        self
+    }
+    /// Sets [`Capabilities::max_nack_delay`].
+    pub fn with_max_nack_delay(mut self, max: Option<Duration>) -> Self {
+        self.max_nack_delay = max;
+        self
+    }
+    /// Sets [`Capabilities::native_dlq`].
+    pub fn with_native_dlq(mut self, native: bool) -> Self {
+        self.native_dlq = native;
+        self
+    }
+    /// Sets [`Capabilities::ordering`].
+    pub fn with_ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = ordering;
+        self
+    }
+    /// Sets [`Capabilities::priority`].
+    pub fn with_priority(mut self, priority: bool) -> Self {
+        self.priority = priority;
+        self
+    }
+    /// Sets [`Capabilities::dedup_window`].
+    pub fn with_dedup_window(mut self, window: Option<Duration>) -> Self {
+        self.dedup_window = window;
+        self
+    }
+    /// Sets [`Capabilities::lease`].
+    pub fn with_lease(mut self, lease: LeaseModel) -> Self {
+        self.lease = lease;
+        self
+    }
+    /// Sets [`Capabilities::exact_stats`].
+    pub fn with_exact_stats(mut self, exact: bool) -> Self {
+        self.exact_stats = exact;
+        self
+    }
+    /// Sets [`Capabilities::timer_granularity`].
+    pub fn with_timer_granularity(mut self, step: Duration) -> Self {
+        self.timer_granularity = step;
+        self
+    }
+    /// Sets [`Capabilities::max_lease`].
+    pub fn with_max_lease(mut self, max: Duration) -> Self {
+        self.max_lease = max;
+        self
+    }
+    /// Sets [`Capabilities::stale_receipts_refused`].
+    pub fn with_stale_receipts_refused(mut self, refused: bool) -> Self {
+        self.stale_receipts_refused = refused;
+        self
+    }
+    /// Sets [`Capabilities::purge`].
+    pub fn with_purge(mut self, supported: bool) -> Self {
+        self.purge = supported;
+        self
+    }
+    /// Whether [`Driver::extend`] is supported.
+    pub fn can_extend(&self) -> bool {
+        matches!(
+            self.lease,
+            LeaseModel::PerMessage { extend: true } | LeaseModel::Session
+        )
+    }
+}
+
+/// Why a message is dead-lettered. Each kind has a stable name, written into the dead
+/// letter's [`headers::DLQ_REASON`] header and parsed back with [`str::parse`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadLetterKind {
+    /// The last allowed attempt failed with a retryable error or a panic (`max-attempts`).
+    MaxAttempts,
+    /// The handler returned a permanent error (`permanent`).
+    Permanent,
+    /// The payload could not be decoded, or no handler knows its job (`malformed`).
+    Malformed,
+    /// The last allowed attempt ran past the job timeout (`timeout`).
+    Timeout,
+}
+
+impl DeadLetterKind {
+    /// The stable header value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeadLetterKind::MaxAttempts => "max-attempts",
+            DeadLetterKind::Permanent => "permanent",
+            DeadLetterKind::Malformed => "malformed",
+            DeadLetterKind::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeadLetterKind {
+    type Err = QueueError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "max-attempts" => DeadLetterKind::MaxAttempts,
+            "permanent" => DeadLetterKind::Permanent,
+            "malformed" => DeadLetterKind::Malformed,
+            "timeout" => DeadLetterKind::Timeout,
+            other => {
+                return Err(QueueError::InvalidOption(format!(
+                    "unknown dead-letter reason {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+/// Why a message is being dead-lettered; written into the dead letter's headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetterReason {
+    /// The kind, with a stable header value.
+    pub kind: DeadLetterKind,
+    /// The last error's message.
+    pub error: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+impl DeadLetterReason {
+    /// A reason of `kind` after `attempts` attempts, the last failing with `error`.
+    pub fn new(kind: DeadLetterKind, error: impl Into<String>, attempts: u32) -> Self {
+        DeadLetterReason {
+            kind,
+            error: error.into(),
+            attempts,
+        }
+    }
+}
+
+/// Options for [`Driver::receive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiveOptions {
+    /// Most deliveries to return (at least 1, at most [`Capabilities::max_batch`]).
+    pub max: usize,
+    /// Long-poll: wait up to this long for the first message; return early when one arrives.
+    pub wait: Duration,
+    /// Each delivery stays hidden from other consumers for this long.
+    pub lease: Duration,
+}
+
+impl ReceiveOptions {
+    /// Up to `max` deliveries, waiting up to `wait`, each leased for `lease`.
+    pub fn new(max: usize, wait: Duration, lease: Duration) -> Self {
+        ReceiveOptions { max, wait, lease }
+    }
+}
+
+/// The future a [`Connector`] returns.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Driver>>> + Send>>;
+
+/// Opens a backend from a parsed URL (see [`crate::register`]).
+pub type Connector = fn(Url) -> ConnectFuture;
+
+/// Makes a receipt from the driver's own encoding of what it needs to settle a delivery.
+pub fn receipt(text: impl Into<String>) -> Receipt {
+    Receipt::from_string(text.into())
+}
+
+/// Reads back what [`receipt`] was given.
+pub fn receipt_str(r: &Receipt) -> &str {
+    r.text()
+}
+
+/// A queue backend, as its driver implements it: one implementation per backend
+/// (in-memory, Redis, SQS, Kafka, or your own).
+///
+/// The methods are *primitives*: a driver maps each onto its backend and nothing more.
+/// Validation, batching, retries, backoff, dead-letter decisions, idempotency and lease
+/// heartbeats live in [`crate::Backend`], [`crate::Producer`] and [`crate::Worker`], once
+/// for every backend. The defaults of [`Driver::dead_letter`] and [`Driver::redrive`]
+/// emulate those features from the other primitives; a backend with a native way
+/// overrides them.
+///
+/// # The contract (checked by `queue_core::testkit`)
+/// - At-least-once: `send` returns `Ok` only once the backend has the messages, and each
+///   is delivered until acked or dead-lettered.
+/// - `send` gets messages already validated against [`Driver::capabilities`] and at most
+///   `max_batch` of them; it returns their ids in order. A message with a dedup id has that
+///   id as its message id (see [`Message::dedup_id`]), so a dropped duplicate returns the
+///   same id as the original.
+/// - `receive` returns at most `opts.max` deliveries; it long-polls without spinning (it
+///   waits on the backend or a timer, not in a loop of short sleeps).
+/// - `attempt` counts deliveries; a nacked message reappears after its delay with
+///   `attempt + 1`; a delivery whose lease ends unsettled reappears with `attempt + 1`.
+/// - `first_enqueued_at` is the first send's time, kept across retries; across
+///   dead-lettering and redrive the core carries it in [`headers::FIRST_ENQUEUED_AT`] and
+///   the driver reports it through [`first_enqueued`].
+/// - A receipt is valid only while its lease is current: `ack`, `nack` and `extend` with
+///   a receipt whose lease ended (whether or not someone else leased the message since)
+///   fail with [`QueueError::ReceiptExpired`] and change nothing. A receipt this driver
+///   did not issue is [`QueueError::InvalidReceipt`]. In a batch `ack`, the current
+///   receipts are acked and the stale ones reported by index
+///   ([`QueueError::stale_receipts`]).
+/// - Every call on a queue that was never created (or was deleted) fails with
+///   [`QueueError::UnknownQueue`], including `ack`, `nack`, `extend`, `stats` and `purge`.
+/// - Delays up to `max_delay`, nack delays up to `max_nack_delay` and leases of any length
+///   the worker accepts are honoured without overflow.
+/// - Errors are typed: unreachable server [`QueueError::Connection`], refused credentials
+///   [`QueueError::Auth`], bad URL [`QueueError::InvalidUrl`]; never a panic.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The backend's short name, e.g. `"memory"`, `"redis"`.
+    fn kind(&self) -> &'static str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates `queue` and its dead-letter queue if they do not exist (idempotent).
+    async fn create_queue(&self, queue: &str) -> Result<()>;
+
+    /// Deletes `queue` and its dead-letter queue with every message in them. Deleting a
+    /// queue that does not exist is `Ok`. Afterwards every call on it but `create_queue`
+    /// fails with [`QueueError::UnknownQueue`].
+    async fn delete_queue(&self, queue: &str) -> Result<()>;
+
+    /// Removes every message of `queue`: ready, delayed and leased (their receipts go
+    /// stale). The dead-letter queue is a queue of its own: purge it by its name.
+    async fn purge(&self, queue: &str) -> Result<()>;
+
+    /// Sends one batch of at most [`Capabilities::max_batch`] messages, already validated
+    /// against the capabilities. Returns their ids in order.
+    async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>>;
+
+    /// Leases up to `opts.max` messages, waiting up to `opts.wait` for the first.
+    async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>>;
+
+    /// Settles deliveries as done: they are never delivered again.
+    async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()>;
+
+    /// Gives a delivery back: visible again after `delay`, with `attempt + 1`.
+    async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()>;
+
+    /// Pushes a delivery's lease out to `lease` from now. A backend that cannot
+    /// (`LeaseModel::PerMessage { extend: false }`) returns [`QueueError::Unsupported`].
+    async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()>;
+
+    /// Counts of messages by state, `dead` being the dead-letter queue's depth.
+    async fn stats(&self, queue: &str) -> Result<QueueStats>;
+
+    /// Called by the worker after it stopped receiving from `queue` (graceful shutdown). A
+    /// backend whose consumers hold a session (Kafka group membership) leaves it here, so
+    /// that the others take over its partitions at once. The default does nothing.
+    async fn stop_receiving(&self, queue: &str) -> Result<()> {
+        let _ = queue;
+        Ok(())
+    }
+
+    /// The name of `queue`'s dead-letter queue. `{queue}-dlq` unless the backend needs
+    /// another form (SQS FIFO names end in `.fifo`).
+    fn dead_letter_queue(&self, queue: &str) -> String {
+        format!("{queue}-dlq")
+    }
+
+    /// Moves a delivery to the dead-letter queue with its reason in the headers.
+    ///
+    /// The default publishes a copy (same id, payload and headers, plus the reason headers)
+    /// to [`Driver::dead_letter_queue`] and only then acks the original: a crash in between
+    /// leaves a duplicate in the DLQ, never a loss.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &DeadLetterReason) -> Result<()> {
+        let dlq = self.dead_letter_queue(&delivery.queue);
+        let copy = dead_letter_copy(delivery, reason);
+        self.send(&dlq, vec![copy]).await?;
+        self.ack(&delivery.queue, std::slice::from_ref(&delivery.receipt))
+            .await
+    }
+
+    /// Moves up to `limit` messages from `queue`'s dead-letter queue back to `queue`, with
+    /// the dead-letter headers removed and a fresh attempt count; returns how many moved.
+    ///
+    /// The default receives from the DLQ, sends each message back, then acks it in the DLQ
+    /// (a crash in between duplicates, never loses). It stops at `limit` or when a receive
+    /// comes back empty.
+    async fn redrive(&self, queue: &str, limit: usize) -> Result<usize> {
+        let dlq = self.dead_letter_queue(queue);
+        let caps = self.capabilities();
+        let mut moved = 0;
+        while moved < limit {
+            let opts = ReceiveOptions {
+                max: caps.max_batch.max(1).min(limit - moved),
+                wait: caps.timer_granularity.max(Duration::from_secs(1)),
+                lease: Duration::from_secs(60),
+            };
+            let batch = self.receive(&dlq, opts).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let receipts: Vec<Receipt> = batch.iter().map(|d| d.receipt.clone()).collect();
+            let back: Vec<Message> = batch.into_iter().map(redriven_copy).collect();
+            moved += back.len();
+            self.send(queue, back).await?;
+            self.ack(&dlq, &receipts).await?;
+        }
+        Ok(moved)
+    }
+
+    /// The idempotency store this backend offers, if any (Redis: one on the same server),
+    /// so that `Worker::idempotency` can use it without the application knowing the
+    /// backend. The default is `None`.
+    fn idempotency_store(&self) -> Option<Arc<dyn IdempotencyStore>> {
+        None
+    }
+
+    /// Requests this driver instance has made to the backend so far, where that is what
+    /// the backend bills by (SQS). The default is `None`.
+    fn requests_made(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The message the default [`Driver::dead_letter`] writes to the dead-letter queue.
+pub fn dead_letter_copy(delivery: &Delivery, reason: &DeadLetterReason) -> Message {
+    let mut h = delivery.headers.clone();
+    h.insert(headers::DLQ_REASON.into(), reason.kind.as_str().into());
+    h.insert(headers::DLQ_ERROR.into(), truncate(&reason.error, 1024));
+    h.insert(headers::DLQ_ATTEMPTS.into(), reason.attempts.to_string());
+    h.insert(headers::DLQ_SOURCE.into(), delivery.queue.clone());
+    h.insert(
+        headers::DLQ_AT.into(),
+        unix_millis(SystemTime::now()).to_string(),
+    );
+    h.insert(
+        headers::FIRST_ENQUEUED_AT.into(),
+        unix_millis(delivery.first_enqueued_at).to_string(),
+    );
+    Message {
+        id: delivery.id.clone(),
+        payload: delivery.payload.clone(),
+        headers: h,
+        delay: None,
+        ordering_key: delivery.ordering_key.clone(),
+        dedup_id: None,
+        priority: None,
+    }
+}
+
+/// The message the default [`Driver::redrive`] sends back to the source queue: the
+/// dead-letter headers removed, the first-enqueued time kept.
+pub fn redriven_copy(d: Delivery) -> Message {
+    let mut h = d.headers;
+    for k in [
+        headers::DLQ_REASON,
+        headers::DLQ_ERROR,
+        headers::DLQ_ATTEMPTS,
+        headers::DLQ_SOURCE,
+        headers::DLQ_AT,
+    ] {
+        h.remove(k);
+    }
+    h.insert(
+        headers::FIRST_ENQUEUED_AT.into(),
+        unix_millis(d.first_enqueued_at).to_string(),
+    );
+    Message {
+        id: d.id,
+        payload: d.payload,
+        headers: h,
+        delay: None,
+        ordering_key: d.ordering_key,
+        dedup_id: None,
+        priority: None,
+    }
+}
+
+/// The first-enqueued time a driver should report: the [`headers::FIRST_ENQUEUED_AT`]
+/// header when present (kept across dead-lettering and redrive), else `stored`.
+pub fn first_enqueued(headers: &crate::Headers, stored: SystemTime) -> SystemTime {
+    headers
+        .get(headers::FIRST_ENQUEUED_AT)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(from_unix_millis)
+        .unwrap_or(stored)
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Checks a message against a backend's declared capabilities, before any network call.
+/// Every send through a [`crate::Queue`] handle goes through it; drivers need not repeat
+/// it.
+pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Result<()> {
+    let size = m.encoded_size();
+    if size > caps.max_message_size {
+        return Err(QueueError::Oversize {
+            size,
+            max: caps.max_message_size,
+            backend,
+        });
+    }
+    if m.ordering_key.is_some() && caps.ordering == Ordering::None {
+        return Err(QueueError::unsupported(backend, "ordering keys"));
+    }
+    if m.dedup_id.is_some() && caps.dedup_window.is_none() {
+        return Err(QueueError::unsupported(backend, "deduplication ids"));
+    }
+    if m.priority.is_some() && !caps.priority {
+        return Err(QueueError::unsupported(backend, "priorities"));
+    }
+    if let Some(delay) = m.delay {
+        match caps.max_delay {
+            None if !delay.is_zero() => {
+                return Err(QueueError::unsupported(backend, "delayed delivery"))
+            }
+            Some(max) if delay > max => {
+                return Err(QueueError::unsupported(
+                    backend,
+                    format!("delays over {max:?} (asked for {delay:?})"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! What applications hold: a [`Backend`] from [`crate::connect`], and a [`Queue`] per
+//! queue name, from which producers, workers, stats and dead-letter tools hang.
+//!
+//! Nothing reaches a driver from here without being checked against the backend's
+//! [`Capabilities`]: an oversized message, or an option the backend cannot honour, is a
+//! typed error before any network call.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::driver::{validate, Capabilities, Driver};
+use crate::error::{QueueError, Result};
+use crate::idempotency::IdempotencyStore;
+use crate::job::Job;
+use crate::message::{Message, MessageId, QueueStats};
+use crate::producer::{Producer, SendOptions};
+use crate::worker::Worker;
+
+/// A connected backend. Cheap to clone; share it across the application.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+/// let backend = queue_core::connect("memory://").await?;
+/// let emails = backend.queue("emails");
+/// emails.create().await?;
+/// emails.producer().send(queue_core::Message::new("hi")).await?;
+/// assert_eq!(emails.stats().await?.ready, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Backend {
+    driver: Arc<dyn Driver>,
+}
+
+impl Backend {
+    /// A backend over a driver you built yourself (a custom driver, or one of the bundled
+    /// drivers' constructors).
+    pub fn new(driver: impl Driver) -> Self {
+        Backend {
+            driver: Arc::new(driver),
+        }
+    }
+
+    /// A backend over a shared driver.
+    pub fn from_driver(driver: Arc<dyn Driver>) -> Self {
+        Backend { driver }
+    }
+
+    /// The backend's short name: `memory`, `redis`, `sqs`, `kafka`, ...
+    pub fn kind(&self) -> &'static str {
+        self.driver.kind()
+    }
+
+    /// What the backend can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.driver.capabilities()
+    }
+
+    /// A handle on the queue called `name` (nothing is created or checked yet: see
+    /// [`Queue::create`]).
+    pub fn queue(&self, name: impl Into<String>) -> Queue {
+        Queue {
+            backend: self.clone(),
+            name: name.into().into(),
+        }
+    }
+
+    /// The idempotency store this backend offers (Redis: one on the same server), for
+    /// [`Worker::idempotency`]; `None` where the backend has none (use
+    /// [`crate::MemoryIdempotency`] or a store of your own).
+    pub fn idempotency_store(&self) -> Option<Arc<dyn IdempotencyStore>> {
+        self.driver.idempotency_store()
+    }
+
+    /// Requests made to the backend through this handle's driver so far, where the backend
+    /// bills by request (SQS); `None` elsewhere.
+    pub fn requests_made(&self) -> Option<u64> {
+        self.driver.requests_made()
+    }
+
+    /// The driver underneath, for the worker and the conformance kit.
+    pub(crate) fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("kind", &self.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Driver> From<Arc<D>> for Backend {
+    fn from(d: Arc<D>) -> Self {
+        Backend { driver: d }
+    }
+}
+
+/// One queue of a backend: send to it, work it, watch it, and manage its dead letters.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    backend: Backend,
+    name: Arc<str>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &&*self.name)
+            .field("backend", &self.backend.kind())
+            .finish()
+    }
+}
+
+impl Queue {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The backend it lives on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub(crate) fn driver(&self) -> &Arc<dyn Driver> {
+        self.backend.driver()
+    }
+
+    /// Creates the queue and its dead-letter queue if they do not exist (idempotent).
+    pub async fn create(&self) -> Result<()> {
+        self.driver().create_queue(&self.name).await
+    }
+
+    /// Deletes the queue and its dead-letter queue, with every message in them.
+    pub async fn delete(&self) -> Result<()> {
+        self.driver().delete_queue(&self.name).await
+    }
+
+    /// Removes every message of the queue, leased ones included; the dead-letter queue is
+    /// left alone (purge it with `queue.dead_letter_queue().purge()`).
+    pub async fn purge(&self) -> Result<()> {
+        self.driver().purge(&self.name).await
+    }
+
+    /// Counts by state; `dead` is the dead-letter queue's depth.
+    pub async fn stats(&self) -> Result<QueueStats> {
+        self.driver().stats(&self.name).await
+    }
+
+    /// A producer for this queue.
+    pub fn producer(&self) -> Producer {
+        Producer::new(self.clone())
+    }
+
+    /// A worker for this queue: register handlers, tune it, then `start()` it.
+    pub fn worker(&self) -> Worker {
+        Worker::new(self.clone())
+    }
+
+    /// Shortcut for `producer().enqueue(job)`.
+    pub async fn enqueue<J: Job>(&self, job: &J) -> Result<MessageId> {
+        self.producer().enqueue(job).await
+    }
+
+    /// Shortcut for `producer().enqueue_with(job, opts)`.
+    pub async fn enqueue_with<J: Job>(&self, job: &J, opts: SendOptions) -> Result<MessageId> {
+        self.producer().enqueue_with(job, opts).await
+    }
+
+    /// Shortcut for `producer().send(message)`.
+    pub async fn send(&self, message: Message) -> Result<MessageId> {
+        self.producer().send(message).await
+    }
+
+    /// The dead-letter queue, as a queue of its own: read its stats, work it with a
+    /// worker (a DLQ processor), purge it.
+    pub fn dead_letter_queue(&self) -> Queue {
+        self.backend
+            .queue(self.driver().dead_letter_queue(&self.name))
+    }
+
+    /// Moves up to `limit` dead letters back into this queue, with a fresh attempt count
+    /// and the dead-letter headers removed; returns how many moved.
+    pub async fn redrive(&self, limit: usize) -> Result<usize> {
+        self.driver().redrive(&self.name, limit).await
+    }
+
+    /// Checks `messages` against the capabilities and sends them in chunks of the
+    /// backend's maximum batch.
+    pub(crate) async fn send_checked(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
+        let driver = self.driver();
+        let caps = driver.capabilities();
+        let kind = driver.kind();
+        for m in &messages {
+            validate(&caps, kind, m)?;
+        }
+        if caps.max_batch == 0 {
+            return Err(QueueError::backend(
+                kind,
+                "driver declares max_batch = 0; it can send nothing",
+            ));
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut rest = messages;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(caps.max_batch));
+            ids.extend(driver.send(&self.name, rest).await?);
+            rest = tail;
+        }
+        Ok(ids)
+    }
+}

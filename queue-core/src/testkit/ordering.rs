@@ -1,0 +1,173 @@
+//! Ordering and send options: per-key order, refusals, priorities, dedup.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{eventually, key_order, Harness, Probe};
+use crate::{Message, Ordering, QueueError, SendOptions};
+
+/// Where declared, per-key order holds through the worker with several consumers; where
+/// not, an ordering key is refused.
+pub async fn ordering_per_key(h: &Harness) {
+    let c = h.fresh("ordering_per_key").await;
+    if c.caps.ordering == Ordering::None {
+        let r = c.producer().send(Message::new("x").ordering_key("k")).await;
+        assert!(matches!(r, Err(QueueError::Unsupported { .. })), "{r:?}");
+        return;
+    }
+    let keys = ["alpha", "beta", "gamma"];
+    let per_key = 15u64;
+    let mut msgs = Vec::new();
+    for n in 0..per_key {
+        for k in keys {
+            let job = Probe { n, key: k.into() };
+            let opts = SendOptions::new().ordering_key(k);
+            msgs.push(crate::job_message(&job, opts).expect("job message"));
+        }
+    }
+    let total = msgs.len();
+    c.producer().send_batch(msgs).await.expect("send");
+    let log = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let log = log.clone();
+        let q = h.driver().await;
+        workers.push(
+            c.worker(q)
+                .concurrency(4)
+                .handle(move |p: Probe, _ctx| {
+                    let log = log.clone();
+                    async move {
+                        log.lock().unwrap().push((p.key.clone(), p.n));
+                        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..5))).await;
+                        Ok(())
+                    }
+                })
+                .start()
+                .expect("worker start"),
+        );
+    }
+    eventually(c.within() * 2, "all ordered jobs processed", || {
+        let log = log.lock().unwrap();
+        log.iter().collect::<HashSet<_>>().len() >= total
+    })
+    .await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    let log = log.lock().unwrap();
+    // Duplicates are allowed (at-least-once: an ack lost under load redelivers), order
+    // and completeness are not negotiable.
+    for k in keys {
+        key_order(&log, k, per_key);
+    }
+}
+
+/// Every option the backend does not declare is refused with a typed error, and a batch
+/// with one refused message sends nothing.
+pub async fn ordering_refused(h: &Harness) {
+    let c = h.fresh("ordering_refused").await;
+    let p = c.producer();
+    let unsupported = |r: crate::Result<_>| matches!(r, Err(QueueError::Unsupported { .. }));
+    if c.caps.ordering == Ordering::None {
+        assert!(unsupported(
+            p.send(Message::new("x").ordering_key("k")).await
+        ));
+    }
+    if !c.caps.priority {
+        assert!(unsupported(p.send(Message::new("x").priority(9)).await));
+    }
+    if c.caps.dedup_window.is_none() {
+        assert!(unsupported(p.send(Message::new("x").dedup_id("d")).await));
+    }
+    if c.caps.max_delay.is_none() {
+        assert!(unsupported(p.send(Message::new("x").delay(c.unit)).await));
+    } else if let Some(max) = c.caps.max_delay {
+        let too_long = max + Duration::from_secs(1);
+        assert!(unsupported(p.send(Message::new("x").delay(too_long)).await));
+    }
+    let big = vec![b'x'; c.caps.max_message_size + 1];
+    let r = p
+        .send_batch(vec![Message::new("ok"), Message::new(big)])
+        .await;
+    assert!(matches!(r, Err(QueueError::Oversize { .. })), "{r:?}");
+    let none =
+        c.q.receive(&c.name, c.opts(10, c.unit * 2, c.unit * 10))
+            .await
+            .expect("receive");
+    assert!(none.is_empty(), "a refused batch must send nothing");
+}
+
+/// Where declared, a duplicate dedup id inside the window is delivered once.
+pub async fn dedup_within_window(h: &Harness) {
+    let c = h.fresh("dedup_within_window").await;
+    let p = c.producer();
+    if c.caps.dedup_window.is_none() {
+        let r = p.send(Message::new("x").dedup_id("d")).await;
+        assert!(matches!(r, Err(QueueError::Unsupported { .. })), "{r:?}");
+        return;
+    }
+    let first = p
+        .send(Message::new("first").dedup_id("order-42"))
+        .await
+        .expect("send");
+    let dup = p
+        .send(Message::new("second").dedup_id("order-42"))
+        .await
+        .expect("duplicate send is Ok");
+    assert_eq!(
+        dup, first,
+        "a dropped duplicate: want the original's id, got another"
+    );
+    p.send(Message::new("other").dedup_id("order-43"))
+        .await
+        .expect("send");
+    let got = c.collect(&c.q, 3, c.unit * 10, c.unit * 50).await;
+    let payloads: Vec<&[u8]> = got.iter().map(|d| &d.payload[..]).collect();
+    assert_eq!(got.len(), 2, "want the duplicate dropped, got {payloads:?}");
+    assert!(payloads.contains(&&b"first"[..]) && payloads.contains(&&b"other"[..]));
+}
+
+/// Where declared, a higher priority is delivered first; where not, a priority is refused.
+pub async fn priority_honoured(h: &Harness) {
+    let c = h.fresh("priority_honoured").await;
+    let p = c.producer();
+    if !c.caps.priority {
+        let r = p.send(Message::new("x").priority(9)).await;
+        assert!(
+            matches!(r, Err(QueueError::Unsupported { .. })),
+            "priority on a backend without priorities: want Unsupported, got {r:?}"
+        );
+        return;
+    }
+    for i in 0..3 {
+        p.send(Message::new(format!("low-{i}")).priority(1))
+            .await
+            .expect("send low");
+    }
+    p.send(Message::new("none")).await.expect("send default");
+    p.send(Message::new("high").priority(9))
+        .await
+        .expect("send high");
+    p.send(Message::new("mid").priority(5))
+        .await
+        .expect("send mid");
+    let mut order = Vec::new();
+    let deadline = tokio::time::Instant::now() + c.within();
+    while order.len() < 6 && tokio::time::Instant::now() < deadline {
+        let got =
+            c.q.receive(&c.name, c.opts(1, c.unit * 5, c.unit * 100))
+                .await
+                .expect("receive");
+        for d in got {
+            order.push(String::from_utf8_lossy(&d.payload).into_owned());
+            c.ack(&d).await;
+        }
+    }
+    assert_eq!(
+        order,
+        ["high", "mid", "low-0", "low-1", "low-2", "none"],
+        "want higher priority first, FIFO within a priority, no priority lowest"
+    );
+}

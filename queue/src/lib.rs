@@ -1,0 +1,66 @@
+//! # queue
+//!
+//! One API for background jobs and message queues, on the embedded in-memory backend,
+//! Redis, AWS SQS or Kafka, chosen by a URL. This crate is [`queue_core`] (re-exported
+//! whole) plus the bundled drivers behind cargo features, so that [`connect`] knows
+//! their URL schemes without any registration:
+//!
+//! ```toml
+//! [dependencies]
+//! queue = { version = "0.1", features = ["redis", "sqs"] }   # or "kafka", "redis-tls"
+//! ```
+//!
+//! | feature | URL | driver crate |
+//! |---|---|---|
+//! | (always) | `memory://NAME` | `queue_core::memory` |
+//! | `redis` | `redis://host:6379[?cluster=true]` (`rediss://` with `redis-tls`) | `queue-redis` |
+//! | `sqs` | `sqs://[KEY:SECRET@]REGION[?endpoint=…&fifo=true]` | `queue-sqs` |
+//! | `kafka` | `kafka://host:9092[?group=…&partitions=…]` | `queue-kafka` |
+//!
+//! A URL whose scheme needs a feature this build lacks fails with
+//! [`QueueError::UnknownScheme`], listing the schemes it knows.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue::Result<()> {
+//! let url = std::env::var("QUEUE_URL").unwrap_or_else(|_| "memory://app".into());
+//! let backend = queue::connect(&url).await?;
+//! let emails = backend.queue("emails");
+//! emails.create().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub use queue_core::*;
+
+/// The Redis driver (feature `redis`).
+#[cfg(feature = "redis")]
+pub use queue_redis as redis;
+
+/// The SQS driver (feature `sqs`).
+#[cfg(feature = "sqs")]
+pub use queue_sqs as sqs;
+
+/// The Kafka driver (feature `kafka`).
+#[cfg(feature = "kafka")]
+pub use queue_kafka as kafka;
+
+/// Opens the backend named by `url`: `memory://` always, and the schemes of the drivers
+/// this build's features include (see the crate docs). Drivers registered with
+/// [`register`] are known too.
+pub async fn connect(url: &str) -> Result<Backend> {
+    register_bundled();
+    queue_core::connect(url).await
+}
+
+/// Registers the bundled drivers this build includes (idempotent). [`connect`] calls it.
+pub fn register_bundled() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(feature = "redis")]
+        queue_redis::register();
+        #[cfg(feature = "sqs")]
+        queue_sqs::register();
+        #[cfg(feature = "kafka")]
+        queue_kafka::register();
+    });
+}
