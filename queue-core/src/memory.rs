@@ -161,15 +161,18 @@ impl QState {
         }
     }
 
-    /// Finds the leased message a receipt names, if the receipt is still current.
-    fn leased_seq(&self, r: &Receipt) -> Result<u64> {
+    /// Finds the leased message a receipt names, if the receipt is still current: the
+    /// same lease generation, and the lease not yet ended at `now`.
+    fn leased_seq(&self, r: &Receipt, now: Instant) -> Result<u64> {
         let text = receipt_str(r);
         let (seq, gen) = text
             .split_once('.')
             .and_then(|(s, g)| Some((s.parse::<u64>().ok()?, g.parse::<u64>().ok()?)))
             .ok_or_else(|| QueueError::invalid_receipt(BACKEND, format!("{text:?}")))?;
         match self.msgs.get(&seq) {
-            Some(m) if m.generation == gen && matches!(m.state, St::Leased(_)) => Ok(seq),
+            Some(m) if m.generation == gen && matches!(m.state, St::Leased(at) if at > now) => {
+                Ok(seq)
+            }
             _ => Err(QueueError::ReceiptExpired),
         }
     }
@@ -455,7 +458,7 @@ impl Driver for MemoryQueue {
         self.with_queue(queue, |q| {
             let mut failed = Vec::new();
             for (i, r) in receipts.iter().enumerate() {
-                match q.leased_seq(r) {
+                match q.leased_seq(r, now) {
                     Ok(seq) => q.remove(seq, now),
                     Err(e) => failed.push((i, e)),
                 }
@@ -479,7 +482,7 @@ impl Driver for MemoryQueue {
     async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
         let now = Instant::now();
         self.with_queue(queue, |q| {
-            let seq = q.leased_seq(receipt)?;
+            let seq = q.leased_seq(receipt, now)?;
             if let Some(m) = q.msgs.get_mut(&seq) {
                 m.generation += 1;
             }
@@ -492,7 +495,7 @@ impl Driver for MemoryQueue {
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {
         let now = Instant::now();
         self.with_queue(queue, |q| {
-            let seq = q.leased_seq(receipt)?;
+            let seq = q.leased_seq(receipt, now)?;
             q.set_state(seq, St::Leased(later(now, lease)));
             Ok(())
         })

@@ -677,7 +677,17 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
                     Some(k) => {
                         let (done, rx) = oneshot::channel();
                         Turn {
-                            after: lines.insert(k.clone(), rx),
+                            // Wait only for a predecessor still running here. One that
+                            // settled already (its own earlier attempt, given back, or a
+                            // message the backend has since redelivered in order) must
+                            // not hold this delivery: waiting on its old answer stalled
+                            // the key for ever.
+                            after: lines.insert(k.clone(), rx).and_then(|mut prev| {
+                                match prev.try_recv() {
+                                    Err(oneshot::error::TryRecvError::Empty) => Some(prev),
+                                    _ => None,
+                                }
+                            }),
                             done: Some(done),
                         }
                     }

@@ -629,33 +629,6 @@ impl KafkaQueue {
         }
     }
 
-    /// Deletes `topics` (missing ones are fine) and forgets them.
-    async fn delete_topics(&self, topics: &[String]) -> Result<()> {
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let opts = AdminOptions::new().operation_timeout(Some(META_TIMEOUT));
-        let results = self
-            .admin
-            .delete_topics(&names, &opts)
-            .await
-            .map_err(map_err)?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-                Err((topic, code)) => {
-                    return Err(QueueError::backend(
-                        BACKEND,
-                        format!("deleting topic {topic}: {code}"),
-                    ))
-                }
-            }
-        }
-        let mut known = self.known_topics.lock().unwrap_or_else(|p| p.into_inner());
-        for t in topics {
-            known.remove(t);
-        }
-        Ok(())
-    }
-
     /// Lag of `group` over `topics`: sum of (high watermark − committed, or − low when
     /// nothing is committed).
     async fn lag(&self, group: String, topics: Vec<String>) -> Result<u64> {

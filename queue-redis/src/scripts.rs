@@ -30,6 +30,17 @@ const KNOWN: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN_QUEUE') end
 "#;
 
+/// Server time in ms as `now`, and `current(leased, seq)`: the lease of `seq` has not
+/// ended (a receipt is valid only while its lease lasts, promoted or not).
+const NOW: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function current(leased, seq)
+  local sc = redis.call('ZSCORE', leased, seq)
+  return sc and tonumber(sc) > now
+end
+"#;
+
 const WAKE: &str = r#"
 local function wake(n)
   for i = 1, math.min(n, 64) do redis.call('LPUSH', KEYS[5], '1') end
@@ -113,10 +124,12 @@ pub static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
 local prefix = ARGV[1]
+{NOW}
 local stale = {{}}
 for i = 2, #ARGV, 2 do
   local mk = prefix .. 'm:' .. ARGV[i]
-  if redis.call('HGET', mk, 'g') == ARGV[i + 1] and redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
+  if redis.call('HGET', mk, 'g') == ARGV[i + 1] and current(KEYS[2], ARGV[i]) then
+    redis.call('ZREM', KEYS[2], ARGV[i])
     redis.call('DEL', mk)
   else
     table.insert(stale, (i - 2) / 2)
@@ -135,12 +148,12 @@ pub static NACK: LazyLock<Script> = LazyLock::new(|| {
 local prefix = ARGV[1]
 {WAKE}
 local mk = prefix .. 'm:' .. ARGV[2]
-if redis.call('HGET', mk, 'g') ~= ARGV[3] or redis.call('ZREM', KEYS[4], ARGV[2]) == 0 then return 0 end
+{NOW}
+if redis.call('HGET', mk, 'g') ~= ARGV[3] or not current(KEYS[4], ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('HINCRBY', mk, 'g', 1)
 local delay = tonumber(ARGV[4])
 if delay > 0 then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[3], now + delay, ARGV[2])
 else
   redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -156,9 +169,8 @@ pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
 local mk = ARGV[1] .. 'm:' .. ARGV[2]
-if redis.call('HGET', mk, 'g') ~= ARGV[3] or not redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+{NOW}
+if redis.call('HGET', mk, 'g') ~= ARGV[3] or not current(KEYS[2], ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[4]), ARGV[2])
 return 1
 "#

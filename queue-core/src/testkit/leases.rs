@@ -98,7 +98,9 @@ pub async fn extend_keeps_hidden(h: &Harness) {
     let lease = c.unit * 8;
     let got = c.collect(&c.q, 1, c.within(), lease).await;
     assert_eq!(got.len(), 1);
-    let r = c.q.extend(&c.name, &got[0].receipt, c.unit * 20).await;
+    // Far past the other consumer's wait below, which a slow server may overshoot by
+    // several seconds (moto answers a 16 s long poll after about 22 s).
+    let r = c.q.extend(&c.name, &got[0].receipt, c.unit * 40).await;
     match c.caps.lease {
         LeaseModel::PerMessage { extend: false } => {
             assert!(
@@ -183,7 +185,17 @@ pub async fn stale_receipt_refused(h: &Harness) {
     let lease = c.unit * 3;
     let first = c.collect(&c.q, 1, c.within(), lease).await;
     assert_eq!(first.len(), 1);
-    // The lease runs out; another consumer leases the message.
+    // The lease runs out. Nobody has received the message again, yet the receipt is
+    // stale: the message belongs to the queue again.
+    tokio::time::sleep(lease + c.caps.timer_granularity * 2 + c.unit).await;
+    let r =
+        c.q.ack(&c.name, std::slice::from_ref(&first[0].receipt))
+            .await;
+    assert!(
+        matches!(r, Err(QueueError::ReceiptExpired)),
+        "ack after the lease ended: want ReceiptExpired, got {r:?}"
+    );
+    // Another consumer leases the message (the refused ack settled nothing).
     let other = h.driver().await;
     let second = c.collect(&other, 1, c.within(), c.unit * 100).await;
     assert_eq!(

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{eventually, key_order, Harness, Probe};
-use crate::{Message, Ordering, QueueError, SendOptions};
+use super::{eventually, eventually_worker, key_order, Harness, Probe};
+use crate::{JobError, Message, Ordering, QueueError, SendOptions};
 
 /// Where declared, per-key order holds through the worker with several consumers; where
 /// not, an ordering key is refused.
@@ -170,4 +170,71 @@ pub async fn priority_honoured(h: &Harness) {
         ["high", "mid", "low-0", "low-1", "low-2", "none"],
         "want higher priority first, FIFO within a priority, no priority lowest"
     );
+}
+
+/// Ordered jobs whose handlers fail (retryable) in the middle of a key's line all finish,
+/// in order per key where the backend orders per key, without the key stalling or the
+/// worker spinning (receives stay bounded).
+pub async fn ordering_survives_retries(h: &Harness) {
+    let c = h.fresh("ordering_survives_retries").await;
+    if c.caps.ordering == Ordering::None {
+        return; // refusal is `ordering_refused`'s business
+    }
+    let keys = ["red", "blue"];
+    let per_key = 5u64;
+    let mut msgs = Vec::new();
+    for n in 0..per_key {
+        for k in keys {
+            let job = Probe { n, key: k.into() };
+            msgs.push(
+                crate::job_message(&job, SendOptions::new().ordering_key(k)).expect("job message"),
+            );
+        }
+    }
+    let total = msgs.len() as u64;
+    c.producer().send_batch(msgs).await.expect("send");
+    let log = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let failed = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let (log2, failed2) = (log.clone(), failed.clone());
+    let w = c
+        .worker(c.q.clone())
+        .concurrency(4)
+        .handle(move |p: Probe, _ctx| {
+            log2.lock().unwrap().push((p.key.clone(), p.n));
+            // The second job of each key fails once.
+            let fail = p.n == 1 && failed2.lock().unwrap().insert(p.key.clone());
+            async move {
+                if fail {
+                    Err(JobError::retry("transient failure"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .start()
+        .expect("worker start");
+    eventually_worker(&w, c.within() * 2, "every ordered job to succeed", |r| {
+        r.succeeded >= total
+    })
+    .await;
+    let report = w.shutdown().await;
+    assert!(
+        report.received <= total * 4,
+        "want a bounded number of deliveries ({total} jobs, 2 retries), got {}: the key spun",
+        report.received
+    );
+    let log = log.lock().unwrap();
+    for k in keys {
+        if c.caps.ordering == Ordering::PerKey {
+            key_order(&log, k, per_key);
+        } else {
+            // Per-partition backends send a retried job to the back of its partition.
+            let seen: HashSet<u64> = log.iter().filter(|(x, _)| x == k).map(|x| x.1).collect();
+            assert_eq!(
+                seen.len() as u64,
+                per_key,
+                "key {k}: want every job, got {seen:?}"
+            );
+        }
+    }
 }
