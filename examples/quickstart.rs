@@ -73,14 +73,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .worker()
         .concurrency(4)
         .poll_wait(Duration::from_secs(1))
-        .retry(RetryPolicy {
-            max_attempts: 4,
-            backoff: Backoff::Exponential {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(2),
-                jitter: true,
-            },
-        })
+        .retry(RetryPolicy::new(
+            4,
+            Backoff::exponential(Duration::from_millis(200), Duration::from_secs(2)),
+        ))
         .handle(move |job: SendEmail, ctx: JobContext| {
             let flaky = flaky.clone();
             async move {

@@ -127,6 +127,23 @@ tansu_up() {
   wait_for "tansu (kafka) $TANSU_PORT" 60 port_open $TANSU_PORT
 }
 
+# Tools the tests use: cargo-public-api (crates.io) for the public-API snapshot check; it
+# reads the nightly toolchain's rustdoc JSON (format 57: public-api 0.52.0 matches the
+# machine's nightly). An installed binary is reused.
+PUBLIC_API_VERSION=0.52.0
+tools_up() {
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    die "the nightly toolchain is missing (the public-API check builds rustdoc JSON with it)"
+  fi
+  if ! cargo public-api --version 2>/dev/null | grep -q "$PUBLIC_API_VERSION"; then
+    log "building cargo-public-api $PUBLIC_API_VERSION from crates.io (a few minutes)"
+    cargo install --locked cargo-public-api --version "$PUBLIC_API_VERSION" \
+      >"$STATE/public-api-install.log" 2>&1 \
+      || die "cargo install cargo-public-api failed: $(tail -5 "$STATE/public-api-install.log")"
+  fi
+  log "cargo-public-api $PUBLIC_API_VERSION is installed"
+}
+
 status() {
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && echo "redis 127.0.0.1:6379: up" || echo "redis 127.0.0.1:6379: down"
   cluster_ok && echo "redis cluster 127.0.0.1:7001-7003: up" || echo "redis cluster 127.0.0.1:7001-7003: down"
@@ -135,7 +152,7 @@ status() {
 }
 
 case "${1:-up}" in
-  up) redis_up; redis_cluster_up; moto_up; tansu_up ;;
+  up) redis_up; redis_cluster_up; moto_up; tansu_up; tools_up ;;
   status) status ;;
   *) die "usage: $0 [up|status]" ;;
 esac

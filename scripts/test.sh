@@ -16,14 +16,17 @@ run() {
   set -e
   [ "$rc" -eq 0 ] || status=1
 }
-# The examples' server-backed test and binary need their backends' features.
-FEATURES="examples/redis,examples/sqs,examples/kafka"
+# Every feature that ships is built and tested (the examples' server-backed test and
+# binary need their backends' features; queue-redis's `tls` is compiled too).
+FEATURES="--all-features"
 # Tests that need a server fail (never skip) when it is missing.
-run cargo test --workspace --features "$FEATURES" --doc
-run cargo test --workspace --features "$FEATURES" --all-targets --exclude queue-kafka --no-fail-fast "$@"
+run cargo test --workspace $FEATURES --doc
+run cargo test --workspace $FEATURES --all-targets --exclude queue-kafka --no-fail-fast "$@"
 # tansu (the test Kafka broker) stalls when many consumer groups rebalance at once, so the
 # Kafka tests run one at a time.
 run cargo test -p queue-kafka --all-targets --no-fail-fast "$@" -- --test-threads=1
+# The committed snapshot of queue-core's public API.
+run "$ROOT/scripts/public-api.sh"
 # One closing line for the whole run.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "all tests: %d passed, %d failed\n", p, f }' "$LOG"

@@ -16,6 +16,7 @@ use crate::error::Result;
 
 /// What [`IdempotencyStore::begin`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Begin {
     /// Nobody has this key: the caller now holds it for `lease` and should run the job.
     Started,
@@ -37,14 +38,14 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     async fn release(&self, key: &str) -> Result<()>;
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum State {
     Running(Instant),
     Done(Instant),
 }
 
 /// An in-process idempotency store. Effects are exactly-once among workers in one process.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct MemoryIdempotency {
     keys: Mutex<HashMap<String, State>>,
 }

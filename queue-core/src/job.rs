@@ -49,6 +49,7 @@ pub fn encode<J: Job>(job: &J) -> Result<Vec<u8>, serde_json::Error> {
 
 /// An envelope whose name and version are read but whose data is not yet typed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RawEnvelope {
     /// Job name.
     pub job: String,

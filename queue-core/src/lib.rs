@@ -61,7 +61,7 @@
 //! worker.shutdown().await;
 //! # Ok(()) }
 //! ```
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod driver;
 mod error;

@@ -234,6 +234,14 @@ pub struct MemoryQueue {
     config: MemoryConfig,
 }
 
+impl std::fmt::Debug for MemoryQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryQueue")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for MemoryQueue {
     fn default() -> Self {
         Self::new()

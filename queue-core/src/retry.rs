@@ -4,12 +4,14 @@ use std::time::Duration;
 
 /// How long to wait before the next attempt.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Backoff {
     /// The same delay before every retry.
     Fixed(Duration),
     /// `base * 2^(attempt-1)`, capped at `max`, then "full jitter" (a uniform random delay
     /// between 0 and that value) when `jitter` is set, as AWS's backoff article recommends so
-    /// that failing jobs do not retry in lockstep.
+    /// that failing jobs do not retry in lockstep. Build it with [`Backoff::exponential`].
+    #[non_exhaustive]
     Exponential {
         /// Delay before the first retry (before jitter).
         base: Duration,
@@ -21,6 +23,24 @@ pub enum Backoff {
 }
 
 impl Backoff {
+    /// `base * 2^(attempt-1)` capped at `max`, with full jitter.
+    pub fn exponential(base: Duration, max: Duration) -> Self {
+        Backoff::Exponential {
+            base,
+            max,
+            jitter: true,
+        }
+    }
+
+    /// The same, without jitter (deterministic; for tests and tightly scheduled jobs).
+    pub fn exponential_without_jitter(base: Duration, max: Duration) -> Self {
+        Backoff::Exponential {
+            base,
+            max,
+            jitter: false,
+        }
+    }
+
     /// The delay after failed attempt number `attempt` (1-based).
     pub fn delay(&self, attempt: u32) -> Duration {
         match *self {
@@ -39,7 +59,15 @@ impl Backoff {
 }
 
 /// Retry policy: how many attempts, and the backoff between them.
+///
+/// ```
+/// use std::time::Duration;
+/// use queue_core::{Backoff, RetryPolicy};
+/// let p = RetryPolicy::new(4, Backoff::exponential(Duration::from_millis(200), Duration::from_secs(2)));
+/// assert_eq!(p.max_attempts, 4);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Total attempts including the first; after the last one fails the job is dead-lettered.
     pub max_attempts: u32,
@@ -63,6 +91,7 @@ impl Default for RetryPolicy {
 
 /// What to do with a failed delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Give it back to the queue, visible again after this delay.
     Retry(Duration),
@@ -71,6 +100,15 @@ pub enum Decision {
 }
 
 impl RetryPolicy {
+    /// `max_attempts` attempts in all (at least 1; the worker refuses 0), `backoff`
+    /// between them.
+    pub fn new(max_attempts: u32, backoff: Backoff) -> Self {
+        RetryPolicy {
+            max_attempts,
+            backoff,
+        }
+    }
+
     /// No retries: the first failure dead-letters.
     pub fn none() -> Self {
         RetryPolicy {

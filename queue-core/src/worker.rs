@@ -117,6 +117,7 @@ impl fmt::Display for JobError {
 
 /// One failed item of a batch handler's batch (Lambda's `batchItemFailures`).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ItemFailure {
     /// Index of the failed delivery in the batch the handler was given.
     pub index: usize,
@@ -124,8 +125,16 @@ pub struct ItemFailure {
     pub error: JobError,
 }
 
+impl ItemFailure {
+    /// Item `index` of the batch failed with `error`.
+    pub fn new(index: usize, error: JobError) -> Self {
+        ItemFailure { index, error }
+    }
+}
+
 /// What a typed handler learns about the delivery besides the job itself.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct JobContext {
     /// Message id (stable across retries).
     pub id: MessageId,
@@ -271,6 +280,28 @@ pub struct Worker {
     mode: Mode,
     config: WorkerConfig,
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.mode {
+            Mode::Jobs { jobs, raw } => {
+                let mut names: Vec<&str> = jobs.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                format!(
+                    "jobs {names:?}{}",
+                    if raw.is_some() { " + raw" } else { "" }
+                )
+            }
+            Mode::Batch(_) => "batch".to_string(),
+        };
+        f.debug_struct("Worker")
+            .field("queue", &self.queue)
+            .field("handlers", &mode)
+            .field("config", &self.config)
+            .field("idempotency", &self.idempotency.as_ref().map(|(_, r)| r))
+            .finish()
+    }
 }
 
 impl Worker {
@@ -630,11 +661,10 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
             Err(e) => {
                 backend_error(&inner, "receive failed", None, &e);
                 errors_in_row += 1;
-                let pause = crate::retry::Backoff::Exponential {
-                    base: Duration::from_millis(100),
-                    max: Duration::from_secs(5),
-                    jitter: true,
-                }
+                let pause = crate::retry::Backoff::exponential(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                )
                 .delay(errors_in_row);
                 tracing::warn!(queue = %inner.name, error = %e, retry_in = ?pause, "receive failed");
                 drop(permits);

@@ -21,10 +21,7 @@ struct Picky;
 impl Job for Picky {
     const NAME: &'static str = "picky";
     fn retry_policy() -> Option<RetryPolicy> {
-        Some(RetryPolicy {
-            max_attempts: 2,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        })
+        Some(RetryPolicy::new(2, Backoff::Fixed(Duration::ZERO)))
     }
 }
 
@@ -41,10 +38,10 @@ fn fast(q: &Arc<dyn Driver>) -> Worker {
         .queue("q")
         .worker()
         .poll_wait(Duration::from_millis(50))
-        .retry(RetryPolicy {
-            max_attempts: 3,
-            backoff: Backoff::Fixed(Duration::from_millis(10)),
-        })
+        .retry(RetryPolicy::new(
+            3,
+            Backoff::Fixed(Duration::from_millis(10)),
+        ))
 }
 
 async fn dead(q: &Arc<dyn Driver>, n: usize) -> Vec<Delivery> {
@@ -176,10 +173,7 @@ async fn batch_handler_fails_items_individually() {
                 .iter()
                 .enumerate()
                 .filter(|(_, d)| d.payload[..] == b"bad"[..])
-                .map(|(index, _)| ItemFailure {
-                    index,
-                    error: JobError::permanent("bad item"),
-                })
+                .map(|(index, _)| ItemFailure::new(index, JobError::permanent("bad item")))
                 .collect()
         })
         .start()

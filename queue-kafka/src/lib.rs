@@ -43,6 +43,7 @@
 //! - No purge (refused with a typed error): Kafka cannot drop a topic's unread records for
 //!   one consumer group. No `delete_queue` either (refused): delete the topics `Q`,
 //!   `Q-delay`, `Q-dlq` and `Q-dlq-delay` with the broker's own tools.
+#![warn(missing_docs, missing_debug_implementations)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -247,6 +248,14 @@ pub struct KafkaQueue {
     admin: AdminClient<DefaultClientContext>,
     consumers: Mutex<HashMap<String, Arc<QueueConsumer>>>,
     known_topics: Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for KafkaQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaQueue")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl KafkaQueue {

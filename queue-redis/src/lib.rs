@@ -47,6 +47,7 @@
 //! - Delays and leases use the Redis server's clock, with millisecond resolution; a delayed
 //!   message becomes visible when a receiver next looks (receivers block until the next due
 //!   time, so that is at once while anyone is receiving).
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod scripts;
 
@@ -138,7 +139,7 @@ impl ConnectionLike for Conn {
 }
 
 enum Opener {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(Box<redis::cluster::ClusterClient>),
 }
 
@@ -171,6 +172,16 @@ pub struct RedisQueue {
     opener: Opener,
     blocking: Mutex<Vec<Conn>>,
     config: RedisConfig,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection (and any password in it) stays out of logs.
+        f.debug_struct("RedisQueue")
+            .field("cluster", &matches!(self.opener, Opener::Cluster(_)))
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisQueue {
@@ -234,7 +245,7 @@ impl RedisQueue {
                 .get_connection_manager_with_config(cfg)
                 .await
                 .map_err(map_err)?;
-            (Conn::Single(conn), Opener::Single(client))
+            (Conn::Single(conn), Opener::Single(Box::new(client)))
         };
         let q = RedisQueue {
             conn,
@@ -604,6 +615,12 @@ fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, Vec<Deliver
 /// TTL) or `done` (with the retention as TTL).
 pub struct RedisIdempotency {
     conn: Conn,
+}
+
+impl std::fmt::Debug for RedisIdempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisIdempotency").finish_non_exhaustive()
+    }
 }
 
 impl RedisIdempotency {

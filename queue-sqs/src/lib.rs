@@ -54,6 +54,7 @@
 //! - A stale receipt handle (one from before the message was received again) may be
 //!   accepted by AWS without effect or refused, depending on the server: AWS documents
 //!   that deleting with an old handle "succeeds, but the message might not be deleted".
+#![warn(missing_docs, missing_debug_implementations)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AO};
@@ -180,6 +181,16 @@ pub struct SqsQueue {
     config: SqsConfig,
     queues: RwLock<HashMap<String, QueueInfo>>,
     requests: Arc<RequestCounts>,
+}
+
+impl std::fmt::Debug for SqsQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Credentials live in the client and stay out of logs.
+        f.debug_struct("SqsQueue")
+            .field("config", &self.config)
+            .field("requests", &self.requests.total())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqsQueue {
@@ -927,7 +938,7 @@ mod tests {
             "sqs://r?max_message_size=2MiB",
             "sqs://r?max_message_size=512",
         ] {
-            let e = SqsQueue::connect(url).await.err().expect(url);
+            let e = SqsQueue::connect(url).await.expect_err(url);
             assert!(matches!(e, QueueError::InvalidUrl { .. }), "{url}: {e}");
         }
     }

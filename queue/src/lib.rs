@@ -28,7 +28,7 @@
 //! emails.create().await?;
 //! # Ok(()) }
 //! ```
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub use queue_core::*;
 

@@ -150,6 +150,24 @@ pub struct Harness {
     created: Created,
 }
 
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("unit", &self.unit)
+            .field("drain_count", &self.drain_count)
+            .field("suffix", &self.suffix)
+            .field(
+                "bad_urls",
+                &self
+                    .bad_urls
+                    .iter()
+                    .map(|u| crate::redact(u))
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl Harness {
     /// A harness whose `factory` opens a new driver instance on each call. Instances must
     /// share the backend (the same server, or the same named in-memory broker): the kit
@@ -340,10 +358,7 @@ impl Ctx {
             .lease(self.unit * 20)
             .poll_wait(self.unit * 2)
             .shutdown_grace(self.unit * 10)
-            .retry(RetryPolicy {
-                max_attempts: 3,
-                backoff: crate::Backoff::Fixed(self.unit / 2),
-            })
+            .retry(RetryPolicy::new(3, crate::Backoff::Fixed(self.unit / 2)))
     }
     /// The longest any single step of a case may take.
     pub(crate) fn within(&self) -> Duration {
