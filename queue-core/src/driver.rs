@@ -507,6 +507,7 @@ pub fn redriven_copy(d: Delivery) -> Message {
         headers::DLQ_ATTEMPTS,
         headers::DLQ_SOURCE,
         headers::DLQ_AT,
+        headers::MALFORMED,
     ] {
         h.remove(k);
     }

@@ -236,6 +236,9 @@ pub enum DecodeError {
         /// Highest version the registered job type declares.
         supported: u32,
     },
+    /// The driver could not decode the stored message (a foreign writer, broken headers).
+    #[error("the {0}")]
+    Undecodable(String),
     /// The envelope is fine but its data does not match the job type.
     #[error("job {name:?} has malformed data: {error}")]
     InvalidData {

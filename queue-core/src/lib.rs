@@ -95,5 +95,6 @@ pub use producer::{job_message, Producer, SendOptions};
 pub use registry::{connect, register, schemes};
 pub use retry::{Backoff, Decision, RetryPolicy};
 pub use worker::{
-    ItemFailure, JobContext, JobError, JobResult, Worker, WorkerConfig, WorkerHandle, WorkerReport,
+    CancellationToken, ItemFailure, JobContext, JobError, JobResult, Worker, WorkerConfig,
+    WorkerHandle, WorkerReport,
 };

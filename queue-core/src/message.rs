@@ -33,6 +33,10 @@ pub mod headers {
     pub const IDEMPOTENCY_KEY: &str = "x-queue-idempotency-key";
     /// Per-message override of the retry policy's maximum attempts (BullMQ's `attempts`).
     pub const MAX_ATTEMPTS: &str = "x-queue-max-attempts";
+    /// Set by a driver on a delivery it could not fully decode (a foreign writer, broken
+    /// headers): what was wrong. The worker dead-letters such a delivery as `malformed`
+    /// instead of failing the whole receive. See [`crate::Delivery::malformed`].
+    pub const MALFORMED: &str = "x-queue-malformed";
 }
 
 /// A message id, assigned by the framework when a [`Message`] is built, so it is the same
@@ -264,6 +268,15 @@ impl Delivery {
     /// Sets the ordering key.
     pub fn with_ordering_key(mut self, key: Option<String>) -> Self {
         self.ordering_key = key;
+        self
+    }
+    /// Marks the delivery as one the driver could not fully decode, with what was wrong
+    /// (the [`headers::MALFORMED`] header). A driver returns such a delivery, with what it
+    /// could read, instead of failing the whole receive; the worker dead-letters it with
+    /// reason `malformed` while the rest of the batch runs.
+    pub fn malformed(mut self, reason: impl Into<String>) -> Self {
+        self.headers
+            .insert(headers::MALFORMED.into(), reason.into());
         self
     }
 }

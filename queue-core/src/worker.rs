@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+pub use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::driver::{
@@ -146,6 +147,29 @@ pub struct JobContext {
     pub headers: Headers,
     /// When the job was first enqueued.
     pub first_enqueued_at: SystemTime,
+    /// Fires when the worker starts shutting down (the grace period begins): a long
+    /// handler can stop cleanly, return an error (retried later), or finish within the
+    /// grace period. See [`JobContext::shutting_down`].
+    pub shutdown: CancellationToken,
+}
+
+impl JobContext {
+    /// Completes when the worker starts shutting down. Use it in `tokio::select!` beside
+    /// the handler's work:
+    ///
+    /// ```
+    /// # use queue_core::{JobContext, JobError};
+    /// # async fn work() {}
+    /// async fn long_job(ctx: JobContext) -> Result<(), JobError> {
+    ///     tokio::select! {
+    ///         _ = work() => Ok(()),
+    ///         _ = ctx.shutting_down() => Err(JobError::retry("worker shutting down")),
+    ///     }
+    /// }
+    /// ```
+    pub async fn shutting_down(&self) {
+        self.shutdown.cancelled().await
+    }
 }
 
 /// Worker settings. Build with [`Worker`]'s methods; [`Worker::start`] checks them.
@@ -458,6 +482,7 @@ impl Worker {
         let counters = Arc::new(Counters::default());
         let inner = Arc::new(Inner {
             driver: self.queue.driver().clone(),
+            shutdown: CancellationToken::new(),
             name: self.queue.name().to_string(),
             mode: self.mode,
             config: self.config,
@@ -605,6 +630,7 @@ fn backend_error(inner: &Inner, what: &str, id: Option<&MessageId>, e: &QueueErr
 
 struct Inner {
     driver: Arc<dyn Driver>,
+    shutdown: CancellationToken,
     name: String,
     mode: Mode,
     config: WorkerConfig,
@@ -735,7 +761,9 @@ async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport
         }
     }
 
-    // Graceful shutdown: wait for in-flight jobs up to the grace period, then force the rest.
+    // Graceful shutdown: tell handlers, wait for in-flight jobs up to the grace period,
+    // then force the rest.
+    inner.shutdown.cancel();
     let grace = inner.config.shutdown_grace;
     let drained =
         tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
@@ -1105,6 +1133,14 @@ fn prepare(inner: &Inner, d: &Delivery) -> (String, Prepared) {
         );
     };
     let default = inner.config.retry;
+    if let Some(why) = d.headers.get(headers::MALFORMED) {
+        return (
+            "malformed".into(),
+            Err(DecodeError::Undecodable(format!(
+                "driver could not decode this message: {why}"
+            ))),
+        );
+    }
     let raw_run = |raw: &RawFn| {
         let (raw, d) = (raw.clone(), d.clone());
         Ok((Box::new(move || raw(d)) as Thunk, default))
@@ -1131,6 +1167,7 @@ fn prepare(inner: &Inner, d: &Delivery) -> (String, Prepared) {
                 attempt: d.attempt,
                 headers: d.headers.clone(),
                 first_enqueued_at: d.first_enqueued_at,
+                shutdown: inner.shutdown.clone(),
             };
             let policy = reg.retry.unwrap_or(default);
             (name, (reg.run)(env, ctx).map(|f| (f, policy)))

@@ -282,3 +282,32 @@ async fn stale_receipts_are_typed_errors() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn handlers_see_shutdown_and_stop_cleanly() {
+    let (q, p) = setup().await;
+    let started = Arc::new(AtomicU32::new(0));
+    let s2 = started.clone();
+    let w = fast(&q)
+        .shutdown_grace(Duration::from_secs(3600))
+        .handle(move |_: Task, ctx: JobContext| {
+            s2.fetch_add(1, Ordering::SeqCst);
+            async move {
+                // A long job that stops when the worker shuts down.
+                ctx.shutting_down().await;
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(WAIT, "the job started", || {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let r = tokio::time::timeout(Duration::from_secs(10), w.shutdown())
+        .await
+        .expect("shutdown must not wait out the hour of grace: the handler saw the signal");
+    assert_eq!(r.succeeded, 1, "{r:?}");
+    assert_eq!(q.stats("q").await.unwrap().total(), 0);
+}

@@ -587,25 +587,47 @@ fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, Vec<Deliver
             return Err(bad());
         };
         let text = |v: &Value| redis::from_redis_value::<String>(v.clone()).map_err(|_| bad());
-        let headers: Headers =
-            serde_json::from_str(&text(h)?).map_err(|e| QueueError::backend(BACKEND, e))?;
-        let enqueued: u64 = text(t)?.parse().map_err(|_| bad())?;
+        // The receipt must parse (the script wrote it); everything else came from the
+        // writer of the message, maybe not this driver: what does not decode marks the
+        // delivery malformed instead of failing the whole receive.
+        let receipt = receipt(format!("{}.{}", text(s)?, text(g)?));
+        let attempt: u32 = text(a)?.parse().map_err(|_| bad())?;
+        let mut broken = Vec::new();
+        let id = text(id).unwrap_or_else(|_| {
+            broken.push("id is not text");
+            format!("redis-{}", receipt_str(&receipt))
+        });
+        let headers: Headers = match text(h).map(|h| serde_json::from_str(&h)) {
+            Ok(Ok(h)) => h,
+            _ => {
+                broken.push("headers are not a JSON object of strings");
+                Headers::new()
+            }
+        };
+        let enqueued = text(t)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .map(from_unix_millis)
+            .unwrap_or_else(|| {
+                broken.push("enqueue time is not a number");
+                SystemTime::now()
+            });
         // The payload moves out of the reply: no copy.
         let payload = match std::mem::replace(p, Value::Nil) {
             Value::BulkString(b) => b,
-            other => redis::from_redis_value::<Vec<u8>>(other).map_err(|_| bad())?,
+            other => redis::from_redis_value::<Vec<u8>>(other).unwrap_or_else(|_| {
+                broken.push("payload is not a string");
+                Vec::new()
+            }),
         };
-        out.push(
-            Delivery::new(
-                queue,
-                MessageId::new(text(id)?),
-                payload,
-                receipt(format!("{}.{}", text(s)?, text(g)?)),
-            )
-            .with_first_enqueued_at(first_enqueued(&headers, from_unix_millis(enqueued)))
+        let mut d = Delivery::new(queue, MessageId::new(id), payload, receipt)
+            .with_first_enqueued_at(first_enqueued(&headers, enqueued))
             .with_headers(headers)
-            .with_attempt(text(a)?.parse().map_err(|_| bad())?),
-        );
+            .with_attempt(attempt);
+        if !broken.is_empty() {
+            d = d.malformed(broken.join("; "));
+        }
+        out.push(d);
     }
     Ok((now, next, out))
 }

@@ -517,8 +517,17 @@ impl SqsQueue {
         };
         let sys_attrs = m.attributes.take().unwrap_or_default();
         let sys = |k: MessageSystemAttributeName| sys_attrs.get(&k).cloned();
+        // A message from another writer may carry attributes that do not decode: it is
+        // delivered marked malformed (the worker dead-letters it), never failing the
+        // whole receive.
+        let mut broken = None;
         let headers: Headers = match text(&attrs, ATTR_HEADERS) {
-            Some(h) => serde_json::from_str(&h).map_err(|e| QueueError::backend(BACKEND, e))?,
+            Some(h) => serde_json::from_str(&h).unwrap_or_else(|e| {
+                broken = Some(format!(
+                    "{ATTR_HEADERS} is not a JSON object of strings: {e}"
+                ));
+                Headers::new()
+            }),
             None => Headers::new(),
         };
         // The payload moves out of the response: no copy.
@@ -542,7 +551,7 @@ impl SqsQueue {
         let attempt = sys(MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        Ok(Delivery::new(
+        let d = Delivery::new(
             queue,
             MessageId::new(id),
             payload,
@@ -551,7 +560,11 @@ impl SqsQueue {
         .with_attempt(attempt)
         .with_first_enqueued_at(first_enqueued(&headers, sent))
         .with_headers(headers)
-        .with_ordering_key(group))
+        .with_ordering_key(group);
+        Ok(match broken {
+            Some(why) => d.malformed(why),
+            None => d,
+        })
     }
 
     /// A message received before its due time (delays over 15 minutes): sent on with the

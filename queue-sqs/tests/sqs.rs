@@ -200,3 +200,76 @@ async fn empty_and_binary_payloads_round_trip() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// A message from another writer whose framework attribute does not decode is delivered
+/// marked malformed: the worker dead-letters it and the rest of the receive runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_message_is_dead_lettered_and_the_batch_runs() {
+    let q = Arc::new(common::connect(common::STANDARD).await);
+    let name = unique("foreign");
+    q.create_queue(&name).await.unwrap();
+    let url = q
+        .client()
+        .get_queue_url()
+        .queue_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    q.client()
+        .send_message()
+        .queue_url(&url)
+        .message_body("from another writer")
+        .message_attributes(
+            "x-queue-headers",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("{not json")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let backend = Backend::from(q.clone());
+    let queue = backend.queue(name.clone());
+    queue.send(Message::new("good")).await.unwrap();
+    let ok = Arc::new(Mutex::new(Vec::new()));
+    let ok2 = ok.clone();
+    let w = queue
+        .worker()
+        .poll_wait(Duration::from_secs(1))
+        .handle_raw(move |d: Delivery| {
+            ok2.lock().unwrap().push(d.payload);
+            async { Ok(()) }
+        })
+        .start()
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "one success and one dead letter",
+        || {
+            let r = w.report();
+            r.succeeded == 1 && r.dead_lettered == 1
+        },
+    )
+    .await;
+    let r = w.shutdown().await;
+    assert_eq!(r.backend_errors, 0, "the receive must not fail: {r:?}");
+    assert_eq!(ok.lock().unwrap()[0], &b"good"[..]);
+    let dead = q
+        .receive(&q.dead_letter_queue(&name), opts(10, 2, 30))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0]
+            .headers
+            .get(queue_core::headers::DLQ_REASON)
+            .map(String::as_str),
+        Some("malformed")
+    );
+    assert_eq!(&dead[0].payload[..], b"from another writer");
+}

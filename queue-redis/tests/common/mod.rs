@@ -1,4 +1,6 @@
 //! Shared by the Redis test binaries.
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 

@@ -1,0 +1,99 @@
+//! A message written by another client, with headers this driver cannot decode, does not
+//! fail the receive: the worker dead-letters it as malformed and runs the rest.
+
+mod common;
+
+use std::time::Duration;
+
+use queue_core::testkit::{eventually, unique};
+use queue_core::{headers, Backend, Driver, Job, JobContext, ReceiveOptions};
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ping(u32);
+impl Job for Ping {
+    const NAME: &'static str = "ping";
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_message_is_dead_lettered_and_the_batch_runs() {
+    let url = "redis://127.0.0.1:6379";
+    let q = common::connect(url).await;
+    let name = unique("foreign");
+    q.create_queue(&name).await.unwrap();
+    // A raw writer: a message hash whose headers are not JSON, pushed on the ready list
+    // beside a good job.
+    let client = redis::Client::open(url).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let prefix = format!("q:{{{name}}}:");
+    let seq: u64 = redis::cmd("INCR")
+        .arg(format!("{prefix}seq"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let () = redis::cmd("HSET")
+        .arg(format!("{prefix}m:{seq}"))
+        .arg(&[
+            "id",
+            "foreign-1",
+            "p",
+            "\u{0}\u{1}binary",
+            "h",
+            "{not json",
+            "t",
+            "x",
+            "a",
+            "0",
+            "g",
+            "0",
+        ])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let () = redis::cmd("LPUSH")
+        .arg(format!("{prefix}ready"))
+        .arg(seq)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let backend = Backend::new(q);
+    let queue = backend.queue(name.clone());
+    queue.enqueue(&Ping(1)).await.unwrap();
+    let w = queue
+        .worker()
+        .poll_wait(Duration::from_millis(200))
+        .handle(|_: Ping, _ctx: JobContext| async { Ok(()) })
+        .start()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "one success and one dead letter",
+        || {
+            let r = w.report();
+            r.succeeded == 1 && r.dead_lettered == 1
+        },
+    )
+    .await;
+    let r = w.shutdown().await;
+    assert_eq!(r.backend_errors, 0, "the receive must not fail: {r:?}");
+    let dlq = common::connect(url).await;
+    let dead = dlq
+        .receive(
+            &format!("{name}-dlq"),
+            ReceiveOptions::new(10, Duration::from_secs(2), Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id.as_str(), "foreign-1");
+    assert_eq!(
+        dead[0].headers.get(headers::DLQ_REASON).map(String::as_str),
+        Some("malformed")
+    );
+    let error = &dead[0].headers[headers::DLQ_ERROR];
+    assert!(error.contains("headers are not a JSON object"), "{error}");
+    assert_eq!(
+        &dead[0].payload[..],
+        "\u{0}\u{1}binary".as_bytes(),
+        "payload kept"
+    );
+}
