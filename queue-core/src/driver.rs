@@ -111,13 +111,17 @@ pub struct Capabilities {
     /// both return [`QueueError::Unsupported`] (Kafka: a topic's unread records cannot be
     /// dropped for one consumer group, and deleting topics is left to the operator).
     pub purge: bool,
+    /// Whether [`Driver::give_back`] returns a delivery without counting an attempt
+    /// (memory, Redis, Kafka). SQS cannot: its receive count grows on every receive, so
+    /// there a give-back costs an attempt like a failure.
+    pub give_back_keeps_attempt: bool,
 }
 
 impl Capabilities {
     /// The baseline a driver starts from: 256 KiB messages, 10 per batch, no delays, no
     /// nack delays, no native DLQ, no ordering, no priorities, no dedup, per-message
     /// leases of up to 12 hours without extension, stale receipts not promised to be refused,
-    /// no purge,
+    /// no purge, give-backs counted as attempts,
     /// approximate stats, one-second timers. Every field a
     /// later version adds starts at its most conservative value here.
     pub fn baseline() -> Self {
@@ -136,6 +140,7 @@ impl Capabilities {
             max_lease: Duration::from_secs(12 * 3600),
             stale_receipts_refused: false,
             purge: false,
+            give_back_keeps_attempt: false,
         }
     }
     /// Sets [`Capabilities::max_message_size`].
@@ -206,6 +211,11 @@ impl Capabilities {
     /// Sets [`Capabilities::purge`].
     pub fn with_purge(mut self, supported: bool) -> Self {
         self.purge = supported;
+        self
+    }
+    /// Sets [`Capabilities::give_back_keeps_attempt`].
+    pub fn with_give_back_keeps_attempt(mut self, keeps: bool) -> Self {
+        self.give_back_keeps_attempt = keeps;
         self
     }
     /// Whether [`Driver::extend`] is supported.
@@ -344,8 +354,10 @@ pub fn receipt_str(r: &Receipt) -> &str {
 ///   same id as the original.
 /// - `receive` returns at most `opts.max` deliveries; it long-polls without spinning (it
 ///   waits on the backend or a timer, not in a loop of short sleeps).
-/// - `attempt` counts deliveries; a nacked message reappears after its delay with
-///   `attempt + 1`; a delivery whose lease ends unsettled reappears with `attempt + 1`.
+/// - `attempt` counts deliveries that reached a handler: a nacked message reappears after
+///   its delay with `attempt + 1`, and so does a delivery whose lease ends unsettled (its
+///   handler may have run); a delivery given back ([`Driver::give_back`]) keeps its
+///   attempt where [`Capabilities::give_back_keeps_attempt`] is declared.
 /// - `first_enqueued_at` is the first send's time, kept across retries; across
 ///   dead-lettering and redrive the core carries it in [`headers::FIRST_ENQUEUED_AT`] and
 ///   the driver reports it through [`first_enqueued`].
@@ -393,6 +405,15 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Gives a delivery back: visible again after `delay`, with `attempt + 1`.
     async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()>;
+
+    /// Gives a delivery back *without counting an attempt*: its handler never ran
+    /// (shutdown, an idempotency key held elsewhere, a per-key predecessor that went
+    /// back). Visible again after `delay`; the next delivery has the same `attempt`. A
+    /// backend that cannot keep the count (SQS) leaves the default, a plain `nack`, and
+    /// does not declare [`Capabilities::give_back_keeps_attempt`].
+    async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.nack(queue, receipt, delay).await
+    }
 
     /// Pushes a delivery's lease out to `lease` from now. A backend that cannot
     /// (`LeaseModel::PerMessage { extend: false }`) returns [`QueueError::Unsupported`].

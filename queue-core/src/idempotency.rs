@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 
@@ -36,6 +38,13 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     async fn complete(&self, key: &str, retention: Duration) -> Result<()>;
     /// Releases a claim after a failure, so that a retry can run.
     async fn release(&self, key: &str) -> Result<()>;
+}
+
+/// `now + d`, saturating about a century ahead instead of overflowing.
+fn until(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -73,14 +82,17 @@ impl IdempotencyStore for MemoryIdempotency {
             _ => Begin::Started,
         };
         if found == Begin::Started {
-            keys.insert(key.to_string(), State::Running(now + lease));
+            keys.insert(key.to_string(), State::Running(until(now, lease)));
         }
         Ok(found)
     }
 
     async fn complete(&self, key: &str, retention: Duration) -> Result<()> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.insert(key.to_string(), State::Done(Instant::now() + retention));
+        keys.insert(
+            key.to_string(),
+            State::Done(until(Instant::now(), retention)),
+        );
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! | lease | a deadline per delivery; at expiry the message is visible again, `attempt + 1` |
 //! | ack | removes the message; a stale receipt (lease ended) is [`QueueError::ReceiptExpired`] |
 //! | nack with delay | reschedules the message at `now + delay` |
+//! | give back | the same, and the attempt count goes back down by one |
 //! | extend | moves the deadline |
 //! | delay | native, up to a year |
 //! | DLQ | the core's emulation: a `{queue}-dlq` queue |
@@ -330,6 +331,7 @@ impl Driver for MemoryQueue {
             .with_lease(LeaseModel::PerMessage { extend: true })
             .with_exact_stats(true)
             .with_stale_receipts_refused(true)
+            .with_give_back_keeps_attempt(true)
             .with_timer_granularity(Duration::from_millis(1))
     }
 
@@ -493,6 +495,20 @@ impl Driver for MemoryQueue {
             let seq = q.leased_seq(receipt, now)?;
             if let Some(m) = q.msgs.get_mut(&seq) {
                 m.generation += 1;
+            }
+            q.activate(seq, later(now, delay), now);
+            q.notify.notify_waiters();
+            Ok(())
+        })
+    }
+
+    async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        let now = Instant::now();
+        self.with_queue(queue, |q| {
+            let seq = q.leased_seq(receipt, now)?;
+            if let Some(m) = q.msgs.get_mut(&seq) {
+                m.generation += 1;
+                m.attempt = m.attempt.saturating_sub(1); // the handler never ran
             }
             q.activate(seq, later(now, delay), now);
             q.notify.notify_waiters();

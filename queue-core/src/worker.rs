@@ -11,7 +11,14 @@
 //! | [`JobError::permanent`] | dead-letter at once, reason `permanent` |
 //! | undecodable payload or unknown job name | dead-letter at once, reason `malformed` |
 //! | idempotency key already completed | ack without running |
-//! | shutdown grace ran out | nack with no delay: back in the queue at once |
+//! | shutdown grace ran out | given back with no delay: back in the queue at once |
+//! | idempotency key held by another worker | given back until its claim can end (one lease) |
+//!
+//! An *attempt* is a delivery that reached its handler. A delivery given back without
+//! running (the last three rows above, and a per-key successor whose predecessor went
+//! back) costs no attempt on backends that declare
+//! [`Capabilities::give_back_keeps_attempt`] (memory, Redis, Kafka); on SQS the receive
+//! count grows anyway.
 //!
 //! Deliveries with the same ordering key from one receive (an SQS FIFO group, a Kafka
 //! partition) run one after another in receive order; on a per-key backend, a delivery
@@ -807,7 +814,7 @@ async fn give_back(inner: &Inner, d: &Delivery) {
     bump(&inner.counters.returned);
     if let Err(e) = inner
         .driver
-        .nack(&inner.name, &d.receipt, Duration::ZERO)
+        .give_back(&inner.name, &d.receipt, Duration::ZERO)
         .await
     {
         backend_error(
@@ -1006,7 +1013,7 @@ async fn run_one_inner(
         Claim::Later => {
             // Another worker is running this key: look again after a lease.
             let delay = clamp_delay(&inner.caps, inner.config.lease);
-            if let Err(e) = inner.driver.nack(&inner.name, &d.receipt, delay).await {
+            if let Err(e) = inner.driver.give_back(&inner.name, &d.receipt, delay).await {
                 backend_error(inner, "could not defer message", Some(&d.id), &e);
             }
             return false;
@@ -1030,7 +1037,7 @@ async fn run_one_inner(
             release(inner, key.as_deref()).await;
             if let Err(e) = inner
                 .driver
-                .nack(&inner.name, &d.receipt, Duration::ZERO)
+                .give_back(&inner.name, &d.receipt, Duration::ZERO)
                 .await
             {
                 backend_error(inner, "could not give message back", Some(&d.id), &e);

@@ -311,3 +311,55 @@ async fn handlers_see_shutdown_and_stop_cleanly() {
     assert_eq!(r.succeeded, 1, "{r:?}");
     assert_eq!(q.stats("q").await.unwrap().total(), 0);
 }
+
+/// A job deferred again and again (its idempotency key held elsewhere) and then failing
+/// once is retried, not dead-lettered: deferrals are not attempts. Paused clock.
+#[tokio::test(start_paused = true)]
+async fn deferrals_are_not_attempts() {
+    let (q, p) = setup().await;
+    let store = Arc::new(queue_core::MemoryIdempotency::new());
+    // Another worker holds the key for a while: this one defers the job each lease.
+    use queue_core::IdempotencyStore;
+    store
+        .begin("order-7", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let a2 = attempts.clone();
+    let w = fast(&q)
+        .lease(Duration::from_secs(1))
+        .retry(RetryPolicy::new(
+            2,
+            Backoff::Fixed(Duration::from_millis(10)),
+        ))
+        .idempotency(store, Duration::from_secs(600))
+        .handle(move |_: Task, ctx: JobContext| {
+            a2.lock().unwrap().push(ctx.attempt);
+            let first = ctx.attempt == 1;
+            async move {
+                if first {
+                    Err(JobError::retry("flaky once"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .start()
+        .unwrap();
+    p.enqueue_with(&Task(7), SendOptions::new().idempotency_key("order-7"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(120), "the job settled", || {
+        let r = w.report();
+        r.succeeded + r.dead_lettered == 1
+    })
+    .await;
+    let r = w.shutdown().await;
+    assert_eq!(
+        (r.succeeded, r.dead_lettered),
+        (1, 0),
+        "deferrals must not use up attempts: {r:?}, handler saw attempts {:?}",
+        attempts.lock().unwrap()
+    );
+    assert_eq!(*attempts.lock().unwrap(), vec![1, 2]);
+}

@@ -557,6 +557,35 @@ impl KafkaQueue {
         (d, due)
     }
 
+    /// Publishes a copy to the delay topic with `attempt + step`, then settles the
+    /// original: a nack (`step` 1) or a give-back (`step` 0).
+    async fn republish(
+        &self,
+        queue: &str,
+        receipt: &Receipt,
+        delay: Duration,
+        step: u32,
+    ) -> Result<()> {
+        let (tp, off) = Self::parse_receipt(receipt)?;
+        let qc = self.existing_consumer(queue).await?;
+        let d = {
+            let t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+            match t.pending.get(&tp).and_then(|m| m.get(&off)) {
+                Some(slot) if !slot.done => slot.delivery.clone(),
+                _ => return Err(QueueError::ReceiptExpired),
+            }
+        };
+        let mut m = Message::new(d.payload.clone())
+            .id(d.id.clone())
+            .delay(delay);
+        m.headers = d.headers.clone();
+        m.ordering_key = d.ordering_key.clone();
+        let record = Self::record(&m, d.attempt.saturating_add(step), d.first_enqueued_at);
+        self.produce(&Self::delay_topic(queue), vec![record])
+            .await?;
+        self.settle(&qc, std::slice::from_ref(receipt))
+    }
+
     fn parse_receipt(r: &Receipt) -> Result<(Tp, i64)> {
         let text = receipt_str(r);
         let bad = || QueueError::invalid_receipt(BACKEND, format!("{text:?}"));
@@ -775,6 +804,7 @@ impl Driver for KafkaQueue {
             .with_max_nack_delay(Some(year))
             .with_ordering(Ordering::PerPartition)
             .with_lease(LeaseModel::Session)
+            .with_give_back_keeps_attempt(true)
             .with_max_lease(year)
             .with_timer_granularity(Duration::from_millis(10))
     }
@@ -985,24 +1015,11 @@ impl Driver for KafkaQueue {
     }
 
     async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        let (tp, off) = Self::parse_receipt(receipt)?;
-        let qc = self.existing_consumer(queue).await?;
-        let d = {
-            let t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
-            match t.pending.get(&tp).and_then(|m| m.get(&off)) {
-                Some(slot) if !slot.done => slot.delivery.clone(),
-                _ => return Err(QueueError::ReceiptExpired),
-            }
-        };
-        let mut m = Message::new(d.payload.clone())
-            .id(d.id.clone())
-            .delay(delay);
-        m.headers = d.headers.clone();
-        m.ordering_key = d.ordering_key.clone();
-        let record = Self::record(&m, d.attempt + 1, d.first_enqueued_at);
-        self.produce(&Self::delay_topic(queue), vec![record])
-            .await?;
-        self.settle(&qc, std::slice::from_ref(receipt))
+        self.republish(queue, receipt, delay, 1).await
+    }
+
+    async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.republish(queue, receipt, delay, 0).await
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, _lease: Duration) -> Result<()> {

@@ -14,6 +14,7 @@
 //! | lease | the message's score in `leased` (server time); expiry puts it back at the head of the line, `attempt + 1` |
 //! | ack | Lua: checks the receipt's lease generation, ZREM + DEL (batched in one call) |
 //! | nack with delay | Lua: ZREM from `leased`, ZADD to `delayed` at now + delay (or back to the head when 0) |
+//! | give back | the same script, and the attempt count back down by one |
 //! | extend | Lua: ZADD XX the new deadline |
 //! | delay | `delayed` ZSET, promoted by receivers (server clock; no separate scheduler process) |
 //! | DLQ | the core's emulation: queue `Q-dlq` (its own slot), written before the original is acked |
@@ -265,6 +266,32 @@ impl RedisQueue {
         Keys::new(queue)
     }
 
+    /// NACK script: back to the queue after `delay`; `uncount` gives the attempt back.
+    async fn requeue(
+        &self,
+        queue: &str,
+        receipt: &Receipt,
+        delay: Duration,
+        uncount: bool,
+    ) -> Result<()> {
+        let keys = Self::keys(queue);
+        let (s, g) = parse_receipt(receipt)?;
+        let mut inv = scripts::NACK.prepare_invoke();
+        for k in keys.main() {
+            inv.key(k);
+        }
+        inv.arg(&keys.prefix)
+            .arg(s)
+            .arg(g)
+            .arg(ms(delay))
+            .arg(if uncount { "1" } else { "0" });
+        let ok: i64 = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| with_queue(map_err(e), queue))?;
+        current_receipt(ok)
+    }
+
     async fn clear(&self, queue: &str, how: &str) -> Result<()> {
         let keys = Self::keys(queue);
         let mut inv = scripts::CLEAR.prepare_invoke();
@@ -400,6 +427,7 @@ impl Driver for RedisQueue {
             .with_max_lease(MAX_TIME)
             .with_exact_stats(true)
             .with_stale_receipts_refused(true)
+            .with_give_back_keeps_attempt(true)
             .with_timer_granularity(Duration::from_millis(10))
     }
 
@@ -518,18 +546,11 @@ impl Driver for RedisQueue {
     }
 
     async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        let keys = Self::keys(queue);
-        let (s, g) = parse_receipt(receipt)?;
-        let mut inv = scripts::NACK.prepare_invoke();
-        for k in keys.main() {
-            inv.key(k);
-        }
-        inv.arg(&keys.prefix).arg(s).arg(g).arg(ms(delay));
-        let ok: i64 = inv
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| with_queue(map_err(e), queue))?;
-        current_receipt(ok)
+        self.requeue(queue, receipt, delay, false).await
+    }
+
+    async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
+        self.requeue(queue, receipt, delay, true).await
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {

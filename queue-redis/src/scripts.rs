@@ -140,8 +140,9 @@ return stale
     ))
 });
 
-/// KEYS: meta ready delayed leased wake. ARGV: prefix, seq, generation, delay ms.
-/// Returns 1, or 0 when the receipt is stale.
+/// KEYS: meta ready delayed leased wake. ARGV: prefix, seq, generation, delay ms, and
+/// `1` to give back without counting an attempt. Returns 1, or 0 when the receipt is
+/// stale.
 pub static NACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
@@ -152,6 +153,7 @@ local mk = prefix .. 'm:' .. ARGV[2]
 if redis.call('HGET', mk, 'g') ~= ARGV[3] or not current(KEYS[4], ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('HINCRBY', mk, 'g', 1)
+if ARGV[5] == '1' then redis.call('HINCRBY', mk, 'a', -1) end
 local delay = tonumber(ARGV[4])
 if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[2])

@@ -240,3 +240,38 @@ pub async fn stale_receipt_refused(h: &Harness) {
         c.stats_eventually(crate::QueueStats::default()).await;
     }
 }
+
+/// A delivery given back (its handler never ran) keeps its attempt where the backend
+/// declares it; a nack still counts one.
+pub async fn give_back_keeps_attempt(h: &Harness) {
+    let c = h.fresh("give_back_keeps_attempt").await;
+    c.send_n(1).await;
+    let lease = c.unit * 50;
+    let first = c.collect(&c.q, 1, c.within(), lease).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempt, 1);
+    c.q.give_back(&c.name, &first[0].receipt, Duration::ZERO)
+        .await
+        .expect("give_back");
+    let again = c.collect(&c.q, 1, c.within(), lease).await;
+    assert_eq!(again.len(), 1, "want the message back after give_back");
+    let want = if c.caps.give_back_keeps_attempt { 1 } else { 2 };
+    assert_eq!(
+        again[0].attempt, want,
+        "after a give-back: want attempt {want}, got {}",
+        again[0].attempt
+    );
+    c.q.nack(&c.name, &again[0].receipt, Duration::ZERO)
+        .await
+        .expect("nack");
+    let third = c.collect(&c.q, 1, c.within(), lease).await;
+    assert_eq!(third.len(), 1, "want the message back after nack");
+    assert_eq!(
+        third[0].attempt,
+        want + 1,
+        "after a nack: want attempt {}, got {}",
+        want + 1,
+        third[0].attempt
+    );
+    c.ack(&third[0]).await;
+}

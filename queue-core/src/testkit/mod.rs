@@ -80,7 +80,7 @@ macro_rules! __with_conformance_cases {
             round_trip batch_round_trip ack_removes receive_respects_max
             empty_receive_waits long_poll_not_busy competing_consumers_exclusive
             nack_redelivers_after_delay lease_expiry_redelivers extend_keeps_hidden
-            stale_receipt_refused delayed_send_not_early
+            stale_receipt_refused give_back_keeps_attempt delayed_send_not_early
             dlq_after_max_attempts permanent_error_skips_retries redrive_returns_messages
             malformed_payload_dead_lettered first_enqueued_kept
             ordering_per_key ordering_survives_retries ordering_refused priority_honoured
