@@ -474,6 +474,13 @@ impl Worker {
     pub fn start(self) -> QResult<WorkerHandle> {
         let caps = self.queue.driver().capabilities();
         check_config(&self.config, &caps, matches!(self.mode, Mode::Batch(_)))?;
+        if matches!(self.mode, Mode::Batch(_)) && self.idempotency.is_some() {
+            return Err(QueueError::InvalidOption(
+                "idempotency keys are not honoured by batch handlers: use per-job handlers, \
+                 or deduplicate inside the batch handler"
+                    .into(),
+            ));
+        }
         if let Mode::Jobs { jobs, .. } = &self.mode {
             for (name, reg) in jobs {
                 if let Some(p) = reg.retry {
@@ -880,6 +887,7 @@ async fn supervise<T: Send + 'static>(
     receipts: &[&Receipt],
     fut: BoxFut<T>,
     mut force: watch::Receiver<bool>,
+    job_timeout: Option<Duration>,
 ) -> Result<T, Option<Failure>> {
     let mut guard = AbortOnDrop(tokio::spawn(fut));
     let handle = &mut guard.0;
@@ -888,7 +896,7 @@ async fn supervise<T: Send + 'static>(
     let beat = (lease / 3).max(inner.caps.timer_granularity);
     let now = tokio::time::Instant::now();
     let mut next_beat = now + beat;
-    let timeout_at = inner.config.job_timeout.map(|t| now + t);
+    let timeout_at = job_timeout.map(|t| now + t);
     loop {
         tokio::select! {
             r = &mut *handle => {
@@ -912,7 +920,7 @@ async fn supervise<T: Send + 'static>(
             }
             _ = tokio::time::sleep_until(timeout_at.unwrap_or_else(tokio::time::Instant::now)), if timeout_at.is_some() => {
                 handle.abort();
-                let t = inner.config.job_timeout.unwrap_or_default();
+                let t = job_timeout.unwrap_or_default();
                 return Err(Some(Failure {
                     error: format!("job timed out after {t:?}"),
                     permanent: false,
@@ -1003,6 +1011,24 @@ async fn run_one_inner(
             .await;
         }
     };
+    // Wait for this key's predecessor (still running here) before anything else, keeping
+    // the lease alive meanwhile: the job timeout and the idempotency claim start only
+    // when the handler can start. On a per-key backend (SQS FIFO), a successor must not
+    // overtake a predecessor that went back to the queue: it goes back too, and the
+    // backend redelivers both in order. On a per-partition backend retries leave the
+    // partition anyway, so it proceeds.
+    if let Some(after) = after {
+        let strict = inner.caps.ordering == crate::Ordering::PerKey;
+        let wait = async move { after.await.unwrap_or(false) };
+        let go = match supervise(inner, &[&d.receipt], Box::pin(wait), force.clone(), None).await {
+            Ok(settled) => settled || !strict,
+            Err(_) => false, // shutdown forced while waiting
+        };
+        if !go {
+            give_back(inner, d).await;
+            return false;
+        }
+    }
     let key = match claim(inner, d).await {
         Claim::Run(key) => key,
         Claim::Skip => {
@@ -1019,33 +1045,10 @@ async fn run_one_inner(
             return false;
         }
     };
-    // On a per-key backend (SQS FIFO), a successor must not overtake a predecessor that
-    // went back to the queue: it goes back too, and the backend redelivers both in order.
-    // On a per-partition backend retries leave the partition anyway, so it proceeds.
-    let strict = inner.caps.ordering == crate::Ordering::PerKey;
-    let job = async move {
-        if let Some(after) = after {
-            let predecessor_settled = after.await.unwrap_or(false);
-            if strict && !predecessor_settled {
-                return None;
-            }
-        }
-        Some(fut().await)
-    };
-    let ran = match supervise(inner, &[&d.receipt], Box::pin(job), force).await {
-        Ok(None) => {
-            release(inner, key.as_deref()).await;
-            if let Err(e) = inner
-                .driver
-                .give_back(&inner.name, &d.receipt, Duration::ZERO)
-                .await
-            {
-                backend_error(inner, "could not give message back", Some(&d.id), &e);
-            }
-            return false;
-        }
-        Ok(Some(Ok(()))) => Ran::Done(vec![]),
-        Ok(Some(Err(e))) => Ran::Done(vec![(0, Failure::from_job(e))]),
+    let timeout = inner.config.job_timeout;
+    let ran = match supervise(inner, &[&d.receipt], fut(), force, timeout).await {
+        Ok(Ok(())) => Ran::Done(vec![]),
+        Ok(Err(e)) => Ran::Done(vec![(0, Failure::from_job(e))]),
         Err(Some(f)) => Ran::Done(vec![(0, f)]),
         Err(None) => Ran::Forced,
     };
@@ -1087,7 +1090,8 @@ async fn run_batch(
         }
         let started = Instant::now();
         let receipts: Vec<&Receipt> = batch.iter().map(|d| &d.receipt).collect();
-        let ran = match supervise(&inner, &receipts, handler(batch.clone()), force).await {
+        let timeout = inner.config.job_timeout;
+        let ran = match supervise(&inner, &receipts, handler(batch.clone()), force, timeout).await {
             Ok(failures) => Ran::Done(
                 failures
                     .into_iter()

@@ -83,7 +83,8 @@ macro_rules! __with_conformance_cases {
             stale_receipt_refused give_back_keeps_attempt delayed_send_not_early
             dlq_after_max_attempts permanent_error_skips_retries redrive_returns_messages
             malformed_payload_dead_lettered first_enqueued_kept
-            ordering_per_key ordering_survives_retries ordering_refused priority_honoured
+            ordering_per_key ordering_survives_retries ordered_job_timeout_starts_at_handler
+            ordering_refused priority_honoured
             dedup_within_window
             oversize_refused limits_at_edge stats_agree unknown_queue_typed delete_and_purge
             backend_errors_typed

@@ -238,3 +238,46 @@ pub async fn ordering_survives_retries(h: &Harness) {
         }
     }
 }
+
+/// A job waiting behind its key's predecessor in the same worker is not timed out for
+/// the wait: the job timeout starts when its handler starts.
+pub async fn ordered_job_timeout_starts_at_handler(h: &Harness) {
+    let c = h.fresh("ordered_job_timeout_starts_at_handler").await;
+    if c.caps.ordering == Ordering::None {
+        return; // refusal is `ordering_refused`'s business
+    }
+    let n = 4u64;
+    let msgs = (0..n)
+        .map(|i| {
+            crate::job_message(
+                &Probe {
+                    n: i,
+                    key: "slow".into(),
+                },
+                SendOptions::new().ordering_key("slow"),
+            )
+            .expect("job message")
+        })
+        .collect();
+    c.producer().send_batch(msgs).await.expect("send");
+    let run = c.unit * 2;
+    let w = c
+        .worker(c.q.clone())
+        .concurrency(n as usize)
+        .job_timeout(c.unit * 3) // longer than one job, shorter than the key's line
+        .handle(move |_: Probe, _ctx| async move {
+            tokio::time::sleep(run).await;
+            Ok(())
+        })
+        .start()
+        .expect("worker start");
+    eventually_worker(&w, c.within() * 2, "every job of the key to succeed", |r| {
+        r.succeeded >= n || r.failed > 0
+    })
+    .await;
+    let r = w.shutdown().await;
+    assert_eq!(
+        r.failed, 0,
+        "want no job timed out while it waited for its predecessor, got {r:?}"
+    );
+}
