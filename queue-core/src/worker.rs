@@ -238,6 +238,10 @@ pub struct WorkerReport {
     pub returned: u64,
     /// Backend calls that failed (receive, ack, nack, extend, dead-letter).
     pub backend_errors: u64,
+    /// The worker's own loop died (a panic: in a driver's `receive`, or a bug) and it
+    /// stopped processing; [`WorkerHandle::last_error`] says why. An application should
+    /// treat this like a crashed process: log, alert, start a new worker.
+    pub crashed: bool,
 }
 
 #[derive(Default)]
@@ -251,6 +255,7 @@ struct Counters {
     returned: AtomicU64,
     backend_errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    crashed: std::sync::atomic::AtomicBool,
 }
 
 impl Counters {
@@ -265,6 +270,7 @@ impl Counters {
             duplicates_skipped: r(&self.duplicates_skipped),
             returned: r(&self.returned),
             backend_errors: r(&self.backend_errors),
+            crashed: self.crashed.load(AtomicOrdering::Relaxed),
         }
     }
 }
@@ -504,7 +510,28 @@ impl Worker {
             caps,
             counters: counters.clone(),
         });
-        let join = tokio::spawn(run(inner, stop_rx));
+        let watched = counters.clone();
+        let join = tokio::spawn(async move {
+            // The loop runs in its own task so that a panic in it is caught and reported
+            // (WorkerReport::crashed, last_error) instead of leaving a silent dead worker.
+            // Aborting this task drops the guard, which aborts the loop with it.
+            let mut guard = AbortOnDrop(tokio::spawn(run(inner, stop_rx)));
+            match (&mut guard.0).await {
+                Ok(report) => report,
+                Err(e) => {
+                    let why = if e.is_panic() {
+                        panic_message(e.into_panic())
+                    } else {
+                        "cancelled".to_string()
+                    };
+                    tracing::error!(error = %why, "worker loop died; the worker stopped");
+                    watched.crashed.store(true, AtomicOrdering::Relaxed);
+                    *watched.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("worker loop died: {why}"));
+                    watched.snapshot()
+                }
+            }
+        });
         Ok(WorkerHandle {
             stop: stop_tx,
             join,
@@ -901,11 +928,7 @@ async fn supervise<T: Send + 'static>(
         tokio::select! {
             r = &mut *handle => {
                 return r.map_err(|e| Some(Failure::retryable(if e.is_panic() {
-                    let p = e.into_panic();
-                    let msg = p.downcast_ref::<&str>().map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic payload".into());
-                    format!("handler panicked: {msg}")
+                    format!("handler panicked: {}", panic_message(e.into_panic()))
                 } else {
                     "handler task was cancelled".to_string()
                 })));
@@ -934,6 +957,14 @@ async fn supervise<T: Send + 'static>(
             }
         }
     }
+}
+
+/// The text of a panic's payload.
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".into())
 }
 
 /// Aborts the handler task when its supervisor is dropped (worker aborted or crashed), so

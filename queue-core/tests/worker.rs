@@ -363,3 +363,98 @@ async fn deferrals_are_not_attempts() {
     );
     assert_eq!(*attempts.lock().unwrap(), vec![1, 2]);
 }
+
+/// A driver whose receive panics (a bug): the worker must say it died, not sit silent.
+struct PanickyDriver(MemoryQueue);
+
+#[queue_core::driver::async_trait]
+impl Driver for PanickyDriver {
+    fn kind(&self) -> &'static str {
+        "panicky"
+    }
+    fn capabilities(&self) -> queue_core::Capabilities {
+        self.0.capabilities()
+    }
+    async fn create_queue(&self, q: &str) -> queue_core::Result<()> {
+        self.0.create_queue(q).await
+    }
+    async fn delete_queue(&self, q: &str) -> queue_core::Result<()> {
+        self.0.delete_queue(q).await
+    }
+    async fn purge(&self, q: &str) -> queue_core::Result<()> {
+        self.0.purge(q).await
+    }
+    async fn send(
+        &self,
+        q: &str,
+        b: Vec<Message>,
+    ) -> queue_core::Result<Vec<queue_core::MessageId>> {
+        self.0.send(q, b).await
+    }
+    async fn receive(&self, _: &str, _: ReceiveOptions) -> queue_core::Result<Vec<Delivery>> {
+        panic!("driver bug in receive")
+    }
+    async fn ack(&self, q: &str, r: &[queue_core::Receipt]) -> queue_core::Result<()> {
+        self.0.ack(q, r).await
+    }
+    async fn nack(&self, q: &str, r: &queue_core::Receipt, d: Duration) -> queue_core::Result<()> {
+        self.0.nack(q, r, d).await
+    }
+    async fn extend(
+        &self,
+        q: &str,
+        r: &queue_core::Receipt,
+        d: Duration,
+    ) -> queue_core::Result<()> {
+        self.0.extend(q, r, d).await
+    }
+    async fn stats(&self, q: &str) -> queue_core::Result<queue_core::QueueStats> {
+        self.0.stats(q).await
+    }
+}
+
+#[tokio::test]
+async fn a_worker_whose_loop_dies_says_so() {
+    let queue = Backend::new(PanickyDriver(MemoryQueue::new())).queue("q");
+    queue.create().await.unwrap();
+    let w = queue
+        .worker()
+        .handle(|_: Task, _ctx| async { Ok(()) })
+        .start()
+        .unwrap();
+    eventually(WAIT, "the worker reports its crash", || w.report().crashed).await;
+    let err = w.last_error().unwrap_or_default();
+    assert!(err.contains("driver bug in receive"), "{err}");
+    let r = w.shutdown().await;
+    assert!(r.crashed, "shutdown must return the crash: {r:?}");
+}
+
+#[tokio::test]
+async fn settings_that_cannot_work_are_refused_at_start() {
+    let (q, _p) = setup().await;
+    let bad = [
+        fast(&q).concurrency(0),
+        fast(&q).lease(Duration::MAX),
+        fast(&q).poll_wait(Duration::MAX),
+        fast(&q).job_timeout(Duration::ZERO),
+        fast(&q).shutdown_grace(Duration::MAX),
+        fast(&q).retry(RetryPolicy::new(0, Backoff::Fixed(Duration::ZERO))),
+        fast(&q)
+            .handle_batch(|_b: Vec<Delivery>| async { Vec::new() })
+            .batch_size(0),
+        fast(&q)
+            .handle_batch(|_b: Vec<Delivery>| async { Vec::new() })
+            .idempotency(
+                Arc::new(queue_core::MemoryIdempotency::new()),
+                Duration::from_secs(60),
+            ),
+    ];
+    for w in bad {
+        let shown = format!("{w:?}");
+        match w.start() {
+            Err(queue_core::QueueError::InvalidOption(why)) => assert!(!why.is_empty()),
+            Err(e) => panic!("{shown}: want InvalidOption, got {e}"),
+            Ok(h) => panic!("{shown}: want InvalidOption, got a running worker {h:?}"),
+        }
+    }
+}

@@ -27,7 +27,10 @@
 //!
 //! ## URLs
 //!
-//! `kafka://host:port[?bootstrap=h2:p2,h3:p3&group=NAME&partitions=N&<librdkafka property>=<value>...]`.
+//! `kafka://host:port[?bootstrap=h2:p2,h3:p3&group=NAME&partitions=N&replication=N&<librdkafka property>=<value>...]`.
+//! Topics that `create_queue` creates get `partitions` partitions (default 3, at most
+//! 1000) and `replication` replicas (default 1, for a single broker; use 3 on a
+//! production cluster); an existing topic is used as it is.
 //! Any parameter with a dot in its name (`security.protocol`, `sasl.mechanism`,
 //! `sasl.username`, `ssl.ca.location`, ...) is passed to librdkafka as it is.
 //!
@@ -99,6 +102,9 @@ pub struct KafkaConfig {
     pub group: String,
     /// Partitions of the topics `create_queue` creates.
     pub partitions: i32,
+    /// Replication factor of the topics `create_queue` creates (`?replication=`, default
+    /// 1: a single-broker setup; use 3 on a production cluster).
+    pub replication: i32,
     /// librdkafka properties passed through (SASL, SSL, ...).
     pub properties: Vec<(String, String)>,
 }
@@ -119,6 +125,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("bootstrap", &self.bootstrap)
             .field("group", &self.group)
             .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
             .field("properties", &props)
             .finish()
     }
@@ -272,6 +279,7 @@ impl KafkaQueue {
             bootstrap: format!("{host}:{}", parsed.port().unwrap_or(9092)),
             group: "queue-workers".into(),
             partitions: 3,
+            replication: 1,
             properties: Vec::new(),
         };
         let mut o = UrlOptions::new(&parsed);
@@ -283,6 +291,9 @@ impl KafkaQueue {
         }
         if let Some(n) = o.integer("partitions", 1, 1000)? {
             config.partitions = n as i32;
+        }
+        if let Some(n) = o.integer("replication", 1, 32)? {
+            config.replication = n as i32;
         }
         config.properties = o.passthrough("librdkafka properties (names with a dot)", |k| {
             k.contains('.') || k == "debug"
@@ -838,7 +849,13 @@ impl Driver for KafkaQueue {
         ];
         let topics: Vec<NewTopic<'_>> = names
             .iter()
-            .map(|n| NewTopic::new(n, self.config.partitions, TopicReplication::Fixed(1)))
+            .map(|n| {
+                NewTopic::new(
+                    n,
+                    self.config.partitions,
+                    TopicReplication::Fixed(self.config.replication),
+                )
+            })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(META_TIMEOUT));
         let results = self
