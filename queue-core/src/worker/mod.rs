@@ -1,0 +1,567 @@
+//! The Worker: one runtime for every backend.
+//!
+//! It leases messages, runs handlers with bounded concurrency, heartbeats leases of long
+//! jobs, and settles every delivery exactly one way:
+//!
+//! | outcome | action |
+//! |---|---|
+//! | handler `Ok` | ack (batched) |
+//! | retryable error, panic, timeout, attempts left | nack with the policy's backoff (or the error's `retry_after`) |
+//! | retryable error on the last attempt | dead-letter, reason `max-attempts` |
+//! | [`JobError::permanent`] | dead-letter at once, reason `permanent` |
+//! | undecodable payload or unknown job name | dead-letter at once, reason `malformed` |
+//! | idempotency key already completed | ack without running |
+//! | shutdown grace ran out | given back with no delay: back in the queue at once |
+//! | idempotency key held by another worker | given back until its claim can end (one lease) |
+//!
+//! An *attempt* is a delivery that reached its handler. A delivery given back without
+//! running (the last three rows above, and a per-key successor whose predecessor went
+//! back) costs no attempt on backends that declare
+//! [`Capabilities::give_back_keeps_attempt`] (memory, Redis, Kafka); on SQS the receive
+//! count grows anyway.
+//!
+//! Deliveries with the same ordering key from one receive (an SQS FIFO group, a Kafka
+//! partition) run one after another in receive order; on a per-key backend, a delivery
+//! whose predecessor went back to the queue goes back too, so the backend redelivers both
+//! in order. Prefetch never exceeds the free concurrency slots, so nothing waits leased
+//! but unstarted. On graceful shutdown the worker calls [`Driver::stop_receiving`].
+//!
+//! Everything here is backend-agnostic: drivers only provide the [`Driver`] primitives.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+pub use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::driver::{
+    Capabilities, DeadLetterKind, DeadLetterReason, Driver, LeaseModel, ReceiveOptions,
+};
+use crate::error::DecodeError;
+use crate::error::{QueueError, Result as QResult};
+use crate::handle::Queue;
+use crate::idempotency::{Begin, IdempotencyStore};
+use crate::job::{decode_data, decode_envelope, Job, RawEnvelope};
+use crate::message::{headers, Delivery, Headers, MessageId, Receipt};
+use crate::retry::{Decision, RetryPolicy};
+
+mod claims;
+mod dispatch;
+mod handler;
+mod receive;
+mod settle;
+
+use claims::*;
+use dispatch::*;
+use handler::{BatchFn, BoxFut, JobFn, RawFn, Thunk};
+pub use handler::{ItemFailure, JobContext, JobError, JobResult};
+use receive::*;
+use settle::*;
+
+/// Worker settings. Build with [`Worker`]'s methods; [`Worker::start`] checks them.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Jobs (or batches) run at once. Default 10.
+    pub concurrency: usize,
+    /// Lease asked for on receive and renewed for long jobs. Default 30 s.
+    pub lease: Duration,
+    /// Long-poll wait per receive; also the most an idle worker takes to notice shutdown.
+    /// Default 5 s.
+    pub poll_wait: Duration,
+    /// Retry policy for jobs without their own. Default [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
+    /// A job running longer is aborted and counted as a retryable failure. Default none.
+    pub job_timeout: Option<Duration>,
+    /// On shutdown, how long in-flight jobs may take before they are returned to the queue.
+    /// Default 30 s.
+    pub shutdown_grace: Duration,
+    /// How long acks wait to be batched with others. Default 10 ms.
+    pub ack_linger: Duration,
+    /// Messages per batch for batch handlers. Default the backend's max batch, at most 10.
+    pub batch_size: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            poll_wait: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            job_timeout: None,
+            shutdown_grace: Duration::from_secs(30),
+            ack_linger: Duration::from_millis(10),
+            batch_size: 10,
+        }
+    }
+}
+
+/// Counts of what a worker did. [`WorkerHandle::report`] reads them live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Deliveries received.
+    pub received: u64,
+    /// Handlers that succeeded (acked).
+    pub succeeded: u64,
+    /// Handler failures (errors, panics, timeouts), retried or not.
+    pub failed: u64,
+    /// Deliveries given back for a retry.
+    pub retried: u64,
+    /// Deliveries moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Deliveries skipped because their idempotency key had completed.
+    pub duplicates_skipped: u64,
+    /// Deliveries returned to the queue at shutdown without running to the end.
+    pub returned: u64,
+    /// Backend calls that failed (receive, ack, nack, extend, dead-letter).
+    pub backend_errors: u64,
+    /// The worker's own loop died (a panic: in a driver's `receive`, or a bug) and it
+    /// stopped processing; [`WorkerHandle::last_error`] says why. An application should
+    /// treat this like a crashed process: log, alert, start a new worker.
+    pub crashed: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    duplicates_skipped: AtomicU64,
+    returned: AtomicU64,
+    backend_errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkerReport {
+        let r = |a: &AtomicU64| a.load(AtomicOrdering::Relaxed);
+        WorkerReport {
+            received: r(&self.received),
+            succeeded: r(&self.succeeded),
+            failed: r(&self.failed),
+            retried: r(&self.retried),
+            dead_lettered: r(&self.dead_lettered),
+            duplicates_skipped: r(&self.duplicates_skipped),
+            returned: r(&self.returned),
+            backend_errors: r(&self.backend_errors),
+            crashed: self.crashed.load(AtomicOrdering::Relaxed),
+        }
+    }
+}
+
+fn bump(a: &AtomicU64) {
+    a.fetch_add(1, AtomicOrdering::Relaxed);
+}
+
+struct Registered {
+    run: JobFn,
+    retry: Option<RetryPolicy>,
+}
+
+enum Mode {
+    Jobs {
+        jobs: HashMap<String, Registered>,
+        raw: Option<RawFn>,
+    },
+    Batch(BatchFn),
+}
+
+/// A worker for one queue. Register handlers, tune, then [`start`](Worker::start) it.
+///
+/// ```
+/// # use queue_core::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Resize { id: u32 }
+/// # impl Job for Resize { const NAME: &'static str = "resize"; }
+/// # async fn run(backend: Backend) -> Result<()> {
+/// let worker = backend
+///     .queue("images")
+///     .worker()
+///     .handle(|job: Resize, ctx: JobContext| async move {
+///         println!("resizing {} (attempt {})", job.id, ctx.attempt);
+///         Ok(())
+///     })
+///     .concurrency(4)
+///     .start()?;
+/// // ... later
+/// let report = worker.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Worker {
+    queue: Queue,
+    mode: Mode,
+    config: WorkerConfig,
+    idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match &self.mode {
+            Mode::Jobs { jobs, raw } => {
+                let mut names: Vec<&str> = jobs.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                format!(
+                    "jobs {names:?}{}",
+                    if raw.is_some() { " + raw" } else { "" }
+                )
+            }
+            Mode::Batch(_) => "batch".to_string(),
+        };
+        f.debug_struct("Worker")
+            .field("queue", &self.queue)
+            .field("handlers", &mode)
+            .field("config", &self.config)
+            .field("idempotency", &self.idempotency.as_ref().map(|(_, r)| r))
+            .finish()
+    }
+}
+
+impl Worker {
+    pub(crate) fn new(queue: Queue) -> Self {
+        Worker {
+            queue,
+            mode: Mode::Jobs {
+                jobs: HashMap::new(),
+                raw: None,
+            },
+            config: WorkerConfig::default(),
+            idempotency: None,
+        }
+    }
+
+    /// Registers the handler for job type `J`.
+    pub fn handle<J, F, Fut>(mut self, f: F) -> Self
+    where
+        J: Job,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let run: JobFn = Arc::new(move |env, ctx| {
+            let job = decode_data::<J>(env)?;
+            let f = f.clone();
+            Ok(Box::new(move || Box::pin(f(job, ctx)) as BoxFut<JobResult>) as Thunk)
+        });
+        let reg = Registered {
+            run,
+            retry: J::retry_policy(),
+        };
+        match &mut self.mode {
+            Mode::Jobs { jobs, .. } => {
+                jobs.insert(J::NAME.to_string(), reg);
+            }
+            Mode::Batch(_) => {
+                self.mode = Mode::Jobs {
+                    jobs: HashMap::from([(J::NAME.to_string(), reg)]),
+                    raw: None,
+                }
+            }
+        }
+        self
+    }
+
+    /// Registers a handler for raw deliveries: messages that are not job envelopes, or whose
+    /// job name has no typed handler. Without one, those are dead-lettered as malformed.
+    pub fn handle_raw<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        let f: RawFn = Arc::new(move |d| Box::pin(f(d)));
+        match &mut self.mode {
+            Mode::Jobs { raw, .. } => *raw = Some(f),
+            Mode::Batch(_) => {
+                self.mode = Mode::Jobs {
+                    jobs: HashMap::new(),
+                    raw: Some(f),
+                }
+            }
+        }
+        self
+    }
+
+    /// Uses one handler for whole batches of raw deliveries (up to
+    /// [`batch_size`](Worker::batch_size)); it returns the items that failed, and each of
+    /// those is retried or dead-lettered on its own. Replaces per-job handlers.
+    pub fn handle_batch<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<ItemFailure>> + Send + 'static,
+    {
+        self.mode = Mode::Batch(Arc::new(move |b| Box::pin(f(b))));
+        self
+    }
+
+    /// Jobs run at once (1 to 100,000).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+    /// Lease per delivery (renewed automatically while a job runs, where the backend can).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+    /// Long-poll wait per receive.
+    pub fn poll_wait(mut self, wait: Duration) -> Self {
+        self.config.poll_wait = wait;
+        self
+    }
+    /// Default retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+    /// Per-job timeout.
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.config.job_timeout = Some(timeout);
+        self
+    }
+    /// Shutdown grace period.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+    /// Messages per batch for [`handle_batch`](Worker::handle_batch).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.config.batch_size = n;
+        self
+    }
+    /// How long acks wait to be batched.
+    pub fn ack_linger(mut self, linger: Duration) -> Self {
+        self.config.ack_linger = linger;
+        self
+    }
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Turns on idempotency: a delivery whose key (the [`headers::IDEMPOTENCY_KEY`] header,
+    /// else the message id) completed within `retention` is acked without running again.
+    pub fn idempotency(mut self, store: Arc<dyn IdempotencyStore>, retention: Duration) -> Self {
+        self.idempotency = Some((store, retention));
+        self
+    }
+
+    /// Checks the configuration against the backend and starts the worker on the current
+    /// tokio runtime.
+    ///
+    /// A setting that cannot work is an [`QueueError::InvalidOption`] naming it, never a
+    /// panic inside the worker's task: concurrency 0, a lease shorter than the backend's
+    /// timer step or longer than its [`Capabilities::max_lease`], a poll wait over an
+    /// hour, a job timeout of zero or over 30 days, a shutdown grace over a day, a batch
+    /// size over the backend's batch limit, a retry policy with zero attempts.
+    pub fn start(self) -> QResult<WorkerHandle> {
+        let caps = self.queue.driver().capabilities();
+        check_config(&self.config, &caps, matches!(self.mode, Mode::Batch(_)))?;
+        if matches!(self.mode, Mode::Batch(_)) && self.idempotency.is_some() {
+            return Err(QueueError::InvalidOption(
+                "idempotency keys are not honoured by batch handlers: use per-job handlers, \
+                 or deduplicate inside the batch handler"
+                    .into(),
+            ));
+        }
+        if let Mode::Jobs { jobs, .. } = &self.mode {
+            for (name, reg) in jobs {
+                if let Some(p) = reg.retry {
+                    if p.max_attempts == 0 {
+                        return Err(QueueError::InvalidOption(format!(
+                            "job {name}: retry policy max_attempts must be at least 1"
+                        )));
+                    }
+                }
+            }
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let inner = Arc::new(Inner {
+            driver: self.queue.driver().clone(),
+            shutdown: CancellationToken::new(),
+            name: self.queue.name().to_string(),
+            mode: self.mode,
+            config: self.config,
+            idempotency: self.idempotency,
+            caps,
+            counters: counters.clone(),
+        });
+        let watched = counters.clone();
+        let join = tokio::spawn(async move {
+            // The loop runs in its own task so that a panic in it is caught and reported
+            // (WorkerReport::crashed, last_error) instead of leaving a silent dead worker.
+            // Aborting this task drops the guard, which aborts the loop with it.
+            let mut guard = AbortOnDrop(tokio::spawn(run(inner, stop_rx)));
+            match (&mut guard.0).await {
+                Ok(report) => report,
+                Err(e) => {
+                    let why = if e.is_panic() {
+                        panic_message(e.into_panic())
+                    } else {
+                        "cancelled".to_string()
+                    };
+                    tracing::error!(error = %why, "worker loop died; the worker stopped");
+                    watched.crashed.store(true, AtomicOrdering::Relaxed);
+                    *watched.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("worker loop died: {why}"));
+                    watched.snapshot()
+                }
+            }
+        });
+        Ok(WorkerHandle {
+            stop: stop_tx,
+            join,
+            counters,
+        })
+    }
+
+    /// Runs until `signal` completes (e.g. `tokio::signal::ctrl_c()`), then shuts down
+    /// gracefully and returns the report.
+    pub async fn run_until<F: Future>(self, signal: F) -> QResult<WorkerReport> {
+        let handle = self.start()?;
+        signal.await;
+        Ok(handle.shutdown().await)
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn check_config(c: &WorkerConfig, caps: &Capabilities, batch_mode: bool) -> QResult<()> {
+    let bad = |what: String| Err(QueueError::InvalidOption(what));
+    if c.concurrency == 0 || c.concurrency > 100_000 {
+        return bad(format!(
+            "concurrency must be 1 to 100000, got {}",
+            c.concurrency
+        ));
+    }
+    if matches!(caps.lease, LeaseModel::PerMessage { .. })
+        && (c.lease < caps.timer_granularity || c.lease > caps.max_lease)
+    {
+        return bad(format!(
+            "lease must be {:?} to {:?} on this backend, got {:?}",
+            caps.timer_granularity, caps.max_lease, c.lease
+        ));
+    }
+    if c.poll_wait > HOUR {
+        return bad(format!(
+            "poll_wait must be at most 1h, got {:?}",
+            c.poll_wait
+        ));
+    }
+    if let Some(t) = c.job_timeout {
+        if t.is_zero() || t > 30 * 24 * HOUR {
+            return bad(format!(
+                "job_timeout must be over 0 and at most 30 days, got {t:?}"
+            ));
+        }
+    }
+    if c.shutdown_grace > 24 * HOUR {
+        return bad(format!(
+            "shutdown_grace must be at most 24h, got {:?}",
+            c.shutdown_grace
+        ));
+    }
+    if c.ack_linger > Duration::from_secs(10) {
+        return bad(format!(
+            "ack_linger must be at most 10s, got {:?}",
+            c.ack_linger
+        ));
+    }
+    if batch_mode && (c.batch_size == 0 || c.batch_size > caps.max_batch) {
+        return bad(format!(
+            "batch_size must be 1 to {} (the backend's batch limit), got {}",
+            caps.max_batch, c.batch_size
+        ));
+    }
+    if c.retry.max_attempts == 0 {
+        return bad("retry policy max_attempts must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// A running worker. Dropping it stops the worker (as [`WorkerHandle::shutdown`] would,
+/// without waiting): keep it for as long as the worker should run.
+#[must_use = "dropping the handle stops the worker"]
+pub struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    join: tokio::task::JoinHandle<WorkerReport>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("report", &self.report())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// What the worker has done so far.
+    pub fn report(&self) -> WorkerReport {
+        self.counters.snapshot()
+    }
+
+    /// The last error a backend call returned (receive, ack, nack, extend, dead-letter,
+    /// idempotency store), for diagnostics; `None` if every call succeeded.
+    pub fn last_error(&self) -> Option<String> {
+        self.counters
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Graceful shutdown: stop receiving, let in-flight jobs finish within the grace period,
+    /// return the rest to the queue at once, flush acks, and report.
+    pub async fn shutdown(self) -> WorkerReport {
+        let _ = self.stop.send(true);
+        match self.join.await {
+            Ok(r) => r,
+            Err(_) => self.counters.snapshot(),
+        }
+    }
+
+    /// Kills the worker as a crash would: jobs are dropped mid-flight, nothing is acked,
+    /// nacked or extended any more. Their leases run out and the backend redelivers them.
+    pub fn abort(self) {
+        self.join.abort();
+    }
+}
+
+/// Counts a failed backend call, remembers it for [`WorkerHandle::last_error`] and logs
+/// it with the queue and, where there is one, the message id.
+fn backend_error(inner: &Inner, what: &str, id: Option<&MessageId>, e: &QueueError) {
+    bump(&inner.counters.backend_errors);
+    let text = format!("{what}: {e}");
+    match id {
+        Some(id) => tracing::warn!(queue = %inner.name, id = %id, error = %e, "{what}"),
+        None => tracing::warn!(queue = %inner.name, error = %e, "{what}"),
+    }
+    *inner
+        .counters
+        .last_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(text);
+}
+
+struct Inner {
+    driver: Arc<dyn Driver>,
+    shutdown: CancellationToken,
+    name: String,
+    mode: Mode,
+    config: WorkerConfig,
+    idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
+    caps: Capabilities,
+    counters: Arc<Counters>,
+}

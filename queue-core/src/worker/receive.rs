@@ -1,0 +1,167 @@
+//! The receive loop: leases as many messages as there are free slots, starts a task
+//! per delivery (or batch), batches acks, and drains in-flight jobs on shutdown.
+
+use super::*;
+
+/// Main loop. Dropping (aborting) this future drops every job task with it.
+pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport {
+    let batch_mode = matches!(inner.mode, Mode::Batch(_));
+    let max_batch = inner.caps.max_batch.max(1);
+    let slots = Arc::new(Semaphore::new(inner.config.concurrency));
+    let (force_tx, force_rx) = watch::channel(false);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Receipt>();
+    let mut aux = JoinSet::new();
+    aux.spawn(acker(inner.clone(), ack_rx));
+    let mut tasks = JoinSet::new();
+    let mut errors_in_row = 0u32;
+    // Per ordering key, the settle signal of the last delivery of that key started here.
+    let mut lines: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
+
+    'outer: while !*stop.borrow() {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let mut permits = vec![first];
+        let want = if batch_mode {
+            inner.config.batch_size.min(max_batch)
+        } else {
+            while permits.len() < max_batch {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            permits.len()
+        };
+        let opts = ReceiveOptions {
+            max: want,
+            wait: inner.config.poll_wait,
+            lease: inner.config.lease,
+        };
+        // A receive in progress is allowed to finish (it is bounded by `poll_wait`), so that
+        // messages the backend already leased to us are returned below, not left to expire.
+        let got = inner.driver.receive(&inner.name, opts).await;
+        while tasks.try_join_next().is_some() {}
+        let deliveries = match got {
+            Ok(d) => {
+                errors_in_row = 0;
+                d
+            }
+            Err(e) => {
+                backend_error(&inner, "receive failed", None, &e);
+                errors_in_row += 1;
+                let pause = crate::retry::Backoff::exponential(
+                    Duration::from_millis(100),
+                    Duration::from_secs(5),
+                )
+                .delay(errors_in_row);
+                tracing::warn!(queue = %inner.name, error = %e, retry_in = ?pause, "receive failed");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue 'outer,
+                    _ = stop.changed() => break 'outer,
+                }
+            }
+        };
+        inner
+            .counters
+            .received
+            .fetch_add(deliveries.len() as u64, AtomicOrdering::Relaxed);
+        if *stop.borrow() {
+            for d in deliveries {
+                give_back(&inner, &d).await;
+            }
+            break;
+        }
+        if deliveries.is_empty() {
+            continue;
+        }
+        if batch_mode {
+            let permit = permits.swap_remove(0);
+            tasks.spawn(run_batch(
+                inner.clone(),
+                deliveries,
+                permit,
+                force_rx.clone(),
+                ack_tx.clone(),
+            ));
+        } else {
+            if lines.len() > 1024 {
+                lines.retain(|_, rx| {
+                    matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+                });
+            }
+            for (d, permit) in deliveries.into_iter().zip(permits.drain(..)) {
+                let turn = match &d.ordering_key {
+                    Some(k) => {
+                        let (done, rx) = oneshot::channel();
+                        Turn {
+                            // Wait only for a predecessor still running here. One that
+                            // settled already (its own earlier attempt, given back, or a
+                            // message the backend has since redelivered in order) must
+                            // not hold this delivery: waiting on its old answer stalled
+                            // the key for ever.
+                            after: lines.insert(k.clone(), rx).and_then(|mut prev| {
+                                match prev.try_recv() {
+                                    Err(oneshot::error::TryRecvError::Empty) => Some(prev),
+                                    _ => None,
+                                }
+                            }),
+                            done: Some(done),
+                        }
+                    }
+                    None => Turn::default(),
+                };
+                tasks.spawn(run_one(
+                    inner.clone(),
+                    d,
+                    permit,
+                    force_rx.clone(),
+                    ack_tx.clone(),
+                    turn,
+                ));
+            }
+        }
+    }
+
+    // Graceful shutdown: tell handlers, wait for in-flight jobs up to the grace period,
+    // then force the rest.
+    inner.shutdown.cancel();
+    let grace = inner.config.shutdown_grace;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        let _ = force_tx.send(true);
+        while tasks.join_next().await.is_some() {}
+    }
+    drop(ack_tx);
+    while aux.join_next().await.is_some() {}
+    if let Err(e) = inner.driver.stop_receiving(&inner.name).await {
+        tracing::warn!(queue = %inner.name, error = %e, "stop_receiving failed");
+    }
+    inner.counters.snapshot()
+}
+
+/// Batches acks: waits up to `ack_linger` for more receipts, up to the backend's max batch.
+pub(super) async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Receipt>) {
+    let max = inner.caps.max_batch.max(1);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + inner.config.ack_linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                _ => break,
+            }
+        }
+        if let Err(e) = inner.driver.ack(&inner.name, &batch).await {
+            backend_error(
+                &inner,
+                "ack failed; the messages will be redelivered",
+                None,
+                &e,
+            );
+        }
+    }
+}

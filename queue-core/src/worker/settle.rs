@@ -1,0 +1,158 @@
+//! Settling a delivery exactly one way: ack, retry (nack with backoff), dead-letter with
+//! a typed reason, or give back without counting an attempt.
+
+use super::*;
+
+/// Returns a delivery to the queue at once (shutdown).
+pub(super) async fn give_back(inner: &Inner, d: &Delivery) {
+    bump(&inner.counters.returned);
+    if let Err(e) = inner
+        .driver
+        .give_back(&inner.name, &d.receipt, Duration::ZERO)
+        .await
+    {
+        backend_error(
+            inner,
+            "could not return message; it comes back when its lease ends",
+            Some(&d.id),
+            &e,
+        );
+    }
+}
+
+/// Why an attempt failed, as the worker sees it.
+#[derive(Clone)]
+pub(super) struct Failure {
+    pub(super) error: String,
+    pub(super) permanent: bool,
+    pub(super) kind: DeadLetterKind,
+    pub(super) retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub(super) fn from_job(e: JobError) -> Self {
+        Failure {
+            kind: if e.permanent {
+                DeadLetterKind::Permanent
+            } else {
+                DeadLetterKind::MaxAttempts
+            },
+            error: e.message,
+            permanent: e.permanent,
+            retry_after: e.retry_after,
+        }
+    }
+    pub(super) fn malformed(e: &DecodeError) -> Self {
+        Failure {
+            error: e.to_string(),
+            permanent: true,
+            kind: DeadLetterKind::Malformed,
+            retry_after: None,
+        }
+    }
+    pub(super) fn retryable(error: String) -> Self {
+        Failure {
+            error,
+            permanent: false,
+            kind: DeadLetterKind::MaxAttempts,
+            retry_after: None,
+        }
+    }
+}
+
+pub(super) async fn settle_success(
+    inner: &Inner,
+    d: &Delivery,
+    key: Option<&str>,
+    acks: &mpsc::UnboundedSender<Receipt>,
+    job: &str,
+) {
+    if let (Some((store, retention)), Some(key)) = (&inner.idempotency, key) {
+        if let Err(e) = store.complete(key, *retention).await {
+            backend_error(inner, "could not record idempotency key", Some(&d.id), &e);
+        }
+    }
+    bump(&inner.counters.succeeded);
+    metrics::counter!("queue_jobs_processed_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+    if acks.send(d.receipt.clone()).is_err() {
+        // The acker is gone only if the worker is being torn down; ack directly.
+        if let Err(e) = inner
+            .driver
+            .ack(&inner.name, std::slice::from_ref(&d.receipt))
+            .await
+        {
+            backend_error(inner, "direct ack failed", Some(&d.id), &e);
+        }
+    }
+}
+
+/// Retries or dead-letters a failed delivery; true when it was dead-lettered.
+pub(super) async fn settle_failure(
+    inner: &Inner,
+    d: &Delivery,
+    f: Failure,
+    policy: RetryPolicy,
+    job: &str,
+) -> bool {
+    bump(&inner.counters.failed);
+    metrics::counter!("queue_jobs_failed_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+    let mut policy = policy;
+    if let Some(n) = d
+        .headers
+        .get(headers::MAX_ATTEMPTS)
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        policy.max_attempts = n.max(1);
+    }
+    match policy.decide(d.attempt, f.permanent, f.retry_after) {
+        Decision::Retry(delay) => {
+            tracing::info!(error = %f.error, ?delay, "job failed, will retry");
+            bump(&inner.counters.retried);
+            metrics::counter!("queue_jobs_retried_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+            let delay = clamp_delay(&inner.caps, delay);
+            if let Err(e) = inner.driver.nack(&inner.name, &d.receipt, delay).await {
+                backend_error(
+                    inner,
+                    "nack failed; the message comes back when its lease ends",
+                    Some(&d.id),
+                    &e,
+                );
+            }
+            false
+        }
+        Decision::DeadLetter => {
+            tracing::warn!(error = %f.error, reason = f.kind.as_str(), "dead-lettering job");
+            let reason = DeadLetterReason::new(f.kind, f.error, d.attempt);
+            match inner.driver.dead_letter(d, &reason).await {
+                Ok(()) => {
+                    bump(&inner.counters.dead_lettered);
+                    metrics::counter!("queue_jobs_dead_lettered_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+                    true
+                }
+                Err(e) => {
+                    backend_error(
+                        inner,
+                        "dead-lettering failed; the message comes back when its lease ends",
+                        Some(&d.id),
+                        &e,
+                    );
+                    false
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn clamp_delay(caps: &Capabilities, delay: Duration) -> Duration {
+    match caps.max_nack_delay {
+        Some(max) => delay.min(max),
+        None => Duration::ZERO,
+    }
+}
+
+pub(super) fn record_wait(inner: &Inner, d: &Delivery, job: &str) {
+    if let Ok(waited) = SystemTime::now().duration_since(d.first_enqueued_at) {
+        metrics::histogram!("queue_job_wait_seconds", "queue" => inner.name.clone(), "job" => job.to_string())
+            .record(waited.as_secs_f64());
+    }
+}
