@@ -73,13 +73,14 @@ use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 
+mod codec;
+mod membership;
+mod offsets;
+
+use membership::*;
+use offsets::*;
+
 const BACKEND: &str = "kafka";
-const H_ID: &str = "x-queue-id";
-const H_ATTEMPT: &str = "x-queue-attempt";
-const H_ENQUEUED: &str = "x-queue-enqueued-at";
-const H_NOT_BEFORE: &str = "x-queue-not-before";
-const H_KEY: &str = "x-queue-key";
-const RESERVED: [&str; 5] = [H_ID, H_ATTEMPT, H_ENQUEUED, H_NOT_BEFORE, H_KEY];
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Registers the `kafka://` scheme with [`queue_core::connect`].
@@ -161,91 +162,6 @@ fn map_err(e: KafkaError) -> QueueError {
         }
         _ => QueueError::backend(BACKEND, e),
     }
-}
-
-type Tp = (String, i32);
-
-/// A delivered record not yet settled, kept for nack's republish.
-struct Slot {
-    done: bool,
-    delivery: Delivery,
-}
-
-struct Track {
-    /// Per partition, the delivered records by offset, oldest first.
-    pending: HashMap<Tp, BTreeMap<i64, Slot>>,
-    /// Paused partitions: the offset of the early record to seek back to, and when.
-    holds: HashMap<Tp, (i64, tokio::time::Instant)>,
-    /// The group has assigned this member its partitions (possibly none) at least once.
-    joined: bool,
-    /// Nobody is receiving: every assigned partition is paused while the keeper polls.
-    idle: bool,
-    /// When the last receive ended.
-    last_receive: tokio::time::Instant,
-}
-
-impl Default for Track {
-    fn default() -> Self {
-        Track {
-            pending: HashMap::new(),
-            holds: HashMap::new(),
-            joined: false,
-            idle: false,
-            last_receive: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Track {
-    fn in_flight(&self, topics: &[&str]) -> u64 {
-        self.pending
-            .iter()
-            .filter(|(tp, _)| topics.contains(&tp.0.as_str()))
-            .map(|(_, m)| m.values().filter(|s| !s.done).count() as u64)
-            .sum()
-    }
-}
-
-/// Drops the state of revoked partitions, so nothing is committed or acked for them.
-struct Ctx {
-    track: Arc<Mutex<Track>>,
-}
-
-impl ClientContext for Ctx {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        // librdkafka's own log lines (ask for more with `?debug=consumer,cgrp,fetch`).
-        tracing::debug!(target: "librdkafka", ?level, fac, "{log_message}");
-    }
-}
-
-impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
-            for e in tpl.elements() {
-                let tp = (e.topic().to_string(), e.partition());
-                t.pending.remove(&tp);
-                t.holds.remove(&tp);
-            }
-        }
-    }
-
-    fn post_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
-            t.joined = true;
-            if t.idle && tpl.count() > 0 {
-                // Assigned while idle: keep fetching off until someone receives.
-                let _ = c.pause(tpl);
-            }
-        }
-    }
-}
-
-struct QueueConsumer {
-    consumer: StreamConsumer<Ctx>,
-    track: Arc<Mutex<Track>>,
-    recv: tokio::sync::Mutex<()>,
 }
 
 /// The Kafka driver (see the crate docs for its mapping).
@@ -395,42 +311,6 @@ impl KafkaQueue {
         Ok(())
     }
 
-    async fn consumer(&self, queue: &str) -> Result<Arc<QueueConsumer>> {
-        if let Some(c) = self
-            .consumers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(queue)
-        {
-            return Ok(c.clone());
-        }
-        let delay = Self::delay_topic(queue);
-        self.ensure_topic(queue, queue).await?;
-        self.ensure_topic(queue, &delay).await?;
-        let track = Arc::new(Mutex::new(Track::default()));
-        let mut cc = Self::client_config(&self.config);
-        cc.set("group.id", self.group(queue))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("max.poll.interval.ms", "300000");
-        let consumer: StreamConsumer<Ctx> = cc
-            .create_with_context(Ctx {
-                track: track.clone(),
-            })
-            .map_err(map_err)?;
-        consumer.subscribe(&[queue, &delay]).map_err(map_err)?;
-        let qc = Arc::new(QueueConsumer {
-            consumer,
-            track,
-            recv: tokio::sync::Mutex::new(()),
-        });
-        tokio::spawn(keep_membership(Arc::downgrade(&qc)));
-        let mut all = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(all.entry(queue.to_string()).or_insert(qc).clone())
-    }
-
     /// Produces records and waits until the broker acknowledged each.
     async fn produce(
         &self,
@@ -469,105 +349,6 @@ impl KafkaQueue {
         Ok(())
     }
 
-    fn record(
-        m: &Message,
-        attempt: u32,
-        enqueued: SystemTime,
-    ) -> (Option<String>, queue_core::driver::Bytes, OwnedHeaders) {
-        let mut h = OwnedHeaders::new_with_capacity(m.headers.len() + 5);
-        for (k, v) in &m.headers {
-            if !RESERVED.contains(&k.as_str()) {
-                h = h.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                });
-            }
-        }
-        let attempt = attempt.to_string();
-        let enq = unix_millis(enqueued).to_string();
-        h = h
-            .insert(Header {
-                key: H_ID,
-                value: Some(m.id.as_str().as_bytes()),
-            })
-            .insert(Header {
-                key: H_ATTEMPT,
-                value: Some(attempt.as_bytes()),
-            })
-            .insert(Header {
-                key: H_ENQUEUED,
-                value: Some(enq.as_bytes()),
-            });
-        if let Some(d) = m.delay.filter(|d| !d.is_zero()) {
-            let due = unix_millis(SystemTime::now() + d).to_string();
-            h = h.insert(Header {
-                key: H_NOT_BEFORE,
-                value: Some(due.as_bytes()),
-            });
-        }
-        let key = match &m.ordering_key {
-            Some(k) => {
-                h = h.insert(Header {
-                    key: H_KEY,
-                    value: Some(b"1"),
-                });
-                k.clone()
-            }
-            None => m.id.as_str().to_string(),
-        };
-        (Some(key), m.payload.clone(), h)
-    }
-
-    fn decode(queue: &str, msg: &BorrowedMessage<'_>) -> (Delivery, Option<u64>) {
-        let mut headers = Headers::new();
-        let (mut id, mut attempt, mut enqueued, mut due, mut keyed) = (None, 1, None, None, false);
-        if let Some(hs) = msg.headers() {
-            for h in hs.iter() {
-                let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
-                match h.key {
-                    H_ID => id = Some(v),
-                    H_ATTEMPT => attempt = v.parse().unwrap_or(1),
-                    H_ENQUEUED => enqueued = v.parse::<u64>().ok(),
-                    H_NOT_BEFORE => due = v.parse::<u64>().ok(),
-                    H_KEY => keyed = true,
-                    k => {
-                        headers.insert(k.to_string(), v);
-                    }
-                }
-            }
-        }
-        let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        let id = id
-            .or_else(|| key.clone())
-            .unwrap_or_else(|| format!("{}-{}-{}", msg.topic(), msg.partition(), msg.offset()));
-        let stored = enqueued
-            .map(from_unix_millis)
-            .or_else(|| {
-                msg.timestamp()
-                    .to_millis()
-                    .map(|ms| from_unix_millis(ms.max(0) as u64))
-            })
-            .unwrap_or_else(SystemTime::now);
-        let d = Delivery::new(
-            queue,
-            MessageId::new(id),
-            // librdkafka owns the record's buffer: this is the one copy, into a shared
-            // buffer that is not copied again.
-            msg.payload().unwrap_or_default().to_vec(),
-            receipt(format!(
-                "{}|{}|{}",
-                msg.topic(),
-                msg.partition(),
-                msg.offset()
-            )),
-        )
-        .with_first_enqueued_at(first_enqueued(&headers, stored))
-        .with_headers(headers)
-        .with_attempt(attempt)
-        .with_ordering_key(if keyed { key } else { None });
-        (d, due)
-    }
-
     /// Publishes a copy to the delay topic with `attempt + step`, then settles the
     /// original: a nack (`step` 1) or a give-back (`step` 0).
     async fn republish(
@@ -595,208 +376,6 @@ impl KafkaQueue {
         self.produce(&Self::delay_topic(queue), vec![record])
             .await?;
         self.settle(&qc, std::slice::from_ref(receipt))
-    }
-
-    fn parse_receipt(r: &Receipt) -> Result<(Tp, i64)> {
-        let text = receipt_str(r);
-        let bad = || QueueError::invalid_receipt(BACKEND, format!("{text:?}"));
-        let mut it = text.rsplitn(3, '|');
-        let (Some(o), Some(p), Some(t)) = (it.next(), it.next(), it.next()) else {
-            return Err(bad());
-        };
-        match (p.parse::<i32>(), o.parse::<i64>()) {
-            (Ok(p), Ok(o)) => Ok(((t.to_string(), p), o)),
-            _ => Err(bad()),
-        }
-    }
-
-    /// Marks deliveries done and commits each partition's contiguous done prefix.
-    fn settle(&self, qc: &QueueConsumer, receipts: &[Receipt]) -> Result<()> {
-        let mut stale = Vec::new();
-        let mut commit = TopicPartitionList::new();
-        {
-            let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
-            let mut touched = Vec::new();
-            for (i, r) in receipts.iter().enumerate() {
-                let (tp, off) = Self::parse_receipt(r)?;
-                match t.pending.get_mut(&tp).and_then(|m| m.get_mut(&off)) {
-                    Some(slot) if !slot.done => {
-                        slot.done = true;
-                        touched.push(tp);
-                    }
-                    _ => stale.push(i),
-                }
-            }
-            touched.sort();
-            touched.dedup();
-            for tp in touched {
-                let Some(m) = t.pending.get_mut(&tp) else {
-                    continue;
-                };
-                let mut last = None;
-                while let Some(entry) = m.first_entry() {
-                    if !entry.get().done {
-                        break;
-                    }
-                    last = Some(*entry.key());
-                    entry.remove();
-                }
-                if let Some(last) = last {
-                    commit
-                        .add_partition_offset(&tp.0, tp.1, Offset::Offset(last + 1))
-                        .map_err(map_err)?;
-                }
-            }
-        }
-        if commit.count() > 0 {
-            qc.consumer
-                .commit(&commit, CommitMode::Async)
-                .map_err(map_err)?;
-        }
-        QueueError::stale_receipts(receipts.len(), stale)
-    }
-
-    /// The consumer that issued receipts for `queue`; without one, a receipt is stale
-    /// (its session ended), or the queue does not exist.
-    async fn existing_consumer(&self, queue: &str) -> Result<Arc<QueueConsumer>> {
-        let found = self
-            .consumers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(queue)
-            .cloned();
-        match found {
-            Some(c) => Ok(c),
-            None => {
-                Self::check_name(queue)?;
-                self.ensure_topic(queue, queue).await.map_err(|e| match e {
-                    QueueError::UnknownQueue(_) => QueueError::UnknownQueue(queue.to_string()),
-                    other => other,
-                })?;
-                Err(QueueError::ReceiptExpired)
-            }
-        }
-    }
-
-    /// Lag of `group` over `topics`: sum of (high watermark − committed, or − low when
-    /// nothing is committed).
-    async fn lag(&self, group: String, topics: Vec<String>) -> Result<u64> {
-        let cc = {
-            let mut c = Self::client_config(&self.config);
-            c.set("group.id", group).set("enable.auto.commit", "false");
-            c
-        };
-        tokio::task::spawn_blocking(move || -> Result<u64> {
-            let consumer: BaseConsumer = cc.create().map_err(map_err)?;
-            let mut tpl = TopicPartitionList::new();
-            let mut marks = HashMap::new();
-            for topic in &topics {
-                let md = consumer
-                    .fetch_metadata(Some(topic), META_TIMEOUT)
-                    .map_err(map_err)?;
-                for t in md.topics() {
-                    for p in t.partitions() {
-                        let (lo, hi) = consumer
-                            .fetch_watermarks(topic, p.id(), META_TIMEOUT)
-                            .map_err(map_err)?;
-                        marks.insert((topic.clone(), p.id()), (lo, hi));
-                        tpl.add_partition(topic, p.id());
-                    }
-                }
-            }
-            let committed = consumer
-                .committed_offsets(tpl, META_TIMEOUT)
-                .map_err(map_err)?;
-            let mut lag = 0u64;
-            for e in committed.elements() {
-                let (lo, hi) = marks
-                    .get(&(e.topic().to_string(), e.partition()))
-                    .copied()
-                    .unwrap_or((0, 0));
-                let from = match e.offset() {
-                    Offset::Offset(o) => o.max(lo),
-                    _ => lo,
-                };
-                lag += (hi - from).max(0) as u64;
-            }
-            Ok(lag)
-        })
-        .await
-        .map_err(|e| QueueError::backend(BACKEND, e))?
-    }
-}
-
-/// While nobody receives (the worker is busy or stopped), keeps the consumer polled so the
-/// group can rebalance around it, with every assigned partition paused so nothing is
-/// fetched; a record that was already prefetched is sought back to, to be read again.
-/// Ends when the consumer is dropped.
-async fn keep_membership(qc: std::sync::Weak<QueueConsumer>) {
-    const IDLE_AFTER: Duration = Duration::from_millis(300);
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let Some(qc) = qc.upgrade() else { return };
-        let Ok(_guard) = qc.recv.try_lock() else {
-            continue;
-        };
-        {
-            let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
-            if t.last_receive.elapsed() < IDLE_AFTER {
-                continue;
-            }
-            if !t.idle {
-                t.idle = true;
-                if let Ok(assigned) = qc.consumer.assignment() {
-                    let _ = qc.consumer.pause(&assigned);
-                }
-            }
-        }
-        if let Ok(Ok(m)) =
-            tokio::time::timeout(Duration::from_millis(100), qc.consumer.recv()).await
-        {
-            let (topic, p, off) = (m.topic().to_string(), m.partition(), m.offset());
-            drop(m);
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&topic, p);
-            let _ = qc.consumer.pause(&tpl);
-            let _ = qc
-                .consumer
-                .seek(&topic, p, Offset::Offset(off), Duration::from_secs(1));
-        }
-    }
-}
-
-impl QueueConsumer {
-    /// Resumes fetching after an idle spell (but not partitions held for a due time).
-    fn wake(&self) -> Result<()> {
-        let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
-        if !t.idle {
-            return Ok(());
-        }
-        t.idle = false;
-        let mut tpl = TopicPartitionList::new();
-        for e in self.consumer.assignment().map_err(map_err)?.elements() {
-            let tp = (e.topic().to_string(), e.partition());
-            if !t.holds.contains_key(&tp) {
-                tpl.add_partition(&tp.0, tp.1);
-            }
-        }
-        if tpl.count() > 0 {
-            self.consumer.resume(&tpl).map_err(map_err)?;
-        }
-        Ok(())
-    }
-}
-
-/// Records `last_receive` when a receive ends, however it ends.
-struct ReceiveEnd<'a>(&'a QueueConsumer);
-
-impl Drop for ReceiveEnd<'_> {
-    fn drop(&mut self) {
-        self.0
-            .track
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_receive = tokio::time::Instant::now();
     }
 }
 
@@ -1011,6 +590,7 @@ impl Driver for KafkaQueue {
                     continue;
                 }
             }
+            t.next_commit.entry(tp.clone()).or_insert(msg.offset());
             t.pending.entry(tp).or_default().insert(
                 msg.offset(),
                 Slot {
