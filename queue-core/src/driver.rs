@@ -422,9 +422,19 @@ pub trait Driver: Send + Sync + 'static {
     /// Counts of messages by state, `dead` being the dead-letter queue's depth.
     async fn stats(&self, queue: &str) -> Result<QueueStats>;
 
+    /// Called by a worker before its first receive from `queue`, paired with one
+    /// [`Driver::stop_receiving`] when it stops. A backend whose consumers hold a session
+    /// shared by the workers of one driver instance (Kafka) counts them here, so that one
+    /// worker stopping does not end the session under another. The default does nothing.
+    async fn start_receiving(&self, queue: &str) -> Result<()> {
+        let _ = queue;
+        Ok(())
+    }
+
     /// Called by the worker after it stopped receiving from `queue` (graceful shutdown). A
-    /// backend whose consumers hold a session (Kafka group membership) leaves it here, so
-    /// that the others take over its partitions at once. The default does nothing.
+    /// backend whose consumers hold a session (Kafka group membership) leaves it here when
+    /// the last worker that started receiving stops, so that the other members take over
+    /// its partitions at once. The default does nothing.
     async fn stop_receiving(&self, queue: &str) -> Result<()> {
         let _ = queue;
         Ok(())

@@ -170,6 +170,9 @@ pub struct KafkaQueue {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     consumers: Mutex<HashMap<String, Arc<QueueConsumer>>>,
+    /// Workers of this instance receiving from each queue (start_receiving minus
+    /// stop_receiving): the queue's consumer leaves the group when the last one stops.
+    receivers: Mutex<HashMap<String, usize>>,
     known_topics: Mutex<std::collections::HashSet<String>>,
 }
 
@@ -232,6 +235,7 @@ impl KafkaQueue {
             producer,
             admin,
             consumers: Mutex::new(HashMap::new()),
+            receivers: Mutex::new(HashMap::new()),
             known_topics: Mutex::new(Default::default()),
         };
         // Fail now, with a typed error, when no broker answers.
@@ -630,7 +634,30 @@ impl Driver for KafkaQueue {
         }
     }
 
+    async fn start_receiving(&self, queue: &str) -> Result<()> {
+        *self
+            .receivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(queue.to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+
     async fn stop_receiving(&self, queue: &str) -> Result<()> {
+        {
+            // Another worker of this instance still receives: the session stays.
+            let mut r = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
+            match r.get_mut(queue) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return Ok(());
+                }
+                _ => {
+                    r.remove(queue);
+                }
+            }
+        }
         let gone = self
             .consumers
             .lock()

@@ -5,6 +5,9 @@ use super::*;
 
 /// Main loop. Dropping (aborting) this future drops every job task with it.
 pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport {
+    if let Err(e) = inner.driver.start_receiving(&inner.name).await {
+        backend_error(&inner, "start_receiving failed", None, &e);
+    }
     let batch_mode = matches!(inner.mode, Mode::Batch(_));
     let max_batch = inner.caps.max_batch.max(1);
     let slots = Arc::new(Semaphore::new(inner.config.concurrency));
