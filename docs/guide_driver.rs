@@ -28,13 +28,12 @@ pub struct MyDriver {
 }
 
 impl MyDriver {
-    /// Opens `mybackend://NAME[?max_message_size=SIZE&timeout=DURATION]`.
+    /// Opens `mybackend://NAME[?max_message_size=SIZE]`.
     pub async fn open(url: Url) -> Result<MyDriver> {
         let mut o = UrlOptions::new(&url);
         let max_message_size = o
             .size_within("max_message_size", 1, 16 << 20)? // 65536, 256KiB, 1MiB
             .unwrap_or(1 << 20);
-        let _timeout = o.duration_at_most("timeout", Duration::from_secs(60))?; // 30s, 500ms
         o.finish()?; // an option nobody asked for is an error
         let broker = url
             .host_str()
@@ -94,7 +93,7 @@ impl Driver for MyDriver {
             .with_ordering(Ordering::PerKey)
             .with_priority(true)
             .with_dedup_window(Some(Duration::from_secs(300)))
-            .with_lease(LeaseModel::PerMessage { extend: true })
+            .with_lease(LeaseModel::per_message(true))
             .with_exact_stats(true)
             .with_timer_granularity(Duration::from_millis(1))
             .with_stale_receipts_refused(true)

@@ -126,8 +126,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!("retried:       {}", report.retried);
     println!("dead-lettered: {}", report.dead_lettered);
 
-    // Dead letters are a queue of their own: a worker on it reads them (here it only
-    // prints them and gives them back; `queue.redrive(n)` would move them home).
+    // Dead letters are a queue of their own: a worker on it reads them (here it prints
+    // and acks them, which removes them; `queue.redrive(n)` would move them home).
     let dead = queue.dead_letter_queue();
     let seen = Arc::new(AtomicU32::new(0));
     let seen2 = seen.clone();

@@ -46,6 +46,8 @@ pub enum Ordering {
 pub enum LeaseModel {
     /// Each delivery is hidden for its own lease; an unsettled delivery comes back when the
     /// lease ends (SQS visibility timeout, Redis pending entries, in-memory deadlines).
+    /// Build it with [`LeaseModel::per_message`].
+    #[non_exhaustive]
     PerMessage {
         /// Whether [`Driver::extend`] can push the deadline out (heartbeats for long jobs).
         extend: bool,
@@ -54,6 +56,13 @@ pub enum LeaseModel {
     /// delivery comes back only when its consumer leaves or dies and another member takes
     /// over its partition. `receive`'s `lease` argument is ignored.
     Session,
+}
+
+impl LeaseModel {
+    /// Per-message leases; `extend`: whether [`Driver::extend`] works.
+    pub fn per_message(extend: bool) -> Self {
+        LeaseModel::PerMessage { extend }
+    }
 }
 
 /// What a backend can do, declared by its driver and *checked* by the conformance kit:
@@ -70,7 +79,7 @@ pub enum LeaseModel {
 ///     .with_max_message_size(1024 * 1024)
 ///     .with_max_batch(100)
 ///     .with_max_delay(Some(Duration::from_secs(3600)))
-///     .with_lease(LeaseModel::PerMessage { extend: true });
+///     .with_lease(LeaseModel::per_message(true));
 /// assert_eq!(caps.max_batch, 100);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -546,6 +555,10 @@ pub fn redriven_copy(d: Delivery) -> Message {
         headers::FIRST_ENQUEUED_AT.into(),
         unix_millis(d.first_enqueued_at).to_string(),
     );
+    h.insert(
+        headers::REDRIVEN_AT.into(),
+        unix_millis(SystemTime::now()).to_string(),
+    );
     Message {
         id: d.id,
         payload: d.payload,
@@ -582,6 +595,25 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 /// Every send through a [`crate::Queue`] handle goes through it; drivers need not repeat
 /// it.
 pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Result<()> {
+    for (k, v) in &m.headers {
+        if !k.starts_with("x-queue-") {
+            continue;
+        }
+        match k.as_str() {
+            headers::IDEMPOTENCY_KEY => {}
+            headers::MAX_ATTEMPTS if v.parse::<u32>().is_ok_and(|n| n >= 1) => {}
+            headers::MAX_ATTEMPTS => {
+                return Err(QueueError::InvalidOption(format!(
+                    "header {k}={v:?}: must be a whole number of at least 1"
+                )))
+            }
+            _ => {
+                return Err(QueueError::InvalidOption(format!(
+                    "header {k:?} is reserved for the framework (names starting with x-queue-)"
+                )))
+            }
+        }
+    }
     let size = m.encoded_size();
     if size > caps.max_message_size {
         return Err(QueueError::Oversize {
@@ -614,4 +646,41 @@ pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_headers_are_refused_on_send() {
+        let caps = Capabilities::baseline();
+        let ok = Message::new("x")
+            .header(headers::IDEMPOTENCY_KEY, "k")
+            .header(headers::MAX_ATTEMPTS, "3")
+            .header("trace-id", "t");
+        validate(&caps, "test", &ok).unwrap();
+        for (k, v) in [
+            (headers::MALFORMED, "spoofed"),
+            (headers::FIRST_ENQUEUED_AT, "0"),
+            (headers::DLQ_REASON, "permanent"),
+            (headers::MAX_ATTEMPTS, "0"),
+            (headers::MAX_ATTEMPTS, "lots"),
+        ] {
+            let r = validate(&caps, "test", &Message::new("x").header(k, v));
+            assert!(
+                matches!(r, Err(QueueError::InvalidOption(_))),
+                "{k}={v}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn receipt_debug_never_splits_a_character() {
+        for text in ["short", "ééééééééééééééé", "a€€€€€€€€€€€€b", ""]
+        {
+            let shown = format!("{:?}", receipt(text));
+            assert!(shown.starts_with("Receipt(…"), "{shown}");
+        }
+    }
 }

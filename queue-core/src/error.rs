@@ -55,7 +55,7 @@ pub enum QueueError {
         known: Vec<String>,
     },
     /// The queue (or topic, or stream group) does not exist; call `create_queue` first.
-    #[error("queue {0:?} does not exist (create it with Queue::create_queue)")]
+    #[error("queue {0:?} does not exist (create it with Queue::create)")]
     UnknownQueue(String),
     /// A receipt whose lease has ended: the message may already be leased by someone else.
     #[error("receipt is no longer valid (lease expired or message already settled)")]

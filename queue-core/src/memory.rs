@@ -22,6 +22,10 @@
 //! `connect("memory://jobs")` meet. `memory://` alone opens a *private* broker that only
 //! the returned [`crate::Backend`] (and its clones) can reach: two `connect("memory://")`
 //! calls give two separate brokers. Long polls wait on a notification, never spin.
+//! The options belong to each handle, not to the broker: two handles on one broker with
+//! different options share queues but check sizes and dedup windows by their own.
+//! `purge` keeps the queue's dedup marks (a purged message's dedup id still drops a
+//! resend within the window); `delete_queue` drops them.
 //!
 //! ## What it cannot do
 //! Nothing survives the process; there is no cross-process sharing.
@@ -294,7 +298,7 @@ pub(crate) fn connector(url: url::Url) -> ConnectFuture {
         if let Some(n) = o.size_within("max_message_size", 1, 1 << 30)? {
             config.max_message_size = n;
         }
-        if let Some(d) = o.duration_at_most("dedup_window", MAX_DELAY)? {
+        if let Some(d) = o.duration_within("dedup_window", Duration::from_millis(1), MAX_DELAY)? {
             config.dedup_window = d;
         }
         o.finish()?;
@@ -328,7 +332,7 @@ impl Driver for MemoryQueue {
             .with_ordering(Ordering::PerKey)
             .with_priority(true)
             .with_dedup_window(Some(self.config.dedup_window))
-            .with_lease(LeaseModel::PerMessage { extend: true })
+            .with_lease(LeaseModel::per_message(true))
             .with_exact_stats(true)
             .with_stale_receipts_refused(true)
             .with_give_back_keeps_attempt(true)

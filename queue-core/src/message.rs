@@ -29,6 +29,10 @@ pub mod headers {
     /// drivers report it as [`crate::Delivery::first_enqueued_at`] (see
     /// [`crate::driver::first_enqueued`]).
     pub const FIRST_ENQUEUED_AT: &str = "x-queue-first-enqueued-at";
+    /// When the message was last redriven from its dead-letter queue, milliseconds since
+    /// the Unix epoch. With [`DLQ_AT`], it lets a backend that deduplicates by message id
+    /// (SQS FIFO) tell a redriven or dead-lettered copy from a resend of the original.
+    pub const REDRIVEN_AT: &str = "x-queue-redriven-at";
     /// An explicit idempotency key; the worker's idempotency layer uses it instead of the id.
     pub const IDEMPOTENCY_KEY: &str = "x-queue-idempotency-key";
     /// Per-message override of the retry policy's maximum attempts (BullMQ's `attempts`).
@@ -197,13 +201,11 @@ impl Receipt {
 impl fmt::Debug for Receipt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // SQS receipt handles are long; their tail is enough to tell two apart in logs.
-        let tail = &self.0[self.0.len().saturating_sub(12)..];
-        let tail = if self.0.is_char_boundary(self.0.len().saturating_sub(12)) {
-            tail
-        } else {
-            "…"
-        };
-        write!(f, "Receipt(…{tail})")
+        let mut cut = self.0.len().saturating_sub(12);
+        while !self.0.is_char_boundary(cut) {
+            cut += 1;
+        }
+        write!(f, "Receipt(…{})", &self.0[cut..])
     }
 }
 

@@ -8,7 +8,7 @@
 //! | type | written as | examples |
 //! |---|---|---|
 //! | duration | a number with a unit (`ms`, `s`, `m`, `h`, `d`; humantime's syntax) | `30s`, `500ms`, `5m`, `1h 30m` |
-//! | size | bytes, or a number with `KiB`, `MiB`, `GiB` (or `KB`, `MB`, `GB`, powers of 1000) | `1048576`, `256KiB`, `1MiB` |
+//! | size | bytes, or a number with `KiB`, `MiB`, `GiB` (also `K`, `M`, `G`), or `KB`, `MB`, `GB` (powers of 1000) | `1048576`, `256KiB`, `1MiB` |
 //! | bool | `true`/`false`, `1`/`0`, `yes`/`no` | `cluster=true` |
 //! | integer | digits | `partitions=6` |
 //!
@@ -27,11 +27,28 @@ use std::time::Duration;
 use crate::error::{redact, QueueError, Result};
 
 /// The query options of one URL, consumed by typed accessors (see the module docs).
-#[derive(Debug)]
+/// `Debug` shows the redacted URL and the names of the options not yet taken, never
+/// their values.
 pub struct UrlOptions {
     url: String,
     pairs: Vec<(String, String)>,
     known: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for UrlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UrlOptions")
+            .field("url", &self.url)
+            .field(
+                "untaken",
+                &self
+                    .pairs
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl UrlOptions {
@@ -99,7 +116,7 @@ impl UrlOptions {
         Ok(Some(n))
     }
 
-    /// The value of `name` as a duration in `min..=max` (`30s`, `500ms`, `5m`).
+    /// The value of `name` as a duration (`30s`, `500ms`, `5m`).
     pub fn duration(&mut self, name: &'static str) -> Result<Option<Duration>> {
         let Some(v) = self.string(name)? else {
             return Ok(None);
@@ -107,6 +124,26 @@ impl UrlOptions {
         parse_duration(&v)
             .map(Some)
             .map_err(|e| self.error(format!("{name}={v:?}: {e}")))
+    }
+
+    /// The value of `name` as a duration in `min..=max`.
+    pub fn duration_within(
+        &mut self,
+        name: &'static str,
+        min: Duration,
+        max: Duration,
+    ) -> Result<Option<Duration>> {
+        let d = self.duration_at_most(name, max)?;
+        if let Some(d) = d {
+            if d < min {
+                return Err(self.error(format!(
+                    "{name}={}: the minimum is {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(min)
+                )));
+            }
+        }
+        Ok(d)
     }
 
     /// The value of `name` as a duration no longer than `max`.
@@ -128,7 +165,7 @@ impl UrlOptions {
         Ok(d)
     }
 
-    /// The value of `name` as a size in bytes in `min..=max` (`1048576`, `256KiB`, `1MiB`).
+    /// The value of `name` as a size in bytes (`1048576`, `256KiB`, `1MiB`).
     pub fn size(&mut self, name: &'static str) -> Result<Option<usize>> {
         self.size_within(name, 0, usize::MAX)
     }

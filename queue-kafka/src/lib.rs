@@ -3,7 +3,9 @@
 //! The Kafka driver for [`queue_core`], on `rdkafka`. Kafka has no per-message ack, no
 //! visibility timeout, no delay and no dead-letter queue; this driver supplies job-queue
 //! semantics on top of consumer groups and offsets, and says below what it cannot promise.
-//! Call [`register`] once at start-up, then `queue_core::connect("kafka://127.0.0.1:9092")`.
+//! Applications use it through the `queue` crate's `kafka` feature,
+//! `queue::connect("kafka://127.0.0.1:9092")` (without the facade, call [`register`] once
+//! at start-up and use `queue_core::connect`).
 //!
 //! ## Mapping
 //!
@@ -500,7 +502,9 @@ impl Driver for KafkaQueue {
         let _one_at_a_time = qc.recv.lock().await;
         let _end = ReceiveEnd(&qc);
         qc.wake()?;
-        let mut deadline = tokio::time::Instant::now() + opts.wait;
+        let mut deadline = tokio::time::Instant::now()
+            .checked_add(opts.wait)
+            .ok_or_else(|| QueueError::InvalidOption(format!("wait {:?} too long", opts.wait)))?;
         // The first receive of a new member waits for the group to assign it partitions
         // (bounded), so that its wait is spent waiting for records, not for the join.
         let join_by = tokio::time::Instant::now() + Duration::from_secs(30);

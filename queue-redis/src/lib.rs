@@ -1,8 +1,9 @@
 //! # queue-redis
 //!
 //! The Redis driver for [`queue_core`], for standalone Redis (7.0 or newer) and Redis
-//! Cluster. Call [`register`] once at start-up, then open it with
-//! `queue_core::connect("redis://127.0.0.1:6379")`.
+//! Cluster. Applications use it through the `queue` crate's `redis` feature
+//! (`queue::connect("redis://127.0.0.1:6379")`); without the facade, call [`register`]
+//! once at start-up and use `queue_core::connect`.
 //!
 //! ## Mapping
 //!
@@ -218,7 +219,7 @@ impl RedisQueue {
         if let Some(n) = o.size_within("max_message_size", 1, 512 << 20)? {
             config.max_message_size = n;
         }
-        if let Some(d) = o.duration_at_most("dedup_window", MAX_TIME)? {
+        if let Some(d) = o.duration_within("dedup_window", Duration::from_millis(1), MAX_TIME)? {
             config.dedup_window = d;
         }
         o.finish()?;
@@ -423,7 +424,7 @@ impl Driver for RedisQueue {
             .with_max_delay(Some(MAX_TIME))
             .with_max_nack_delay(Some(MAX_TIME))
             .with_dedup_window(Some(self.config.dedup_window))
-            .with_lease(LeaseModel::PerMessage { extend: true })
+            .with_lease(LeaseModel::per_message(true))
             .with_max_lease(MAX_TIME)
             .with_exact_stats(true)
             .with_stale_receipts_refused(true)
@@ -493,7 +494,9 @@ impl Driver for RedisQueue {
     async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
         check_name(queue)?;
         let keys = Self::keys(queue);
-        let deadline = tokio::time::Instant::now() + opts.wait;
+        let deadline = tokio::time::Instant::now()
+            .checked_add(opts.wait)
+            .ok_or_else(|| QueueError::InvalidOption(format!("wait {:?} too long", opts.wait)))?;
         loop {
             let mut inv = scripts::RECEIVE.prepare_invoke();
             for k in &keys.main()[..4] {

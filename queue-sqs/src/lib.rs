@@ -1,8 +1,8 @@
 //! # queue-sqs
 //!
 //! The AWS SQS driver for [`queue_core`], for standard and FIFO queues, on `aws-sdk-sqs`.
-//! Call [`register`] once at start-up, then
-//! `queue_core::connect("sqs://us-east-1")` (credentials from the standard AWS provider
+//! Applications use it through the `queue` crate's `sqs` feature (without the facade,
+//! call [`register`] once at start-up), then `queue::connect("sqs://us-east-1")` (credentials from the standard AWS provider
 //! chain) or, against a local server, `sqs://KEY:SECRET@us-east-1?endpoint=http://127.0.0.1:4566`.
 //!
 //! ## Mapping
@@ -110,8 +110,9 @@ pub struct SqsConfig {
     pub fifo: bool,
     /// `maxReceiveCount` of the redrive policy `create_queue` sets (`?max_receive_count=`).
     pub max_receive_count: u32,
-    /// Largest message the driver declares (`?max_message_size=`; default 1 MiB, SQS's
-    /// maximum). Each queue's own `MaximumMessageSize` is checked on send as well.
+    /// The queue's message size limit (`?max_message_size=`, 2 KiB to 1 MiB; default 1 MiB,
+    /// SQS's maximum). The driver declares 1 KiB less (its own attributes take up to that)
+    /// and checks each queue's own `MaximumMessageSize` on send as well.
     pub max_message_size: usize,
 }
 
@@ -129,6 +130,7 @@ impl Default for SqsConfig {
 
 /// How many SQS requests this driver instance made, by kind.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct RequestCounts {
     /// `SendMessageBatch`.
     pub send: AtomicU64,
@@ -221,7 +223,9 @@ impl SqsQueue {
         if let Some(n) = o.integer("max_receive_count", 1, 1000)? {
             config.max_receive_count = n as u32;
         }
-        if let Some(n) = o.size_within("max_message_size", 1024, 1024 * 1024)? {
+        // The driver keeps 1 KiB of each message for its own attributes, so the smallest
+        // size that leaves room for a payload is 2 KiB.
+        if let Some(n) = o.size_within("max_message_size", 2048, 1024 * 1024)? {
             config.max_message_size = n;
         }
         o.finish()?;
@@ -448,11 +452,7 @@ impl SqsQueue {
                         .clone()
                         .unwrap_or_else(|| m.id.as_str().to_string()),
                 )
-                .message_deduplication_id(
-                    m.dedup_id
-                        .clone()
-                        .unwrap_or_else(|| m.id.as_str().to_string()),
-                );
+                .message_deduplication_id(fifo_dedup_id(m));
         } else if !delay.is_zero() {
             e = e.delay_seconds(secs_ceil(delay.min(MAX_SQS_DELAY)) as i32);
         }
@@ -703,6 +703,35 @@ fn sqs_text_char(c: char) -> bool {
     matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
+/// The FIFO `MessageDeduplicationId`: the dedup id, else the message id, so that a retried
+/// send is dropped. A dead-lettered or redriven copy keeps its message id but must not be
+/// dropped as a duplicate of the original (SQS remembers ids for 5 minutes: a redrive
+/// within that time would lose the message), so its copy time is appended.
+fn fifo_dedup_id(m: &Message) -> String {
+    if let Some(d) = &m.dedup_id {
+        return d.clone();
+    }
+    let id = m.id.as_str();
+    let copy = [
+        (queue_core::headers::REDRIVEN_AT, "r"),
+        (queue_core::headers::DLQ_AT, "d"),
+    ]
+    .iter()
+    .find_map(|(h, tag)| m.headers.get(*h).map(|at| format!("-{tag}{at}")));
+    match copy {
+        None => id.to_string(),
+        Some(suffix) => {
+            // SQS allows 128 characters: keep the suffix whole.
+            let keep = 128usize.saturating_sub(suffix.len());
+            let mut cut = id.len().min(keep);
+            while !id.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}{suffix}", &id[..cut])
+        }
+    }
+}
+
 /// A visibility timeout in whole seconds, or an error past SQS's 12 hours.
 fn visibility(d: Duration) -> Result<i32> {
     let secs = secs_ceil(d);
@@ -783,7 +812,7 @@ impl Driver for SqsQueue {
                 Ordering::None
             })
             .with_dedup_window(fifo.then_some(Duration::from_secs(300)))
-            .with_lease(LeaseModel::PerMessage { extend: true })
+            .with_lease(LeaseModel::per_message(true))
             .with_max_lease(Duration::from_secs(MAX_VISIBILITY))
             .with_timer_granularity(Duration::from_secs(1))
     }
@@ -871,6 +900,13 @@ impl Driver for SqsQueue {
     async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
         let info = self.info(queue).await?;
         let lease = visibility(opts.lease)?;
+        if !(1..=10).contains(&opts.max) {
+            return Err(QueueError::InvalidOption(format!(
+                "SQS receives 1 to 10 messages a call, asked for {}",
+                opts.max
+            )));
+        }
+        let max = opts.max as i32;
         let deadline = tokio::time::Instant::now()
             .checked_add(opts.wait)
             .ok_or_else(|| QueueError::InvalidOption(format!("wait {:?} too long", opts.wait)))?;
@@ -881,7 +917,7 @@ impl Driver for SqsQueue {
                 .client
                 .receive_message()
                 .queue_url(&info.url)
-                .max_number_of_messages(opts.max.clamp(1, 10) as i32)
+                .max_number_of_messages(max)
                 .wait_time_seconds(secs_ceil(left).min(20) as i32)
                 .visibility_timeout(lease)
                 .message_attribute_names("All")
@@ -931,6 +967,30 @@ mod tests {
         assert!("héllo\tworld\n✓".chars().all(sqs_text_char));
         assert!(!"\u{0}".chars().all(sqs_text_char));
         assert!(!"\u{FFFE}".chars().all(sqs_text_char));
+    }
+
+    #[test]
+    fn fifo_copies_are_not_duplicates_of_their_original() {
+        let m = Message::new("x");
+        let original = fifo_dedup_id(&m);
+        assert_eq!(original, m.id.as_str());
+        let dead = m
+            .clone()
+            .header(queue_core::headers::DLQ_AT, "1700000000000");
+        let back = m
+            .clone()
+            .header(queue_core::headers::REDRIVEN_AT, "1700000000500");
+        assert_ne!(fifo_dedup_id(&dead), original);
+        assert_ne!(fifo_dedup_id(&back), original);
+        assert_ne!(fifo_dedup_id(&back), fifo_dedup_id(&dead));
+        let long = Message::new("x")
+            .id("é".repeat(100))
+            .header(queue_core::headers::DLQ_AT, "1");
+        assert!(fifo_dedup_id(&long).len() <= 128);
+        assert_eq!(
+            fifo_dedup_id(&Message::new("x").dedup_id("order-1")),
+            "order-1"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!
 //! ```toml
 //! [dependencies]
-//! queue = { version = "0.1", features = ["redis", "sqs"] }   # or "kafka", "redis-tls"
+//! queue = { version = "0.2", features = ["redis", "sqs"] }   # or "kafka", "redis-tls"
 //! ```
 //!
 //! | feature | URL | driver crate |

@@ -112,6 +112,19 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// A context for calling a handler directly in a unit test: enqueued now, no headers,
+    /// a shutdown signal that never fires unless you cancel it.
+    pub fn new(id: MessageId, queue: impl Into<String>, attempt: u32) -> Self {
+        JobContext {
+            id,
+            queue: queue.into(),
+            attempt,
+            headers: Headers::new(),
+            first_enqueued_at: SystemTime::now(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
     /// Completes when the worker starts shutting down. Use it in `tokio::select!` beside
     /// the handler's work:
     ///

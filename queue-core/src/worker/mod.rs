@@ -85,7 +85,7 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// How long acks wait to be batched with others. Default 10 ms.
     pub ack_linger: Duration,
-    /// Messages per batch for batch handlers. Default the backend's max batch, at most 10.
+    /// Messages per batch for batch handlers (at most the backend's batch limit). Default 10.
     pub batch_size: usize,
 }
 
@@ -198,6 +198,7 @@ enum Mode {
 /// let report = worker.shutdown().await;
 /// # Ok(()) }
 /// ```
+#[must_use = "a worker does nothing until start() is called"]
 pub struct Worker {
     queue: Queue,
     mode: Mode,
@@ -362,7 +363,9 @@ impl Worker {
     /// panic inside the worker's task: concurrency 0, a lease shorter than the backend's
     /// timer step or longer than its [`Capabilities::max_lease`], a poll wait over an
     /// hour, a job timeout of zero or over 30 days, a shutdown grace over a day, a batch
-    /// size over the backend's batch limit, a retry policy with zero attempts.
+    /// size over the backend's batch limit, an ack linger over 10 s, a retry policy with zero
+    /// attempts, and a batch handler with idempotency (batch handlers do not honour
+    /// idempotency keys).
     pub fn start(self) -> QResult<WorkerHandle> {
         let caps = self.queue.driver().capabilities();
         check_config(&self.config, &caps, matches!(self.mode, Mode::Batch(_)))?;
@@ -452,9 +455,9 @@ fn check_config(c: &WorkerConfig, caps: &Capabilities, batch_mode: bool) -> QRes
             caps.timer_granularity, caps.max_lease, c.lease
         ));
     }
-    if c.poll_wait > HOUR {
+    if c.poll_wait < Duration::from_millis(10) || c.poll_wait > HOUR {
         return bad(format!(
-            "poll_wait must be at most 1h, got {:?}",
+            "poll_wait must be 10ms to 1h (an empty receive would spin), got {:?}",
             c.poll_wait
         ));
     }

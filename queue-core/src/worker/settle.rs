@@ -144,10 +144,19 @@ pub(super) async fn settle_failure(
 }
 
 pub(super) fn clamp_delay(caps: &Capabilities, delay: Duration) -> Duration {
-    match caps.max_nack_delay {
+    let capped = match caps.max_nack_delay {
         Some(max) => delay.min(max),
         None => Duration::ZERO,
+    };
+    if capped < delay {
+        // Said, not silent: the backend cannot hold a message back longer.
+        tracing::info!(
+            asked = ?delay,
+            honoured = ?capped,
+            "retry delay capped at the backend's max_nack_delay"
+        );
     }
+    capped
 }
 
 pub(super) fn record_wait(inner: &Inner, d: &Delivery, job: &str) {
