@@ -52,6 +52,13 @@ pub async fn connect(url: &str) -> Result<Backend> {
     queue_core::connect(url).await
 }
 
+/// The URL schemes this build knows: `memory`, the bundled drivers' (by feature), and any
+/// registered with [`register`].
+pub fn schemes() -> Vec<String> {
+    register_bundled();
+    queue_core::schemes()
+}
+
 /// Registers the bundled drivers this build includes (idempotent). [`connect`] calls it.
 pub fn register_bundled() {
     static ONCE: std::sync::Once = std::sync::Once::new();

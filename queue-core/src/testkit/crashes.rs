@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering as AO};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{eventually, eventually_worker, probe, Harness, Probe};
+use super::{eventually_worker, probe, Harness, Probe};
 use crate::{Driver, JobContext, JobError, SendOptions, WorkerHandle};
 
 /// Shutdown mid-stream: in-flight jobs finish or go back at once; nothing is lost.
@@ -37,7 +37,10 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
             })
     };
     let w = make(c.q.clone(), c.unit).start().expect("worker start");
-    eventually(c.within(), "jobs started", || started.load(AO::SeqCst) >= 4).await;
+    eventually_worker(&w, c.within(), "jobs started", |_| {
+        started.load(AO::SeqCst) >= 4
+    })
+    .await;
     let first = w.shutdown().await;
     assert!(
         first.returned > 0,
@@ -50,10 +53,11 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
     let w2 = make(h.driver().await, c.unit * 10)
         .start()
         .expect("worker start");
-    eventually(
+    eventually_worker(
+        &w2,
         c.within() * 2,
         "the rest processed by a second worker",
-        || done.lock().unwrap().len() as u64 == n,
+        |_| done.lock().unwrap().len() as u64 == n,
     )
     .await;
     w2.shutdown().await;
@@ -80,7 +84,7 @@ pub async fn crash_mid_job_loses_nothing(h: &Harness) {
         });
     // No heartbeat may keep the doomed worker's leases alive after the crash.
     let a: WorkerHandle = a.start().expect("worker start");
-    eventually(c.within(), "the doomed worker holds jobs", || {
+    eventually_worker(&a, c.within(), "the doomed worker holds jobs", |_| {
         held.load(AO::SeqCst) >= 4
     })
     .await;
@@ -98,10 +102,11 @@ pub async fn crash_mid_job_loses_nothing(h: &Harness) {
         })
         .start()
         .expect("worker start");
-    eventually(
+    eventually_worker(
+        &b,
         c.within() * 2,
         "every job processed after the crash",
-        || done.lock().unwrap().len() as u64 == n,
+        |_| done.lock().unwrap().len() as u64 == n,
     )
     .await;
     b.shutdown().await;

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{eventually, eventually_worker, key_order, Harness, Probe};
+use super::{eventually_worker, key_order, Harness, Probe};
 use crate::{JobError, Message, Ordering, QueueError, SendOptions};
 
 /// Where declared, per-key order holds through the worker with several consumers; where
@@ -48,10 +48,15 @@ pub async fn ordering_per_key(h: &Harness) {
                 .expect("worker start"),
         );
     }
-    eventually(c.within() * 2, "all ordered jobs processed", || {
-        let log = log.lock().unwrap();
-        log.iter().collect::<HashSet<_>>().len() >= total
-    })
+    eventually_worker(
+        &workers[0],
+        c.within() * 2,
+        "all ordered jobs processed",
+        |_| {
+            let log = log.lock().unwrap();
+            log.iter().collect::<HashSet<_>>().len() >= total
+        },
+    )
     .await;
     for w in workers {
         w.shutdown().await;
