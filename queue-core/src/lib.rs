@@ -27,8 +27,11 @@
 //! Duplicates happen. Their sources: a lease that ended while the handler still ran (a
 //! slow job without heartbeats, a paused process); a worker that crashed after the handler
 //! ran but before the ack landed; a send retried after a timeout whose first try had in
-//! fact succeeded; SQS standard queues, which may deliver twice on their own; and Kafka
-//! rebalances, which replay records whose offsets were not yet committed. The idempotency
+//! fact succeeded; SQS standard queues, which may deliver twice on their own; Kafka
+//! rebalances, which replay records whose offsets were not yet committed; an ack that
+//! failed (the message comes back when its lease ends); and a crash between the two steps
+//! of an emulated move (dead-lettering, redrive and Kafka's retries copy a message, then
+//! settle the original: a crash in between leaves both). The idempotency
 //! layer ([`Worker::idempotency`]) turns duplicates into exactly-once *effects* within its
 //! retention window, provided the handler's effect and the store's completion mark cannot
 //! be separated by a crash: the mark is written after the handler returns and before the

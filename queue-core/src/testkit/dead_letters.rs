@@ -256,3 +256,45 @@ pub async fn first_enqueued_kept(h: &Harness) {
     assert_eq!(back[0].attempt, 1, "a redriven message: want attempt 1");
     c.ack(&back[0]).await;
 }
+
+/// Where `native_dlq` is declared, the backend moves a message that keeps coming back
+/// unsettled (a worker crashing on it every time) to the dead-letter queue by itself,
+/// keeping its id. The backend's own threshold must be at most 25 deliveries here (SQS's
+/// default `max_receive_count` is 10).
+pub async fn native_dlq_moves_poison(h: &Harness) {
+    let c = h.fresh("native_dlq_moves_poison").await;
+    if !c.caps.native_dlq {
+        return; // the core's dead-lettering is what the other cases check
+    }
+    let id = c
+        .producer()
+        .send(Message::new("poison"))
+        .await
+        .expect("send");
+    let dlq = c.q.dead_letter_queue(&c.name);
+    let lease = c.unit;
+    let mut deliveries = 0;
+    let mut dead = Vec::new();
+    while dead.is_empty() && deliveries <= 25 {
+        // Lease it and never settle it.
+        let got =
+            c.q.receive(&c.name, c.opts(1, c.unit * 2, lease))
+                .await
+                .expect("receive");
+        deliveries += got.len();
+        tokio::time::sleep(lease + c.caps.timer_granularity).await;
+        dead =
+            c.q.receive(&dlq, c.opts(1, Duration::ZERO, c.unit * 50))
+                .await
+                .expect("receive from the DLQ");
+    }
+    assert_eq!(
+        dead.len(),
+        1,
+        "want the backend to move the poison message to its DLQ by itself, it did not after {deliveries} deliveries"
+    );
+    assert_eq!(
+        dead[0].id, id,
+        "the natively moved dead letter: want the same id"
+    );
+}
