@@ -278,6 +278,30 @@ impl MemoryQueue {
         MemoryQueue { broker, config }
     }
 
+    /// Back to the queue after `delay` (nack); `uncount` also gives the attempt back (the
+    /// handler never ran).
+    fn requeue(
+        &self,
+        queue: &str,
+        receipt: &Receipt,
+        delay: Duration,
+        uncount: bool,
+    ) -> Result<()> {
+        let now = Instant::now();
+        self.with_queue(queue, |q| {
+            let seq = q.leased_seq(receipt, now)?;
+            if let Some(m) = q.msgs.get_mut(&seq) {
+                m.generation += 1;
+                if uncount {
+                    m.attempt = m.attempt.saturating_sub(1);
+                }
+            }
+            q.activate(seq, later(now, delay), now);
+            q.notify.notify_waiters();
+            Ok(())
+        })
+    }
+
     fn with_queue<T>(&self, queue: &str, f: impl FnOnce(&mut QState) -> Result<T>) -> Result<T> {
         let mut qs = self.broker.queues.lock().unwrap_or_else(|p| p.into_inner());
         let q = qs
@@ -494,30 +518,11 @@ impl Driver for MemoryQueue {
     }
 
     async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        let now = Instant::now();
-        self.with_queue(queue, |q| {
-            let seq = q.leased_seq(receipt, now)?;
-            if let Some(m) = q.msgs.get_mut(&seq) {
-                m.generation += 1;
-            }
-            q.activate(seq, later(now, delay), now);
-            q.notify.notify_waiters();
-            Ok(())
-        })
+        self.requeue(queue, receipt, delay, false)
     }
 
     async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        let now = Instant::now();
-        self.with_queue(queue, |q| {
-            let seq = q.leased_seq(receipt, now)?;
-            if let Some(m) = q.msgs.get_mut(&seq) {
-                m.generation += 1;
-                m.attempt = m.attempt.saturating_sub(1); // the handler never ran
-            }
-            q.activate(seq, later(now, delay), now);
-            q.notify.notify_waiters();
-            Ok(())
-        })
+        self.requeue(queue, receipt, delay, true)
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {

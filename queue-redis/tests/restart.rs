@@ -10,13 +10,19 @@ use std::time::Duration;
 use queue_core::{Backend, Driver, Message, ReceiveOptions};
 use tokio::process::{Child, Command};
 
-const PORT: u16 = 6391;
+/// A port nothing listens on now (the test's own server takes it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
 
-fn start(dir: &PathBuf) -> Child {
+fn start(dir: &PathBuf, port: u16) -> Child {
     Command::new("redis-server")
         .args([
             "--port",
-            &PORT.to_string(),
+            &port.to_string(),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -53,10 +59,25 @@ async fn restart_with_aof_loses_nothing() {
     let dir = std::env::temp_dir().join(format!("queue-redis-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("redis://127.0.0.1:{PORT}");
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
 
-    let mut server = start(&dir);
+    let mut server = start(&dir, port);
     let q = until_ok("first connect", || queue_redis::RedisQueue::connect(&url)).await;
+    // It must be our own server (our data directory), not another that took the port.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, served): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("dir")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::canonicalize(&served).unwrap(),
+        std::fs::canonicalize(&dir).unwrap(),
+        "port {port} is served by another Redis"
+    );
     let name = "restart";
     q.create_queue(name).await.unwrap();
     let producer = Backend::new(q).queue(name).producer();
@@ -91,7 +112,7 @@ async fn restart_with_aof_loses_nothing() {
     let e = during.unwrap_err();
     assert!(e.is_transient(), "outage should be a connection error: {e}");
 
-    let _server = start(&dir);
+    let _server = start(&dir, port);
     until_ok("stats after restart", || q.stats(name)).await;
     let after = until_ok("send after restart", || {
         producer.send(Message::new("after"))
