@@ -79,12 +79,15 @@ use queue_core::{
     Receipt, Result,
 };
 
+mod codec;
+mod queues;
+mod requests;
+
+use codec::*;
+use queues::*;
+pub use requests::RequestCounts;
+
 const BACKEND: &str = "sqs";
-const ATTR_ID: &str = "x-queue-id";
-const ATTR_HEADERS: &str = "x-queue-headers";
-const ATTR_PAYLOAD: &str = "x-queue-payload";
-const ATTR_ENC: &str = "x-queue-enc";
-const ATTR_NOT_BEFORE: &str = "x-queue-not-before";
 const MAX_SQS_DELAY: Duration = Duration::from_secs(900);
 const MAX_VISIBILITY: u64 = 43_200;
 const ATTR_RESERVE: usize = 1024;
@@ -126,55 +129,6 @@ impl Default for SqsConfig {
             max_message_size: 1024 * 1024,
         }
     }
-}
-
-/// How many SQS requests this driver instance made, by kind.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct RequestCounts {
-    /// `SendMessageBatch`.
-    pub send: AtomicU64,
-    /// `ReceiveMessage`.
-    pub receive: AtomicU64,
-    /// `DeleteMessageBatch`.
-    pub delete: AtomicU64,
-    /// `ChangeMessageVisibility`.
-    pub change_visibility: AtomicU64,
-    /// Everything else (queue management, attributes).
-    pub other: AtomicU64,
-}
-
-impl RequestCounts {
-    /// All requests.
-    pub fn total(&self) -> u64 {
-        [
-            &self.send,
-            &self.receive,
-            &self.delete,
-            &self.change_visibility,
-            &self.other,
-        ]
-        .iter()
-        .map(|a| a.load(AO::Relaxed))
-        .sum()
-    }
-    fn count(&self, kind: &'static str) {
-        let a = match kind {
-            "send" => &self.send,
-            "receive" => &self.receive,
-            "delete" => &self.delete,
-            "change_visibility" => &self.change_visibility,
-            _ => &self.other,
-        };
-        a.fetch_add(1, AO::Relaxed);
-        metrics::counter!("queue_sqs_requests_total", "kind" => kind).increment(1);
-    }
-}
-
-#[derive(Clone)]
-struct QueueInfo {
-    url: String,
-    max_size: usize,
 }
 
 /// The SQS driver (see the crate docs for its mapping).
@@ -307,161 +261,6 @@ impl SqsQueue {
         Ok(())
     }
 
-    async fn create_one(&self, physical: &str, redrive: Option<String>) -> Result<String> {
-        let mut req = self
-            .client
-            .create_queue()
-            .queue_name(physical)
-            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
-            .attributes(QueueAttributeName::MaximumMessageSize, "1048576");
-        if self.config.fifo {
-            req = req.attributes(QueueAttributeName::FifoQueue, "true");
-        }
-        if let Some(p) = redrive {
-            req = req.attributes(QueueAttributeName::RedrivePolicy, p);
-        }
-        self.requests.count("other");
-        match req.send().await {
-            Ok(out) => Ok(out.queue_url().unwrap_or_default().to_string()),
-            // Exists with other attributes: keep it as it is.
-            Err(e)
-                if e.code().is_some_and(|c| {
-                    c.contains("QueueAlreadyExists") || c.contains("QueueNameExists")
-                }) =>
-            {
-                Ok(self.lookup(physical).await?.url)
-            }
-            Err(e) => Err(map_sdk(e)),
-        }
-    }
-
-    /// The SQS queue name for a queue name used in the API.
-    fn physical(&self, queue: &str) -> Result<String> {
-        let base = queue.strip_suffix(".fifo").unwrap_or(queue);
-        let valid = !base.is_empty()
-            && base.len() <= 75
-            && base
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
-            return Err(QueueError::InvalidOption(format!(
-                "SQS queue names are 1-75 characters of A-Z, a-z, 0-9, - and _ (plus .fifo): {queue:?}"
-            )));
-        }
-        Ok(if self.config.fifo {
-            format!("{base}.fifo")
-        } else {
-            base.to_string()
-        })
-    }
-
-    async fn lookup(&self, physical: &str) -> Result<QueueInfo> {
-        self.requests.count("other");
-        let url = self
-            .client
-            .get_queue_url()
-            .queue_name(physical)
-            .send()
-            .await
-            .map_err(map_sdk)?
-            .queue_url()
-            .unwrap_or_default()
-            .to_string();
-        self.requests.count("other");
-        let attrs = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::MaximumMessageSize)
-            .send()
-            .await
-            .map_err(map_sdk)?;
-        let max_size = attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::MaximumMessageSize))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(262_144);
-        Ok(QueueInfo { url, max_size })
-    }
-
-    /// The queue's URL and limits, cached after the first look-up.
-    async fn info(&self, queue: &str) -> Result<QueueInfo> {
-        if let Some(i) = self
-            .queues
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(queue)
-        {
-            return Ok(i.clone());
-        }
-        let info = self
-            .lookup(&self.physical(queue)?)
-            .await
-            .map_err(|e| match e {
-                QueueError::UnknownQueue(_) => QueueError::UnknownQueue(queue.to_string()),
-                other => other,
-            })?;
-        self.queues
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(queue.to_string(), info.clone());
-        Ok(info)
-    }
-
-    fn entry(&self, i: usize, m: &Message) -> Result<(SendMessageBatchRequestEntry, usize)> {
-        let mut attrs: Vec<(&str, MessageAttributeValue)> =
-            vec![(ATTR_ID, text_attr(m.id.as_str())?)];
-        if !m.headers.is_empty() {
-            let h =
-                serde_json::to_string(&m.headers).map_err(|e| QueueError::backend(BACKEND, e))?;
-            attrs.push((ATTR_HEADERS, text_attr(&h)?));
-        }
-        let body = match std::str::from_utf8(&m.payload) {
-            Ok(s) if !s.is_empty() && s.chars().all(sqs_text_char) => s.to_string(),
-            _ => {
-                if m.payload.is_empty() {
-                    attrs.push((ATTR_ENC, text_attr("empty")?));
-                } else {
-                    attrs.push((ATTR_ENC, text_attr("binary")?));
-                    let bin = MessageAttributeValue::builder()
-                        .data_type("Binary")
-                        .binary_value(Blob::new(m.payload.to_vec()))
-                        .build()
-                        .map_err(|e| QueueError::backend(BACKEND, e))?;
-                    attrs.push((ATTR_PAYLOAD, bin));
-                }
-                "-".to_string()
-            }
-        };
-        let delay = m.delay.unwrap_or_default();
-        if delay > MAX_SQS_DELAY {
-            let due = unix_millis(SystemTime::now() + delay);
-            attrs.push((ATTR_NOT_BEFORE, text_attr(&due.to_string())?));
-        }
-        let size = body.len() + attrs.iter().map(|(k, v)| attr_size(k, v)).sum::<usize>();
-        let mut e = SendMessageBatchRequestEntry::builder()
-            .id(i.to_string())
-            .message_body(body);
-        for (k, v) in attrs {
-            e = e.message_attributes(k, v);
-        }
-        if self.config.fifo {
-            e = e
-                .message_group_id(
-                    m.ordering_key
-                        .clone()
-                        .unwrap_or_else(|| m.id.as_str().to_string()),
-                )
-                .message_deduplication_id(fifo_dedup_id(m));
-        } else if !delay.is_zero() {
-            e = e.delay_seconds(secs_ceil(delay.min(MAX_SQS_DELAY)) as i32);
-        }
-        Ok((
-            e.build().map_err(|e| QueueError::backend(BACKEND, e))?,
-            size,
-        ))
-    }
-
     /// Sends entries (at most 10, within the request size), retrying server-side failures.
     async fn send_entries(
         &self,
@@ -505,66 +304,6 @@ impl SqsQueue {
             tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
         }
         Ok(())
-    }
-
-    fn decode(&self, queue: &str, mut m: aws_sdk_sqs::types::Message) -> Result<Delivery> {
-        let mut attrs = m.message_attributes.take().unwrap_or_default();
-        let text = |attrs: &HashMap<String, MessageAttributeValue>, k: &str| {
-            attrs
-                .get(k)
-                .and_then(|v| v.string_value())
-                .map(str::to_string)
-        };
-        let sys_attrs = m.attributes.take().unwrap_or_default();
-        let sys = |k: MessageSystemAttributeName| sys_attrs.get(&k).cloned();
-        // A message from another writer may carry attributes that do not decode: it is
-        // delivered marked malformed (the worker dead-letters it), never failing the
-        // whole receive.
-        let mut broken = None;
-        let headers: Headers = match text(&attrs, ATTR_HEADERS) {
-            Some(h) => serde_json::from_str(&h).unwrap_or_else(|e| {
-                broken = Some(format!(
-                    "{ATTR_HEADERS} is not a JSON object of strings: {e}"
-                ));
-                Headers::new()
-            }),
-            None => Headers::new(),
-        };
-        // The payload moves out of the response: no copy.
-        let payload: Vec<u8> = match text(&attrs, ATTR_ENC).as_deref() {
-            Some("empty") => Vec::new(),
-            Some("binary") => attrs
-                .remove(ATTR_PAYLOAD)
-                .and_then(|v| v.binary_value)
-                .map(Blob::into_inner)
-                .unwrap_or_default(),
-            _ => m.body.take().unwrap_or_default().into_bytes(),
-        };
-        let id = text(&attrs, ATTR_ID)
-            .or_else(|| m.message_id().map(str::to_string))
-            .unwrap_or_default();
-        let sent = sys(MessageSystemAttributeName::SentTimestamp)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(from_unix_millis)
-            .unwrap_or_else(SystemTime::now);
-        let group = sys(MessageSystemAttributeName::MessageGroupId).filter(|g| *g != id);
-        let attempt = sys(MessageSystemAttributeName::ApproximateReceiveCount)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let d = Delivery::new(
-            queue,
-            MessageId::new(id),
-            payload,
-            receipt(m.receipt_handle().unwrap_or_default()),
-        )
-        .with_attempt(attempt)
-        .with_first_enqueued_at(first_enqueued(&headers, sent))
-        .with_headers(headers)
-        .with_ordering_key(group);
-        Ok(match broken {
-            Some(why) => d.malformed(why),
-            None => d,
-        })
     }
 
     /// A message received before its due time (delays over 15 minutes): sent on with the
@@ -679,56 +418,6 @@ impl SqsQueue {
             get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
             get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
         ))
-    }
-}
-
-fn text_attr(v: &str) -> Result<MessageAttributeValue> {
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(v)
-        .build()
-        .map_err(|e| QueueError::backend(BACKEND, e))
-}
-
-/// Bytes SQS counts for a message attribute: name, data type and value.
-fn attr_size(name: &str, v: &MessageAttributeValue) -> usize {
-    name.len()
-        + v.data_type().len()
-        + v.string_value().map_or(0, str::len)
-        + v.binary_value().map_or(0, |b| b.as_ref().len())
-}
-
-/// Characters SQS accepts in a message body.
-fn sqs_text_char(c: char) -> bool {
-    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
-}
-
-/// The FIFO `MessageDeduplicationId`: the dedup id, else the message id, so that a retried
-/// send is dropped. A dead-lettered or redriven copy keeps its message id but must not be
-/// dropped as a duplicate of the original (SQS remembers ids for 5 minutes: a redrive
-/// within that time would lose the message), so its copy time is appended.
-fn fifo_dedup_id(m: &Message) -> String {
-    if let Some(d) = &m.dedup_id {
-        return d.clone();
-    }
-    let id = m.id.as_str();
-    let copy = [
-        (queue_core::headers::REDRIVEN_AT, "r"),
-        (queue_core::headers::DLQ_AT, "d"),
-    ]
-    .iter()
-    .find_map(|(h, tag)| m.headers.get(*h).map(|at| format!("-{tag}{at}")));
-    match copy {
-        None => id.to_string(),
-        Some(suffix) => {
-            // SQS allows 128 characters: keep the suffix whole.
-            let keep = 128usize.saturating_sub(suffix.len());
-            let mut cut = id.len().min(keep);
-            while !id.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            format!("{}{suffix}", &id[..cut])
-        }
     }
 }
 
