@@ -1,6 +1,9 @@
 //! What applications hold: a [`Backend`] from [`crate::connect`], and a [`Queue`] per
 //! queue name, from which producers, workers, stats and dead-letter tools hang.
 //!
+//! Producers and workers hang off a [`Queue`] too: `queue.producer()` is defined in
+//! `producer.rs` and `queue.worker()` in `worker/`, so that this file depends on neither.
+//!
 //! Nothing reaches a driver from here without being checked against the backend's
 //! [`Capabilities`]: an oversized message, or an option the backend cannot honour, is a
 //! typed error before any network call.
@@ -11,10 +14,7 @@ use std::sync::Arc;
 use crate::driver::{validate, Capabilities, Driver};
 use crate::error::{QueueError, Result};
 use crate::idempotency::IdempotencyStore;
-use crate::job::Job;
 use crate::message::{Message, MessageId, QueueStats};
-use crate::producer::{Producer, SendOptions};
-use crate::worker::Worker;
 
 /// A connected backend. Cheap to clone; share it across the application.
 ///
@@ -149,31 +149,6 @@ impl Queue {
     /// Counts by state; `dead` is the dead-letter queue's depth.
     pub async fn stats(&self) -> Result<QueueStats> {
         self.driver().stats(&self.name).await
-    }
-
-    /// A producer for this queue.
-    pub fn producer(&self) -> Producer {
-        Producer::new(self.clone())
-    }
-
-    /// A worker for this queue: register handlers, tune it, then `start()` it.
-    pub fn worker(&self) -> Worker {
-        Worker::new(self.clone())
-    }
-
-    /// Shortcut for `producer().enqueue(job)`.
-    pub async fn enqueue<J: Job>(&self, job: &J) -> Result<MessageId> {
-        self.producer().enqueue(job).await
-    }
-
-    /// Shortcut for `producer().enqueue_with(job, opts)`.
-    pub async fn enqueue_with<J: Job>(&self, job: &J, opts: SendOptions) -> Result<MessageId> {
-        self.producer().enqueue_with(job, opts).await
-    }
-
-    /// Shortcut for `producer().send(message)`.
-    pub async fn send(&self, message: Message) -> Result<MessageId> {
-        self.producer().send(message).await
     }
 
     /// The dead-letter queue, as a queue of its own: read its stats, work it with a

@@ -136,6 +136,28 @@ impl Producer {
     }
 }
 
+impl Queue {
+    /// A producer for this queue.
+    pub fn producer(&self) -> Producer {
+        Producer::new(self.clone())
+    }
+
+    /// Shortcut for `producer().enqueue(job)`.
+    pub async fn enqueue<J: Job>(&self, job: &J) -> Result<MessageId> {
+        self.producer().enqueue(job).await
+    }
+
+    /// Shortcut for `producer().enqueue_with(job, opts)`.
+    pub async fn enqueue_with<J: Job>(&self, job: &J, opts: SendOptions) -> Result<MessageId> {
+        self.producer().enqueue_with(job, opts).await
+    }
+
+    /// Shortcut for `producer().send(message)`.
+    pub async fn send(&self, message: Message) -> Result<MessageId> {
+        self.producer().send(message).await
+    }
+}
+
 /// Builds the raw message for a typed job.
 pub fn job_message<J: Job>(job: &J, opts: SendOptions) -> Result<Message> {
     let payload = encode(job)

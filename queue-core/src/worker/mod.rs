@@ -437,6 +437,13 @@ impl Worker {
     }
 }
 
+impl Queue {
+    /// A worker for this queue: register handlers, tune it, then `start()` it.
+    pub fn worker(&self) -> Worker {
+        Worker::new(self.clone())
+    }
+}
+
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn check_config(c: &WorkerConfig, caps: &Capabilities, batch_mode: bool) -> QResult<()> {
