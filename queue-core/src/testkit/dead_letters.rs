@@ -8,16 +8,24 @@ use std::time::Duration;
 use super::{eventually_worker, probe, Harness, Probe};
 use crate::{headers, DeadLetterKind, DeadLetterReason, JobContext, JobError, Message, QueueStats};
 
-/// After the last attempt the job is in the DLQ with reason headers.
-pub async fn dlq_after_max_attempts(h: &Harness) {
-    let c = h.fresh("dlq_after_max_attempts").await;
+/// Runs one job whose handler always fails with `error()` until it is dead-lettered;
+/// returns its id, how often the handler ran, the worker's report and the dead letter.
+async fn dead_letter_one(
+    c: &super::Ctx,
+    error: fn() -> JobError,
+) -> (
+    crate::MessageId,
+    usize,
+    crate::WorkerReport,
+    crate::Delivery,
+) {
     let calls = Arc::new(AtomicUsize::new(0));
     let calls2 = calls.clone();
     let w = c
         .worker(c.q.clone())
         .handle(move |_: Probe, _ctx| {
             calls2.fetch_add(1, AO::SeqCst);
-            async { Err(JobError::retry("always fails")) }
+            async move { Err(error()) }
         })
         .start()
         .expect("worker start");
@@ -27,14 +35,16 @@ pub async fn dlq_after_max_attempts(h: &Harness) {
     })
     .await;
     let report = w.shutdown().await;
-    assert_eq!(
-        calls.load(AO::SeqCst),
-        3,
-        "handler must run max_attempts times"
-    );
+    let mut dead = c.dlq_contents(1).await;
+    (id, calls.load(AO::SeqCst), report, dead.remove(0))
+}
+
+/// After the last attempt the job is in the DLQ with reason headers.
+pub async fn dlq_after_max_attempts(h: &Harness) {
+    let c = h.fresh("dlq_after_max_attempts").await;
+    let (id, calls, report, d) = dead_letter_one(&c, || JobError::retry("always fails")).await;
+    assert_eq!(calls, 3, "handler must run max_attempts times");
     assert_eq!(report.retried, 2);
-    let dead = c.dlq_contents(1).await;
-    let d = &dead[0];
     assert_eq!(d.id, id, "dead letter keeps the message id");
     assert_eq!(
         d.headers.get(headers::DLQ_REASON).map(String::as_str),
@@ -63,38 +73,15 @@ pub async fn dlq_after_max_attempts(h: &Harness) {
 /// A permanent failure goes to the DLQ on attempt 1.
 pub async fn permanent_error_skips_retries(h: &Harness) {
     let c = h.fresh("permanent_error_skips_retries").await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let calls2 = calls.clone();
-    let w = c
-        .worker(c.q.clone())
-        .handle(move |_: Probe, _ctx| {
-            calls2.fetch_add(1, AO::SeqCst);
-            async { Err(JobError::permanent("bad input")) }
-        })
-        .start()
-        .expect("worker start");
-    c.producer().enqueue(&probe(1)).await.expect("enqueue");
-    eventually_worker(&w, c.within(), "job dead-lettered", |r| {
-        r.dead_lettered == 1
-    })
-    .await;
-    let report = w.shutdown().await;
-    assert_eq!(
-        calls.load(AO::SeqCst),
-        1,
-        "a permanent error must not be retried"
-    );
+    let (_, calls, report, d) = dead_letter_one(&c, || JobError::permanent("bad input")).await;
+    assert_eq!(calls, 1, "a permanent error must not be retried");
     assert_eq!(report.retried, 0);
-    let dead = c.dlq_contents(1).await;
     assert_eq!(
-        dead[0].headers.get(headers::DLQ_REASON).map(String::as_str),
+        d.headers.get(headers::DLQ_REASON).map(String::as_str),
         Some("permanent")
     );
     assert_eq!(
-        dead[0]
-            .headers
-            .get(headers::DLQ_ATTEMPTS)
-            .map(String::as_str),
+        d.headers.get(headers::DLQ_ATTEMPTS).map(String::as_str),
         Some("1")
     );
 }
