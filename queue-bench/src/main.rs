@@ -50,6 +50,9 @@ struct Args {
     /// Runs per backend and mode (median reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Run only the framework side (for profiling it); ratios are then not computed.
+    #[arg(long)]
+    framework_only: bool,
     /// Smoke run: 500 messages, 1 run (finishes in well under a minute).
     #[arg(long)]
     quick: bool,
@@ -716,6 +719,9 @@ async fn main() -> std::process::ExitCode {
         for run in 0..a.runs {
             // Alternate the order so that drift hits both modes alike.
             for framework_first in [run % 2 == 0, run % 2 != 0] {
+                if a.framework_only && !framework_first {
+                    continue;
+                }
                 let r = if framework_first {
                     framework(&a, &backend).await.map(|r| fw.push(r))
                 } else {
@@ -726,6 +732,14 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             }
+        }
+        if a.framework_only {
+            let r = median(fw);
+            println!(
+                "{backend}: framework only: e2e {:.0} msg/s, p50 {:.2} ms, p99 {:.2} ms",
+                r.e2e_per_sec, r.p50_ms, r.p99_ms
+            );
+            continue;
         }
         let (framework, raw) = (median(fw), median(rw));
         rows.push(Row {

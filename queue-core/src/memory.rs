@@ -459,7 +459,7 @@ impl Driver for MemoryQueue {
             let now = Instant::now();
             let (out, wake) = self.with_queue(queue, |q| {
                 q.promote(now);
-                let mut out = Vec::new();
+                let mut out = Vec::with_capacity(opts.max.min(q.ready.len()));
                 while out.len() < opts.max {
                     let Some(&(_, seq)) = q.ready.first() else {
                         break;

@@ -10,10 +10,10 @@
 //! | primitive | Redis |
 //! |---|---|
 //! | storage | per queue `Q`: a HASH per message, a ready LIST of message seqs, a `delayed` ZSET and a `leased` ZSET, all under the hash tag `{Q}` so every key of a queue lives in one Cluster slot |
-//! | send | one Lua script per batch: dedup check, HSET the message, LPUSH (or ZADD to `delayed`), push wake tokens |
-//! | receive | Lua: promote due delayed messages and expired leases, RPOP up to `max`, bump the attempt count, ZADD the lease deadline. When empty, `BLPOP` on the queue's wake list on a dedicated connection until a send, the next due time or the wait ends: no busy loop |
+//! | send | one Lua script per batch: dedup check and HSET per message; one INCRBY, LPUSH (or ZADD to `delayed`) and wake-token push per batch |
+//! | receive | Lua: promote due delayed messages and expired leases, `RPOP key max`, per message HMGET + HSET of the attempt count and lease generation, one ZADD of every lease deadline. When empty, `BLPOP` on the queue's wake list on a dedicated connection until a send, the next due time or the wait ends: no busy loop |
 //! | lease | the message's score in `leased` (server time); expiry puts it back at the head of the line, `attempt + 1` |
-//! | ack | Lua: checks the receipt's lease generation, ZREM + DEL (batched in one call) |
+//! | ack | Lua: one ZMSCORE of the leases, a generation check per receipt, one ZREM and one DEL for the batch |
 //! | nack with delay | Lua: ZREM from `leased`, ZADD to `delayed` at now + delay (or back to the head when 0) |
 //! | give back | the same script, and the attempt count back down by one |
 //! | extend | Lua: ZADD XX the new deadline |

@@ -55,6 +55,7 @@ use crate::retry::{Decision, RetryPolicy};
 mod claims;
 mod dispatch;
 mod handler;
+mod meters;
 mod receive;
 mod settle;
 
@@ -62,6 +63,7 @@ use claims::*;
 use dispatch::*;
 use handler::{BatchFn, BoxFut, JobFn, RawFn, Thunk};
 pub use handler::{ItemFailure, JobContext, JobError, JobResult};
+use meters::{JobMeters, Meters};
 use receive::*;
 use settle::*;
 
@@ -389,7 +391,12 @@ impl Worker {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
+        let names: Vec<String> = match &self.mode {
+            Mode::Jobs { jobs, .. } => jobs.keys().cloned().collect(),
+            Mode::Batch(_) => Vec::new(),
+        };
         let inner = Arc::new(Inner {
+            meters: Meters::new(self.queue.name(), names.iter()),
             driver: self.queue.driver().clone(),
             shutdown: CancellationToken::new(),
             name: self.queue.name().to_string(),
@@ -574,4 +581,5 @@ struct Inner {
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
     caps: Capabilities,
     counters: Arc<Counters>,
+    meters: Meters,
 }

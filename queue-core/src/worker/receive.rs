@@ -26,6 +26,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> W
             _ = stop.changed() => break,
         };
         let mut permits = vec![first];
+        tokio::task::yield_now().await;
         let want = if batch_mode {
             inner.config.batch_size.min(max_batch)
         } else {
@@ -150,7 +151,8 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> W
 pub(super) async fn acker(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Receipt>) {
     let max = inner.caps.max_batch.max(1);
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
+        let mut batch = Vec::with_capacity(max.min(64));
+        batch.push(first);
         let until = tokio::time::Instant::now() + inner.config.ack_linger;
         while batch.len() < max {
             match tokio::time::timeout_at(until, rx.recv()).await {

@@ -65,7 +65,7 @@ pub(super) async fn settle_success(
     d: &Delivery,
     key: Option<&str>,
     acks: &mpsc::UnboundedSender<Receipt>,
-    job: &str,
+    m: &JobMeters,
 ) {
     if let (Some((store, retention)), Some(key)) = (&inner.idempotency, key) {
         if let Err(e) = store.complete(key, *retention).await {
@@ -73,7 +73,7 @@ pub(super) async fn settle_success(
         }
     }
     bump(&inner.counters.succeeded);
-    metrics::counter!("queue_jobs_processed_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+    m.processed.increment(1);
     if acks.send(d.receipt.clone()).is_err() {
         // The acker is gone only if the worker is being torn down; ack directly.
         if let Err(e) = inner
@@ -92,10 +92,10 @@ pub(super) async fn settle_failure(
     d: &Delivery,
     f: Failure,
     policy: RetryPolicy,
-    job: &str,
+    m: &JobMeters,
 ) -> bool {
     bump(&inner.counters.failed);
-    metrics::counter!("queue_jobs_failed_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+    m.failed.increment(1);
     let mut policy = policy;
     if let Some(n) = d
         .headers
@@ -108,7 +108,7 @@ pub(super) async fn settle_failure(
         Decision::Retry(delay) => {
             tracing::info!(error = %f.error, ?delay, "job failed, will retry");
             bump(&inner.counters.retried);
-            metrics::counter!("queue_jobs_retried_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+            m.retried.increment(1);
             let delay = clamp_delay(&inner.caps, delay);
             if let Err(e) = inner.driver.nack(&inner.name, &d.receipt, delay).await {
                 backend_error(
@@ -126,7 +126,7 @@ pub(super) async fn settle_failure(
             match inner.driver.dead_letter(d, &reason).await {
                 Ok(()) => {
                     bump(&inner.counters.dead_lettered);
-                    metrics::counter!("queue_jobs_dead_lettered_total", "queue" => inner.name.clone(), "job" => job.to_string()).increment(1);
+                    m.dead_lettered.increment(1);
                     true
                 }
                 Err(e) => {
@@ -159,9 +159,8 @@ pub(super) fn clamp_delay(caps: &Capabilities, delay: Duration) -> Duration {
     capped
 }
 
-pub(super) fn record_wait(inner: &Inner, d: &Delivery, job: &str) {
+pub(super) fn record_wait(d: &Delivery, m: &JobMeters) {
     if let Ok(waited) = SystemTime::now().duration_since(d.first_enqueued_at) {
-        metrics::histogram!("queue_job_wait_seconds", "queue" => inner.name.clone(), "job" => job.to_string())
-            .record(waited.as_secs_f64());
+        m.wait.record(waited.as_secs_f64());
     }
 }
