@@ -7,21 +7,41 @@
 //! ```text
 //! cargo run --release -p queue-bench -- --backends memory,redis,sqs,kafka --json bench.json --chart bench.svg
 //! cargo run -p queue-bench -- --quick --backends memory
+//! cargo run --release -p queue-bench -- --backends redis --steady-rate 1000 --duration 30
+//! cargo run --release -p queue-bench -- --backends memory,redis --in-flight 100000
 //! ```
+//!
+//! Three modes:
+//! - **throughput** (default): `--messages` sent as fast as `--producers` can, in batches
+//!   of `--batch`; end-to-end rate and latency, framework beside raw.
+//! - **steady rate** (`--steady-rate R --duration S`): open-loop arrivals, one message
+//!   every 1/R s for S s, each sent on its own task whatever the previous send is doing;
+//!   the figures to read are p50/p99 from enqueue to handler start, framework beside raw.
+//! - **in flight** (`--in-flight N`): N jobs whose handlers all wait until the N-th has
+//!   started (concurrency N); reports the worker's resident memory for N jobs in flight
+//!   (framework only: the raw clients have no notion of a job in flight).
+//!
+//! Progress bars (indicatif) show on a terminal and stay quiet otherwise.
 //!
 //! Raw baselines: tokio mpsc (memory); LPUSH / RPOP with a count (redis lists: no lease, no
 //! ack); SendMessageBatch / ReceiveMessage / DeleteMessageBatch (sqs); FutureProducer and a
 //! StreamConsumer committing every 100 records (kafka). Every message carries its send time
 //! in its first 8 bytes; latency is measured from there to the handler's start.
 
+use raw::raw;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AO};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use queue_core::{Delivery, Driver, Message};
+use indicatif::{ProgressBar, ProgressStyle};
+use queue_core::{Delivery, Message};
 use serde::Serialize;
+
+mod chart;
+mod inflight;
+mod raw;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmark queue backends side by side, each beside its raw client")]
@@ -50,6 +70,15 @@ struct Args {
     /// Runs per backend and mode (median reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Steady-rate mode: open-loop arrivals at this many messages per second (one per send).
+    #[arg(long)]
+    steady_rate: Option<u32>,
+    /// Seconds of arrivals in steady-rate mode.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// In-flight mode: this many jobs held in flight at once; reports the worker's memory.
+    #[arg(long)]
+    in_flight: Option<usize>,
     /// Run only the framework side (for profiling it); ratios are then not computed.
     #[arg(long)]
     framework_only: bool,
@@ -153,9 +182,27 @@ fn payload(size: usize) -> Vec<u8> {
 struct Probe {
     lat_us: Mutex<Vec<u64>>,
     done: AtomicUsize,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+/// A progress bar for one run (drawn only when stderr is a terminal).
+fn progress(len: usize, label: String) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64).with_prefix(label);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>22} {bar:30} {pos}/{len} {per_sec} {elapsed}")
+    {
+        bar.set_style(style);
+    }
+    bar
 }
 
 impl Probe {
+    fn new(len: usize, label: String) -> Self {
+        Probe {
+            bar: Mutex::new(Some(progress(len, label))),
+            ..Probe::default()
+        }
+    }
     fn record(&self, p: &[u8]) {
         if let Some(b) = p.get(..8) {
             let sent = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
@@ -168,7 +215,14 @@ impl Probe {
     }
     async fn wait_for(&self, n: usize, limit: Duration) -> Result<(), String> {
         let t = Instant::now();
-        while self.done.load(AO::SeqCst) < n {
+        loop {
+            let done = self.done.load(AO::SeqCst);
+            if let Some(bar) = &*self.bar.lock().unwrap() {
+                bar.set_position(done as u64);
+            }
+            if done >= n {
+                break;
+            }
             if t.elapsed() > limit {
                 return Err(format!(
                     "only {} of {n} handled within {limit:?}",
@@ -229,6 +283,9 @@ fn summarize(
     requests: Option<u64>,
     rss: f64,
 ) -> Run {
+    if let Some(bar) = probe.bar.lock().unwrap().take() {
+        bar.finish_and_clear();
+    }
     let mut lat = probe.lat_us.lock().unwrap().clone();
     lat.sort_unstable();
     let q = |f: f64| {
@@ -252,10 +309,23 @@ fn summarize(
 async fn produce<F, Fut>(a: &Args, send: F) -> Result<Duration, String>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     let t = Instant::now();
     let mut tasks = Vec::new();
+    if let Some(rate) = a.steady_rate {
+        // Open loop: each arrival is its own task, so a slow send never delays the next.
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        for _ in 0..a.messages {
+            tick.tick().await;
+            tasks.push(tokio::spawn(send(1)));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        return Ok(t.elapsed());
+    }
     for p in 0..a.producers {
         let share = a.messages / a.producers + usize::from(p < a.messages % a.producers);
         let (batch, send) = (a.batch.max(1), send.clone());
@@ -283,22 +353,28 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// The workload through the framework.
-async fn framework(a: &Args, backend: &str) -> Result<Run, String> {
-    let url = match backend {
+/// The URL of a backend by its bench name.
+fn url_for(a: &Args, backend: &str) -> Result<String, String> {
+    Ok(match backend {
         "memory" => "memory://".to_string(),
         "redis" => a.redis_url.clone(),
         "sqs" => a.sqs_url.clone(),
         "kafka" => a.kafka_url.clone(),
         other => return Err(format!("unknown backend {other}")),
-    };
-    let backend = queue_core::connect(&url).await.map_err(|e| e.to_string())?;
+    })
+}
+
+/// The workload through the framework.
+async fn framework(a: &Args, kind: &str) -> Result<Run, String> {
+    let backend = queue_core::connect(&url_for(a, kind)?)
+        .await
+        .map_err(|e| e.to_string())?;
     let name = unique("bench");
     let queue = backend.queue(name.clone());
     queue.create().await.map_err(|e| e.to_string())?;
     queue.stats().await.map_err(|e| e.to_string())?;
     let before = backend.requests_made();
-    let probe = Arc::new(Probe::default());
+    let probe = Arc::new(Probe::new(a.messages, format!("{kind} framework")));
     let cost = Cost::parse(&a.handler)?;
     let rss = RssSampler::start();
     let p2 = probe.clone();
@@ -336,279 +412,6 @@ async fn framework(a: &Args, backend: &str) -> Result<Run, String> {
     worker.shutdown().await;
     let requests = backend.requests_made().map(|n| n - before.unwrap_or(0));
     let _ = queue.delete().await;
-    Ok(summarize(a, send, e2e, &probe, requests, rss.finish()))
-}
-
-/// The same workload with the raw client.
-async fn raw(a: &Args, backend: &str) -> Result<Run, String> {
-    let probe = Arc::new(Probe::default());
-    let cost = Cost::parse(&a.handler)?;
-    let rss = RssSampler::start();
-    let t0 = Instant::now();
-    let size = a.payload;
-    let (send, requests) = match backend {
-        "memory" => {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1024);
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
-            for _ in 0..a.consumers {
-                let (rx, probe) = (rx.clone(), probe.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let mut buf = Vec::new();
-                        if rx.lock().await.recv_many(&mut buf, 10).await == 0 {
-                            return;
-                        }
-                        for p in buf {
-                            probe.record(&p);
-                            cost.pay().await;
-                        }
-                    }
-                });
-            }
-            let send = produce(a, move |k| {
-                let tx = tx.clone();
-                async move {
-                    for _ in 0..k {
-                        tx.send(payload(size)).await.map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                }
-            })
-            .await?;
-            (send, None)
-        }
-        "redis" => {
-            let client = redis::Client::open(a.redis_url.as_str()).map_err(|e| e.to_string())?;
-            let conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| e.to_string())?;
-            let key = unique("bench-raw");
-            let stop = Arc::new(AtomicBool::new(false));
-            for _ in 0..a.consumers.min(4) {
-                let (mut conn, key, probe, stop) =
-                    (conn.clone(), key.clone(), probe.clone(), stop.clone());
-                tokio::spawn(async move {
-                    while !stop.load(AO::Relaxed) {
-                        let got: Option<Vec<Vec<u8>>> = redis::cmd("RPOP")
-                            .arg(&key)
-                            .arg(10)
-                            .query_async(&mut conn)
-                            .await
-                            .unwrap_or(None);
-                        match got {
-                            Some(items) => {
-                                for p in items {
-                                    probe.record(&p);
-                                    cost.pay().await;
-                                }
-                            }
-                            None => tokio::time::sleep(Duration::from_millis(1)).await,
-                        }
-                    }
-                });
-            }
-            let send = produce(a, move |k| {
-                let (mut conn, key) = (conn.clone(), key.clone());
-                async move {
-                    let vals: Vec<Vec<u8>> = (0..k).map(|_| payload(size)).collect();
-                    redis::cmd("LPUSH")
-                        .arg(&key)
-                        .arg(vals)
-                        .query_async::<()>(&mut conn)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .await?;
-            probe.wait_for(a.messages, Duration::from_secs(900)).await?;
-            stop.store(true, AO::Relaxed);
-            (send, None)
-        }
-        "sqs" => {
-            let q = queue_sqs::SqsQueue::connect(&a.sqs_url)
-                .await
-                .map_err(|e| e.to_string())?;
-            let client = q.client().clone();
-            let name = unique("bench-raw");
-            let url = client
-                .create_queue()
-                .queue_name(&name)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .queue_url()
-                .unwrap_or_default()
-                .to_string();
-            let requests = Arc::new(AtomicU64::new(0));
-            let stop = Arc::new(AtomicBool::new(false));
-            for _ in 0..a.consumers.div_ceil(10).max(1) {
-                let (client, url, probe, stop, reqs) = (
-                    client.clone(),
-                    url.clone(),
-                    probe.clone(),
-                    stop.clone(),
-                    requests.clone(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(AO::Relaxed) {
-                        reqs.fetch_add(1, AO::Relaxed);
-                        let Ok(out) = client
-                            .receive_message()
-                            .queue_url(&url)
-                            .max_number_of_messages(10)
-                            .wait_time_seconds(1)
-                            .send()
-                            .await
-                        else {
-                            continue;
-                        };
-                        let mut del = Vec::new();
-                        for (i, m) in out.messages().iter().enumerate() {
-                            let body = m.body().unwrap_or_default();
-                            let sent: u64 = body
-                                .split(':')
-                                .next()
-                                .and_then(|v| v.parse().ok())
-                                .unwrap_or(0);
-                            probe.record(&sent.to_le_bytes());
-                            cost.pay().await;
-                            if let Ok(e) =
-                                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                                    .id(i.to_string())
-                                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                                    .build()
-                            {
-                                del.push(e);
-                            }
-                        }
-                        if !del.is_empty() {
-                            reqs.fetch_add(1, AO::Relaxed);
-                            let _ = client
-                                .delete_message_batch()
-                                .queue_url(&url)
-                                .set_entries(Some(del))
-                                .send()
-                                .await;
-                        }
-                    }
-                });
-            }
-            let (c2, u2, r2) = (client.clone(), url.clone(), requests.clone());
-            let send = produce(a, move |k| {
-                let (client, url, reqs) = (c2.clone(), u2.clone(), r2.clone());
-                async move {
-                    for chunk in (0..k).collect::<Vec<_>>().chunks(10) {
-                        let entries = chunk
-                            .iter()
-                            .map(|i| {
-                                let body = format!(
-                                    "{}:{}",
-                                    now_micros(),
-                                    "x".repeat(size.saturating_sub(17))
-                                );
-                                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                                    .id(i.to_string())
-                                    .message_body(body)
-                                    .build()
-                                    .map_err(|e| e.to_string())
-                            })
-                            .collect::<Result<Vec<_>, _>>()?;
-                        reqs.fetch_add(1, AO::Relaxed);
-                        client
-                            .send_message_batch()
-                            .queue_url(&url)
-                            .set_entries(Some(entries))
-                            .send()
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                }
-            })
-            .await?;
-            probe.wait_for(a.messages, Duration::from_secs(900)).await?;
-            stop.store(true, AO::Relaxed);
-            (send, Some(requests.load(AO::Relaxed)))
-        }
-        "kafka" => {
-            use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-            use rdkafka::producer::{FutureProducer, FutureRecord};
-            use rdkafka::Message as _;
-            let bootstrap = a
-                .kafka_url
-                .trim_start_matches("kafka://")
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            // Topics come from the driver's create_queue (tansu creates none on first use).
-            let topic = unique("bench-raw");
-            let admin = queue_kafka::KafkaQueue::connect(&a.kafka_url)
-                .await
-                .map_err(|e| e.to_string())?;
-            admin
-                .create_queue(&topic)
-                .await
-                .map_err(|e| e.to_string())?;
-            let producer: FutureProducer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("linger.ms", "2")
-                .create()
-                .map_err(|e| e.to_string())?;
-            let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", format!("raw-{topic}"))
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest")
-                .create()
-                .map_err(|e| e.to_string())?;
-            consumer.subscribe(&[&topic]).map_err(|e| e.to_string())?;
-            let stop = Arc::new(AtomicBool::new(false));
-            let (p2, s2) = (probe.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while !s2.load(AO::Relaxed) {
-                    if let Ok(Ok(m)) =
-                        tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
-                    {
-                        p2.record(m.payload().unwrap_or_default());
-                        cost.pay().await;
-                        n += 1;
-                        if n.is_multiple_of(100) {
-                            let _ = consumer.commit_message(&m, CommitMode::Async);
-                        }
-                    }
-                }
-            });
-            let send = produce(a, move |k| {
-                let (producer, topic) = (producer.clone(), topic.clone());
-                async move {
-                    let mut futs = Vec::new();
-                    for _ in 0..k {
-                        let p = payload(size);
-                        let rec = FutureRecord::<(), _>::to(&topic).payload(&p);
-                        futs.push(producer.send_result(rec).map_err(|(e, _)| e.to_string())?);
-                    }
-                    for f in futs {
-                        f.await
-                            .map_err(|e| e.to_string())?
-                            .map_err(|(e, _)| e.to_string())?;
-                    }
-                    Ok(())
-                }
-            })
-            .await?;
-            probe.wait_for(a.messages, Duration::from_secs(900)).await?;
-            stop.store(true, AO::Relaxed);
-            (send, None)
-        }
-        other => return Err(format!("unknown backend {other}")),
-    };
-    probe.wait_for(a.messages, Duration::from_secs(900)).await?;
-    let e2e = t0.elapsed();
     Ok(summarize(a, send, e2e, &probe, requests, rss.finish()))
 }
 
@@ -653,47 +456,6 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// A grouped bar chart of end-to-end throughput, framework beside raw, as plain SVG.
-fn chart(rows: &[Row]) -> String {
-    let (w, h, left, bottom) = (160 * rows.len().max(1) + 80, 360, 60.0, 300.0);
-    let max = rows
-        .iter()
-        .flat_map(|r| [r.framework.e2e_per_sec, r.raw.e2e_per_sec])
-        .fold(1.0, f64::max);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <text x=\"{left}\" y=\"20\" font-size=\"14\">end-to-end throughput (msg/s): framework (blue) vs raw client (grey)</text>\n\
-         <line x1=\"{left}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\" stroke=\"black\"/>\n",
-        w - 10
-    );
-    for (i, r) in rows.iter().enumerate() {
-        let x = left + 20.0 + 160.0 * i as f64;
-        for (j, (v, color)) in [
-            (r.framework.e2e_per_sec, "#3b6fb6"),
-            (r.raw.e2e_per_sec, "#999999"),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let bh = (v / max) * 250.0;
-            let bx = x + 55.0 * j as f64;
-            s += &format!(
-                "<rect x=\"{bx:.0}\" y=\"{:.0}\" width=\"50\" height=\"{bh:.0}\" fill=\"{color}\"/>\
-                 <text x=\"{bx:.0}\" y=\"{:.0}\">{v:.0}</text>\n",
-                bottom - bh,
-                bottom - bh - 4.0
-            );
-        }
-        s += &format!(
-            "<text x=\"{x:.0}\" y=\"{:.0}\">{} (ratio {:.2})</text>\n",
-            bottom + 18.0,
-            r.backend,
-            r.e2e_ratio
-        );
-    }
-    s + "</svg>\n"
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut a = Args::parse();
@@ -709,6 +471,25 @@ async fn main() -> std::process::ExitCode {
     queue_redis::register();
     queue_sqs::register();
     queue_kafka::register();
+    if let Some(n) = a.in_flight {
+        if n == 0 || n > 100_000 {
+            eprintln!("--in-flight must be 1 to 100000 (the worker's concurrency limit)");
+            return std::process::ExitCode::FAILURE;
+        }
+        return in_flight_mode(&a, n).await;
+    }
+    if let Some(rate) = a.steady_rate {
+        if rate == 0 || a.duration == 0 {
+            eprintln!("--steady-rate and --duration must be above 0");
+            return std::process::ExitCode::FAILURE;
+        }
+        a.messages = (u64::from(rate) * a.duration) as usize;
+        a.batch = 1;
+        println!(
+            "steady rate: {rate} msg/s for {} s, open loop, one message per send; read p50/p99 (enqueue to handler start)",
+            a.duration
+        );
+    }
     println!(
         "workload: {} messages of {} bytes, {} producers, concurrency {}, batch {}, handler {}, {} run(s)",
         a.messages, a.payload, a.producers, a.consumers, a.batch, a.handler, a.runs
@@ -762,7 +543,42 @@ async fn main() -> std::process::ExitCode {
         }
     }
     if let Some(path) = &a.chart {
-        if let Err(e) = std::fs::write(path, chart(&rows)) {
+        if let Err(e) = chart::draw(&rows, path) {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// In-flight mode: one measurement per backend, printed and optionally written as JSON.
+async fn in_flight_mode(a: &Args, n: usize) -> std::process::ExitCode {
+    println!(
+        "in flight: {n} jobs of {} bytes held in flight at once (concurrency {n})",
+        a.payload
+    );
+    let mut out = Vec::new();
+    for backend in &a.backends {
+        match inflight::run(a, backend, n).await {
+            Ok(r) => {
+                println!(
+                    "{:<8} {:>8} jobs in flight: worker {:>7.1} MB, {:>5.2} KB per job, all started after {:.1} s",
+                    r.backend, r.jobs, r.worker_mb, r.kb_per_job, r.all_started_after_s
+                );
+                out.push(r);
+            }
+            Err(e) => {
+                eprintln!("{backend}: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(path) = &a.json {
+        let json = serde_json::json!({ "in_flight": out });
+        if let Err(e) = std::fs::write(
+            path,
+            serde_json::to_string_pretty(&json).unwrap_or_default(),
+        ) {
             eprintln!("writing {}: {e}", path.display());
             return std::process::ExitCode::FAILURE;
         }
