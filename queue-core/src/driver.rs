@@ -124,6 +124,12 @@ pub struct Capabilities {
     /// (memory, Redis, Kafka). SQS cannot: its receive count grows on every receive, so
     /// there a give-back costs an attempt like a failure.
     pub give_back_keeps_attempt: bool,
+    /// Where [`Capabilities::native_dlq`] is declared: after how many receives the backend
+    /// moves a message to its dead-letter queue by itself (SQS's `maxReceiveCount`). The
+    /// worker refuses a retry policy with more attempts, so the native move stays a
+    /// safety net for crashed workers and never pre-empts the worker's dead-lettering,
+    /// which records the reason.
+    pub max_receives: Option<u32>,
 }
 
 impl Capabilities {
@@ -150,6 +156,7 @@ impl Capabilities {
             stale_receipts_refused: false,
             purge: false,
             give_back_keeps_attempt: false,
+            max_receives: None,
         }
     }
     /// Sets [`Capabilities::max_message_size`].
@@ -220,6 +227,11 @@ impl Capabilities {
     /// Sets [`Capabilities::purge`].
     pub fn with_purge(mut self, supported: bool) -> Self {
         self.purge = supported;
+        self
+    }
+    /// Sets [`Capabilities::max_receives`].
+    pub fn with_max_receives(mut self, receives: Option<u32>) -> Self {
+        self.max_receives = receives;
         self
     }
     /// Sets [`Capabilities::give_back_keeps_attempt`].
@@ -417,11 +429,14 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Gives a delivery back *without counting an attempt*: its handler never ran
     /// (shutdown, an idempotency key held elsewhere, a per-key predecessor that went
-    /// back). Visible again after `delay`; the next delivery has the same `attempt`. A
-    /// backend that cannot keep the count (SQS) leaves the default, a plain `nack`, and
-    /// does not declare [`Capabilities::give_back_keeps_attempt`].
-    async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        self.nack(queue, receipt, delay).await
+    /// back). Visible again after `delay`; the next delivery has the same `attempt`. It
+    /// takes the whole delivery, so a backend whose receive count cannot be turned back
+    /// can send a fresh copy carrying [`headers::ATTEMPTS_BEFORE`] (SQS standard queues).
+    /// A backend that cannot keep the count at all (SQS FIFO, where a copy would lose its
+    /// place in line) leaves the default, a plain `nack`, and does not declare
+    /// [`Capabilities::give_back_keeps_attempt`].
+    async fn give_back(&self, delivery: &Delivery, delay: Duration) -> Result<()> {
+        self.nack(&delivery.queue, &delivery.receipt, delay).await
     }
 
     /// Pushes a delivery's lease out to `lease` from now. A backend that cannot
@@ -526,6 +541,8 @@ pub fn dead_letter_copy(delivery: &Delivery, reason: &DeadLetterReason) -> Messa
         headers::FIRST_ENQUEUED_AT.into(),
         unix_millis(delivery.first_enqueued_at).to_string(),
     );
+    // The attempts are recorded in DLQ_ATTEMPTS; a redrive starts the count afresh.
+    h.remove(headers::ATTEMPTS_BEFORE);
     Message {
         id: delivery.id.clone(),
         payload: delivery.payload.clone(),
@@ -548,6 +565,7 @@ pub fn redriven_copy(d: Delivery) -> Message {
         headers::DLQ_SOURCE,
         headers::DLQ_AT,
         headers::MALFORMED,
+        headers::ATTEMPTS_BEFORE,
     ] {
         h.remove(k);
     }
@@ -650,7 +668,25 @@ pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    #[test]
+    fn moved_copies_drop_the_carried_attempt_count() {
+        let d = Delivery::new("q", MessageId::new("m1"), "x", receipt("r"))
+            .with_headers(crate::Headers::from([
+                (headers::ATTEMPTS_BEFORE.to_string(), "3".to_string()),
+                ("trace".to_string(), "t".to_string()),
+            ]))
+            .with_attempt(4);
+        let reason = DeadLetterReason::new(DeadLetterKind::MaxAttempts, "boom", 4);
+        let dead = dead_letter_copy(&d, &reason);
+        assert!(!dead.headers.contains_key(headers::ATTEMPTS_BEFORE));
+        assert_eq!(
+            dead.headers.get(headers::DLQ_ATTEMPTS).map(String::as_str),
+            Some("4")
+        );
+        assert_eq!(dead.headers.get("trace").map(String::as_str), Some("t"));
+        let back = redriven_copy(d);
+        assert!(!back.headers.contains_key(headers::ATTEMPTS_BEFORE));
+    }
 
     #[test]
     fn reserved_headers_are_refused_on_send() {

@@ -521,8 +521,8 @@ impl Driver for MemoryQueue {
         self.requeue(queue, receipt, delay, false)
     }
 
-    async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        self.requeue(queue, receipt, delay, true)
+    async fn give_back(&self, d: &Delivery, delay: Duration) -> Result<()> {
+        self.requeue(&d.queue, &d.receipt, delay, true)
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {

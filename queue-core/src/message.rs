@@ -37,6 +37,11 @@ pub mod headers {
     pub const IDEMPOTENCY_KEY: &str = "x-queue-idempotency-key";
     /// Per-message override of the retry policy's maximum attempts (BullMQ's `attempts`).
     pub const MAX_ATTEMPTS: &str = "x-queue-max-attempts";
+    /// Attempts made before this copy of the message was sent. A driver that returns a
+    /// message by sending a fresh copy (SQS standard queues on a give-back, where the
+    /// receive count cannot be turned back) writes it, and reports each delivery's
+    /// attempt as this plus the copy's own receives. Dropped on dead-lettering and redrive.
+    pub const ATTEMPTS_BEFORE: &str = "x-queue-attempts-before";
     /// Set by a driver on a delivery it could not fully decode (a foreign writer, broken
     /// headers): what was wrong. The worker dead-letters such a delivery as `malformed`
     /// instead of failing the whole receive. See [`crate::Delivery::malformed`].

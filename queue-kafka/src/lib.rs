@@ -623,8 +623,8 @@ impl Driver for KafkaQueue {
         self.republish(queue, receipt, delay, 1).await
     }
 
-    async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        self.republish(queue, receipt, delay, 0).await
+    async fn give_back(&self, d: &Delivery, delay: Duration) -> Result<()> {
+        self.republish(&d.queue, &d.receipt, delay, 0).await
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, _lease: Duration) -> Result<()> {

@@ -552,8 +552,8 @@ impl Driver for RedisQueue {
         self.requeue(queue, receipt, delay, false).await
     }
 
-    async fn give_back(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
-        self.requeue(queue, receipt, delay, true).await
+    async fn give_back(&self, d: &Delivery, delay: Duration) -> Result<()> {
+        self.requeue(&d.queue, &d.receipt, delay, true).await
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {

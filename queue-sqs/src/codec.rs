@@ -163,9 +163,22 @@ impl SqsQueue {
             .map(from_unix_millis)
             .unwrap_or_else(SystemTime::now);
         let group = sys(MessageSystemAttributeName::MessageGroupId).filter(|g| *g != id);
-        let attempt = sys(MessageSystemAttributeName::ApproximateReceiveCount)
+        let receives: u32 = sys(MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
+        // A copy sent back by a give-back carries the attempts made before it.
+        let mut headers = headers;
+        let before = match headers.remove(queue_core::headers::ATTEMPTS_BEFORE) {
+            None => 0,
+            Some(v) => v.parse::<u32>().unwrap_or_else(|_| {
+                broken = Some(format!(
+                    "{} is not a count: {v:?}",
+                    queue_core::headers::ATTEMPTS_BEFORE
+                ));
+                0
+            }),
+        };
+        let attempt = before.saturating_add(receives);
         let d = Delivery::new(
             queue,
             MessageId::new(id),

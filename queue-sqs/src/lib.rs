@@ -13,12 +13,13 @@
 //! | send | `SendMessageBatch`, up to 10 entries and the queue's `MaximumMessageSize` per request; entries in the `Failed` list that were not the sender's fault are retried (3 tries), the rest are a typed error |
 //! | receive | `ReceiveMessage` with long polling (`WaitTimeSeconds` up to 20, longer waits loop) and up to 10 messages |
 //! | lease | the visibility timeout (`VisibilityTimeout`, whole seconds, at most 12 h) |
-//! | attempt | `ApproximateReceiveCount` |
+//! | attempt | `ApproximateReceiveCount`, plus `x-queue-attempts-before` on a copy returned by a give-back |
 //! | ack | `DeleteMessageBatch` (the worker batches acks), `Failed` entries reported |
 //! | nack with delay | `ChangeMessageVisibility` to the delay (at most 12 h) |
+//! | give back (handler never ran) | standard: a fresh copy with `x-queue-attempts-before` (the attempts so far), then `DeleteMessage`, so neither the attempt nor the receive count grows; FIFO: `ChangeMessageVisibility` (a copy would lose its place in its group), which counts a receive |
 //! | extend | `ChangeMessageVisibility` to the new lease |
 //! | delay | `DelaySeconds` up to 15 minutes; longer delays re-delay: the message carries its due time, and a receiver that sees it early sends it on with another delay of up to 15 minutes and deletes the early copy. Standard queues only: FIFO queues have no per-message delay, so a delayed send is refused |
-//! | DLQ | the core writes dead letters with their reason to `Q-dlq`; the native redrive policy is the safety net for messages whose workers crash before settling them |
+//! | DLQ | the core writes dead letters with their reason to `Q-dlq`; the native redrive policy is the safety net for messages whose workers crash before settling them. Its dead letters carry no reason headers (SQS moves them as they are): a message in `Q-dlq` without `x-queue-dlq-reason` was moved by SQS after `maxReceiveCount` receives that never settled it. The worker refuses a retry policy with more attempts than `maxReceiveCount`, so the native move never pre-empts the worker's |
 //! | ordering | FIFO: the ordering key is the `MessageGroupId` (a message without one gets its own group); standard: none, refused |
 //! | dedup | FIFO: `MessageDeduplicationId` = the dedup id, else the message id (so a retried send is not duplicated); standard: refused |
 //! | headers | one `x-queue-headers` message attribute (JSON), so SQS's limit of 10 attributes never applies; the framework id travels in `x-queue-id` |
@@ -504,6 +505,8 @@ impl Driver for SqsQueue {
             .with_lease(LeaseModel::per_message(true))
             .with_max_lease(Duration::from_secs(MAX_VISIBILITY))
             .with_timer_granularity(Duration::from_secs(1))
+            .with_give_back_keeps_attempt(!fifo)
+            .with_max_receives(Some(self.config.max_receive_count))
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
@@ -634,6 +637,32 @@ impl Driver for SqsQueue {
 
     async fn nack(&self, queue: &str, receipt: &Receipt, delay: Duration) -> Result<()> {
         self.change_visibility(queue, receipt, delay).await
+    }
+
+    /// Standard queues: a fresh copy carrying the attempts made so far
+    /// ([`headers::ATTEMPTS_BEFORE`](queue_core::headers::ATTEMPTS_BEFORE)) is sent, then
+    /// the received one deleted, so neither the attempt count nor the redrive policy's
+    /// receive count grows for a delivery whose handler never ran. (A crash in between
+    /// leaves both: a duplicate, never a loss.) FIFO queues change the visibility instead:
+    /// a copy would lose its place in its group, so there a give-back counts a receive.
+    async fn give_back(&self, d: &Delivery, delay: Duration) -> Result<()> {
+        if self.config.fifo {
+            return self.change_visibility(&d.queue, &d.receipt, delay).await;
+        }
+        let mut headers = d.headers.clone();
+        headers.insert(
+            queue_core::headers::ATTEMPTS_BEFORE.into(),
+            d.attempt.saturating_sub(1).to_string(),
+        );
+        headers.insert(
+            queue_core::headers::FIRST_ENQUEUED_AT.into(),
+            queue_core::unix_millis(d.first_enqueued_at).to_string(),
+        );
+        let mut copy = Message::new(d.payload.clone()).id(d.id.clone());
+        copy.headers = headers;
+        copy.delay = (!delay.is_zero()).then_some(delay);
+        self.send(&d.queue, vec![copy]).await?;
+        self.ack(&d.queue, std::slice::from_ref(&d.receipt)).await
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {

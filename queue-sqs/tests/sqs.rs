@@ -273,3 +273,85 @@ async fn foreign_message_is_dead_lettered_and_the_batch_runs() {
     );
     assert_eq!(&dead[0].payload[..], b"from another writer");
 }
+
+/// On a standard queue a give-back (the handler never ran) sends a fresh copy carrying the
+/// attempts so far: with `maxReceiveCount` 2, a message given back four times is still in
+/// the queue at attempt 1, never moved to the DLQ by SQS, with its headers and first
+/// enqueue time intact; a real failure afterwards counts from there.
+#[tokio::test]
+async fn give_backs_do_not_reach_the_redrive_limit() {
+    let q = common::connect(common::STANDARD).await;
+    let name = unique("giveback");
+    q.create_queue_with(&name, 2).await.unwrap();
+    let id = Backend::new(common::connect(common::STANDARD).await)
+        .queue(name.clone())
+        .producer()
+        .send(Message::new("x").header("trace", "t1"))
+        .await
+        .unwrap();
+    let mut enqueued = None;
+    for round in 1..=4 {
+        let got = q.receive(&name, opts(1, 5, 30)).await.unwrap();
+        assert_eq!(got.len(), 1, "round {round}: want the given-back message");
+        let d = &got[0];
+        assert_eq!(d.id, id, "round {round}: the copy keeps the id");
+        assert_eq!(d.attempt, 1, "round {round}: a give-back costs no attempt");
+        assert_eq!(d.headers.get("trace").map(String::as_str), Some("t1"));
+        assert!(
+            !d.headers.contains_key(queue_core::headers::ATTEMPTS_BEFORE),
+            "the driver's own header is not shown to handlers"
+        );
+        let first = *enqueued.get_or_insert(queue_core::unix_millis(d.first_enqueued_at));
+        assert_eq!(queue_core::unix_millis(d.first_enqueued_at), first);
+        q.give_back(d, Duration::ZERO).await.unwrap();
+    }
+    let got = q.receive(&name, opts(1, 5, 30)).await.unwrap();
+    q.nack(&name, &got[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    let again = q.receive(&name, opts(1, 5, 30)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].attempt, 2,
+        "a nack after the give-backs: attempt 2"
+    );
+    let dead = q
+        .receive(&q.dead_letter_queue(&name), opts(1, 0, 30))
+        .await
+        .unwrap();
+    assert!(
+        dead.is_empty(),
+        "give-backs pushed the message into the DLQ"
+    );
+    q.delete_queue(&name).await.unwrap();
+}
+
+/// A retry policy allowing more attempts than the queue's `maxReceiveCount` is refused:
+/// SQS would move the message to the DLQ (without a reason) before the worker's last
+/// attempt.
+#[tokio::test]
+async fn worker_refuses_more_attempts_than_the_redrive_policy() {
+    let backend = Backend::new(common::connect(common::STANDARD).await);
+    let queue = backend.queue(unique("attempts"));
+    let mut policy = queue_core::RetryPolicy::default();
+    policy.max_attempts = 11;
+    let err = queue
+        .worker()
+        .handle_raw(|_d: Delivery| async { Ok(()) })
+        .retry(policy)
+        .start()
+        .expect_err("11 attempts against maxReceiveCount 10");
+    assert!(
+        matches!(&err, QueueError::InvalidOption(m) if m.contains("maxReceiveCount") && m.contains("11")),
+        "{err}"
+    );
+    policy.max_attempts = 10;
+    let worker = queue
+        .worker()
+        .handle_raw(|_d: Delivery| async { Ok(()) })
+        .retry(policy)
+        .poll_wait(Duration::from_secs(1))
+        .start()
+        .expect("10 attempts fit maxReceiveCount 10");
+    worker.abort();
+}

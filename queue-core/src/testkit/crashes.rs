@@ -148,8 +148,10 @@ pub async fn idempotent_effects(h: &Harness) {
                 .expect("enqueue");
         }
     }
+    // At least 10: a lease that ends before its ack lands (a slow server) redelivers,
+    // and that redelivery is skipped too; what must hold exactly is one effect per key.
     eventually_worker(&w, c.within() * 2, "all 10 messages settled", |r| {
-        r.succeeded + r.duplicates_skipped == 2 * keys
+        r.succeeded + r.duplicates_skipped >= 2 * keys
     })
     .await;
     let report = w.shutdown().await;
@@ -162,5 +164,9 @@ pub async fn idempotent_effects(h: &Harness) {
             effects.get(&i)
         );
     }
-    assert_eq!(report.duplicates_skipped, keys);
+    assert!(
+        report.duplicates_skipped >= keys,
+        "want the {keys} second sends skipped, got {}",
+        report.duplicates_skipped
+    );
 }

@@ -250,7 +250,7 @@ pub async fn give_back_keeps_attempt(h: &Harness) {
     let first = c.collect(&c.q, 1, c.within(), lease).await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt, 1);
-    c.q.give_back(&c.name, &first[0].receipt, Duration::ZERO)
+    c.q.give_back(&first[0], Duration::ZERO)
         .await
         .expect("give_back");
     let again = c.collect(&c.q, 1, c.within(), lease).await;

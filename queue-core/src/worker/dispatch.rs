@@ -216,7 +216,7 @@ pub(super) async fn run_one_inner(
         Claim::Later => {
             // Another worker is running this key: look again after a lease.
             let delay = clamp_delay(&inner.caps, inner.config.lease);
-            if let Err(e) = inner.driver.give_back(&inner.name, &d.receipt, delay).await {
+            if let Err(e) = inner.driver.give_back(d, delay).await {
                 backend_error(inner, "could not defer message", Some(&d.id), &e);
             }
             return false;

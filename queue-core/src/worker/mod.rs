@@ -17,8 +17,10 @@
 //! An *attempt* is a delivery that reached its handler. A delivery given back without
 //! running (the last three rows above, and a per-key successor whose predecessor went
 //! back) costs no attempt on backends that declare
-//! [`Capabilities::give_back_keeps_attempt`] (memory, Redis, Kafka); on SQS the receive
-//! count grows anyway.
+//! [`Capabilities::give_back_keeps_attempt`] (memory, Redis, Kafka, SQS standard queues,
+//! which return a fresh copy carrying its attempt count); on SQS FIFO the receive count
+//! grows anyway (a copy would lose its place in its group), and each give-back there uses
+//! one receive of the margin between `max_attempts` and the queue's `maxReceiveCount`.
 //!
 //! Deliveries with the same ordering key from one receive (an SQS FIFO group, a Kafka
 //! partition) run one after another in receive order; on a per-key backend, a delivery
@@ -366,8 +368,9 @@ impl Worker {
     /// timer step or longer than its [`Capabilities::max_lease`], a poll wait over an
     /// hour, a job timeout of zero or over 30 days, a shutdown grace over a day, a batch
     /// size over the backend's batch limit, an ack linger over 10 s, a retry policy with zero
-    /// attempts, and a batch handler with idempotency (batch handlers do not honour
-    /// idempotency keys).
+    /// attempts or more attempts than the backend's native dead-lettering allows
+    /// ([`Capabilities::max_receives`]), and a batch handler with idempotency (batch
+    /// handlers do not honour idempotency keys).
     pub fn start(self) -> QResult<WorkerHandle> {
         let caps = self.queue.driver().capabilities();
         check_config(&self.config, &caps, matches!(self.mode, Mode::Batch(_)))?;
@@ -389,6 +392,7 @@ impl Worker {
                 }
             }
         }
+        check_native_dlq(&self.config, &self.mode, &caps)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let names: Vec<String> = match &self.mode {
@@ -502,6 +506,38 @@ fn check_config(c: &WorkerConfig, caps: &Capabilities, batch_mode: bool) -> QRes
     }
     if c.retry.max_attempts == 0 {
         return bad("retry policy max_attempts must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// Where the backend dead-letters by itself after a number of receives (SQS's redrive
+/// policy), no retry policy may allow more attempts: the native move would pre-empt the
+/// worker's own dead-lettering, and its dead letters carry no reason. (A per-message
+/// [`headers::MAX_ATTEMPTS`] above the limit cannot be checked here: the native move
+/// applies to it.)
+fn check_native_dlq(c: &WorkerConfig, mode: &Mode, caps: &Capabilities) -> QResult<()> {
+    let (true, Some(limit)) = (caps.native_dlq, caps.max_receives) else {
+        return Ok(());
+    };
+    let mut policies = vec![(
+        "the worker's retry policy".to_string(),
+        c.retry.max_attempts,
+    )];
+    if let Mode::Jobs { jobs, .. } = mode {
+        for (name, reg) in jobs {
+            if let Some(p) = reg.retry {
+                policies.push((format!("job {name}'s retry policy"), p.max_attempts));
+            }
+        }
+    }
+    for (what, attempts) in policies {
+        if attempts > limit {
+            return Err(QueueError::InvalidOption(format!(
+                "{what} allows {attempts} attempts, but this backend moves a message to its \
+                 dead-letter queue by itself after {limit} receives (SQS: the queue's \
+                 maxReceiveCount, `?max_receive_count=`): lower max_attempts or raise the limit"
+            )));
+        }
     }
     Ok(())
 }

@@ -6,11 +6,7 @@ use super::*;
 /// Returns a delivery to the queue at once (shutdown).
 pub(super) async fn give_back(inner: &Inner, d: &Delivery) {
     bump(&inner.counters.returned);
-    if let Err(e) = inner
-        .driver
-        .give_back(&inner.name, &d.receipt, Duration::ZERO)
-        .await
-    {
+    if let Err(e) = inner.driver.give_back(d, Duration::ZERO).await {
         backend_error(
             inner,
             "could not return message; it comes back when its lease ends",
