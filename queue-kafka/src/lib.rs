@@ -29,7 +29,7 @@
 //!
 //! ## URLs
 //!
-//! `kafka://host:port[?bootstrap=h2:p2,h3:p3&group=NAME&partitions=N&replication=N&<librdkafka property>=<value>...]`.
+//! `kafka://host:port[?bootstrap=h2:p2,h3:p3&group=NAME&partitions=N&replication=N&max_delay=15m&<librdkafka property>=<value>...]`.
 //! Topics that `create_queue` creates get `partitions` partitions (default 3, at most
 //! 1000) and `replication` replicas (default 1, for a single broker; use 3 on a
 //! production cluster); an existing topic is used as it is.
@@ -44,7 +44,14 @@
 //! - No deduplication of user dedup ids and no priorities (both refused); the idempotent
 //!   producer only removes the broker-side duplicates of its own retries.
 //! - A due time blocks the rest of its `Q-delay` partition until it is due (one delay topic,
-//!   not one per delay tier), so a long delay can hold back shorter ones behind it.
+//!   not one per delay tier), so a delayed record can wait behind a longer one sent before
+//!   it on the same partition. The driver therefore accepts delays (and retry backoffs) of
+//!   at most `max_delay`, 15 minutes by default, which bounds that hold-back: a delayed
+//!   record is delivered at most `max_delay` after its due time. A longer delay is refused
+//!   with a typed error ([`QueueError::InvalidOption`] from the handle's validation), and a
+//!   longer retry backoff is capped at it, logged. `?max_delay=` raises the bound (up to a
+//!   year) for applications that accept the longer hold-back; per-tier delay topics, which
+//!   would remove it, are not built (each tier is two more topics per queue).
 //! - No purge (refused with a typed error): Kafka cannot drop a topic's unread records for
 //!   one consumer group. No `delete_queue` either (refused): delete the topics `Q`,
 //!   `Q-delay`, `Q-dlq` and `Q-dlq-delay` with the broker's own tools.
@@ -83,6 +90,11 @@ use membership::*;
 use offsets::*;
 
 const BACKEND: &str = "kafka";
+
+/// Default [`KafkaConfig::max_delay`]: SQS's own per-message limit, and a hold-back most
+/// job queues can live with.
+const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Registers the `kafka://` scheme with [`queue_core::connect`].
@@ -108,6 +120,11 @@ pub struct KafkaConfig {
     /// Replication factor of the topics `create_queue` creates (`?replication=`, default
     /// 1: a single-broker setup; use 3 on a production cluster).
     pub replication: i32,
+    /// Longest delay (and retry backoff) accepted (`?max_delay=`, default 15 minutes, 1 s
+    /// to 1 year). All delays of a queue share one delay topic, read in order per
+    /// partition, so a delayed record can be held back behind a longer one sent before it
+    /// on the same partition, by at most this much: the bound is the honest promise.
+    pub max_delay: Duration,
     /// librdkafka properties passed through (SASL, SSL, ...).
     pub properties: Vec<(String, String)>,
 }
@@ -129,6 +146,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("group", &self.group)
             .field("partitions", &self.partitions)
             .field("replication", &self.replication)
+            .field("max_delay", &self.max_delay)
             .field("properties", &props)
             .finish()
     }
@@ -201,6 +219,7 @@ impl KafkaQueue {
             group: "queue-workers".into(),
             partitions: 3,
             replication: 1,
+            max_delay: DEFAULT_MAX_DELAY,
             properties: Vec::new(),
         };
         let mut o = UrlOptions::new(&parsed);
@@ -215,6 +234,9 @@ impl KafkaQueue {
         }
         if let Some(n) = o.integer("replication", 1, 32)? {
             config.replication = n as i32;
+        }
+        if let Some(d) = o.duration_within("max_delay", Duration::from_secs(1), YEAR)? {
+            config.max_delay = d;
         }
         config.properties = o.passthrough("librdkafka properties (names with a dot)", |k| {
             k.contains('.') || k == "debug"
@@ -392,16 +414,15 @@ impl Driver for KafkaQueue {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let year = Duration::from_secs(365 * 24 * 3600);
         Capabilities::baseline()
             .with_max_message_size(1_000_000 - 2048)
             .with_max_batch(500)
-            .with_max_delay(Some(year))
-            .with_max_nack_delay(Some(year))
+            .with_max_delay(Some(self.config.max_delay))
+            .with_max_nack_delay(Some(self.config.max_delay))
             .with_ordering(Ordering::PerPartition)
             .with_lease(LeaseModel::Session)
             .with_give_back_keeps_attempt(true)
-            .with_max_lease(year)
+            .with_max_lease(YEAR)
             .with_timer_granularity(Duration::from_millis(10))
     }
 
@@ -704,5 +725,31 @@ impl Driver for KafkaQueue {
             delayed,
             dead,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `max_delay` bounds how long a delayed record can wait behind a longer one: 15
+    /// minutes unless the URL says otherwise, within 1 s to a year, never clamped.
+    #[tokio::test]
+    async fn max_delay_is_declared_and_bounded() {
+        // Building a client does not contact the broker.
+        let q = KafkaQueue::connect("kafka://127.0.0.1:9092").await.unwrap();
+        let caps = q.capabilities();
+        assert_eq!(caps.max_delay, Some(Duration::from_secs(900)));
+        assert_eq!(caps.max_nack_delay, Some(Duration::from_secs(900)));
+        let q = KafkaQueue::connect("kafka://127.0.0.1:9092?max_delay=2h")
+            .await
+            .unwrap();
+        assert_eq!(q.capabilities().max_delay, Some(Duration::from_secs(7200)));
+        for bad in ["2y", "500ms", "soon"] {
+            let e = KafkaQueue::connect(&format!("kafka://127.0.0.1:9092?max_delay={bad}"))
+                .await
+                .expect_err(bad);
+            assert!(e.to_string().contains("max_delay"), "{bad}: {e}");
+        }
     }
 }
