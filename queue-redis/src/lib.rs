@@ -476,11 +476,8 @@ impl Driver for RedisQueue {
         inv.key(keys.k("seq"));
         inv.arg(&keys.prefix).arg(ms(self.config.dedup_window));
         for m in &batch {
-            let headers =
-                serde_json::to_string(&m.headers).map_err(|e| QueueError::backend(BACKEND, e))?;
             inv.arg(m.id.as_str())
-                .arg(&m.payload[..])
-                .arg(headers)
+                .arg(encode_body(m)?)
                 .arg(ms(m.delay.unwrap_or_default()))
                 .arg(m.dedup_id.as_deref().unwrap_or(""));
         }
@@ -592,6 +589,57 @@ impl Driver for RedisQueue {
     }
 }
 
+/// The part of a stored message the client writes: `<n>:<id><k>:<headers JSON><payload>`
+/// (the send script puts `<enqueue ms>:` in front).
+fn encode_body(m: &Message) -> Result<Vec<u8>> {
+    let headers = if m.headers.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&m.headers).map_err(|e| QueueError::backend(BACKEND, e))?
+    };
+    let id = m.id.as_str();
+    let mut b = Vec::with_capacity(id.len() + headers.len() + m.payload.len() + 24);
+    b.extend_from_slice(format!("{}:", id.len()).as_bytes());
+    b.extend_from_slice(id.as_bytes());
+    b.extend_from_slice(format!("{}:", headers.len()).as_bytes());
+    b.extend_from_slice(headers.as_bytes());
+    b.extend_from_slice(&m.payload);
+    Ok(b)
+}
+
+/// A stored message, split: enqueue ms, id, headers JSON, and where the payload starts.
+struct Parts<'a> {
+    enqueued: u64,
+    id: &'a [u8],
+    headers: &'a [u8],
+    payload_at: usize,
+}
+
+/// Splits `<t>:<n>:<id><k>:<headers><payload>`; `None` when the value is not in that form
+/// (another writer's).
+fn split_stored(v: &[u8]) -> Option<Parts<'_>> {
+    fn number(v: &[u8], at: usize) -> Option<(u64, usize)> {
+        let end = at + v.get(at..)?.iter().take(20).position(|b| *b == b':')?;
+        let n = std::str::from_utf8(&v[at..end]).ok()?.parse().ok()?;
+        Some((n, end + 1))
+    }
+    fn take(v: &[u8], at: usize, n: u64) -> Option<(&[u8], usize)> {
+        let end = at.checked_add(usize::try_from(n).ok()?)?;
+        Some((v.get(at..end)?, end))
+    }
+    let (enqueued, at) = number(v, 0)?;
+    let (n, at) = number(v, at)?;
+    let (id, at) = take(v, at, n)?;
+    let (k, at) = number(v, at)?;
+    let (headers, payload_at) = take(v, at, k)?;
+    Some(Parts {
+        enqueued,
+        id,
+        headers,
+        payload_at,
+    })
+}
+
 /// Decodes the RECEIVE script's reply.
 fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, Vec<Delivery>)> {
     let bad = || QueueError::backend(BACKEND, "unexpected reply from the receive script");
@@ -605,45 +653,51 @@ fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, Vec<Deliver
         .and_then(|v| redis::from_redis_value(v).ok())
         .ok_or_else(bad)?;
     let mut rest: Vec<Value> = it.collect();
-    let mut out = Vec::with_capacity(rest.len() / 7);
-    for f in rest.chunks_mut(7) {
-        let [s, g, a, id, p, h, t] = f else {
+    let mut out = Vec::with_capacity(rest.len() / 4);
+    for f in rest.chunks_mut(4) {
+        let [s, g, a, body] = f else {
             return Err(bad());
         };
         let text = |v: &Value| redis::from_redis_value::<String>(v.clone()).map_err(|_| bad());
-        // The receipt must parse (the script wrote it); everything else came from the
-        // writer of the message, maybe not this driver: what does not decode marks the
-        // delivery malformed instead of failing the whole receive.
+        // The receipt and attempt must parse (the script wrote them); the message itself
+        // came from its writer, maybe not this driver: what does not decode marks the
+        // delivery malformed (with the whole stored value as its payload, for the DLQ)
+        // instead of failing the whole receive.
         let receipt = receipt(format!("{}.{}", text(s)?, text(g)?));
         let attempt: u32 = text(a)?.parse().map_err(|_| bad())?;
+        // The value moves out of the reply: the payload is a slice of it, not a copy.
+        let value = match std::mem::replace(body, Value::Nil) {
+            Value::BulkString(b) => b,
+            _ => return Err(bad()),
+        };
         let mut broken = Vec::new();
-        let id = text(id).unwrap_or_else(|_| {
-            broken.push("id is not text");
-            format!("redis-{}", receipt_str(&receipt))
-        });
-        let headers: Headers = match text(h).map(|h| serde_json::from_str(&h)) {
-            Ok(Ok(h)) => h,
-            _ => {
-                broken.push("headers are not a JSON object of strings");
-                Headers::new()
+        let (id, headers, enqueued, payload_at) = match split_stored(&value) {
+            Some(p) => {
+                let id = String::from_utf8(p.id.to_vec()).unwrap_or_else(|_| {
+                    broken.push("id is not UTF-8");
+                    format!("redis-{}", receipt_str(&receipt))
+                });
+                let headers: Headers = if p.headers.is_empty() {
+                    Headers::new()
+                } else {
+                    serde_json::from_slice(p.headers).unwrap_or_else(|_| {
+                        broken.push("headers are not a JSON object of strings");
+                        Headers::new()
+                    })
+                };
+                (id, headers, from_unix_millis(p.enqueued), p.payload_at)
+            }
+            None => {
+                broken.push("not a message this driver wrote (<t>:<n>:<id><k>:<headers><payload>)");
+                (
+                    format!("redis-{}", receipt_str(&receipt)),
+                    Headers::new(),
+                    SystemTime::now(),
+                    0,
+                )
             }
         };
-        let enqueued = text(t)
-            .ok()
-            .and_then(|t| t.parse::<u64>().ok())
-            .map(from_unix_millis)
-            .unwrap_or_else(|| {
-                broken.push("enqueue time is not a number");
-                SystemTime::now()
-            });
-        // The payload moves out of the reply: no copy.
-        let payload = match std::mem::replace(p, Value::Nil) {
-            Value::BulkString(b) => b,
-            other => redis::from_redis_value::<Vec<u8>>(other).unwrap_or_else(|_| {
-                broken.push("payload is not a string");
-                Vec::new()
-            }),
-        };
+        let payload = queue_core::driver::Bytes::from(value).slice(payload_at..);
         let mut d = Delivery::new(queue, MessageId::new(id), payload, receipt)
             .with_first_enqueued_at(first_enqueued(&headers, enqueued))
             .with_headers(headers)

@@ -4,8 +4,16 @@
 //! Keys of queue `Q` (prefix `q:{Q}:`): `meta` (exists once created), `seq` (id counter),
 //! `ready` (LIST of seqs, LPUSH in, RPOP out), `delayed` (ZSET seq → due ms), `leased`
 //! (ZSET seq → lease deadline ms), `wake` (LIST of tokens that blocked receivers BLPOP),
-//! `m:<seq>` (HASH: id, p payload, h headers JSON, t enqueued ms, a attempts, g lease
-//! generation), `dedup:<id>` (STRING with TTL).
+//! `m:<seq>` (STRING: the message, see below), `att` (HASH seq → attempts so far, absent
+//! = 0), `gen` (HASH seq → lease generation, absent = 0), `dedup:<id>` (STRING with TTL).
+//!
+//! A message is one STRING, `<t>:<n>:<id><k>:<headers JSON><payload>`: the enqueue time
+//! (server ms, written by SEND), then the id and the headers each after its byte length,
+//! then the payload to the end. One value per message lets every script read and write
+//! the messages of a whole batch with one `MGET`, `MSET` or `DEL`: a `redis.call` from
+//! Lua costs a few microseconds of its own, and one per message per step was most of the
+//! server's time (see docs/benchmarks.md). Attempt counts and generations live in the two
+//! per-queue hashes for the same reason (one `HMGET`/`HSET` per batch).
 
 use redis::Script;
 use std::sync::LazyLock;
@@ -24,7 +32,7 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 10
 if #expired > 0 then
   redis.call('RPUSH', KEYS[2], unpack(expired))
   redis.call('ZREM', KEYS[4], unpack(expired))
-  for _, s in ipairs(expired) do redis.call('HINCRBY', prefix .. 'm:' .. s, 'g', 1) end
+  for _, s in ipairs(expired) do redis.call('HINCRBY', prefix .. 'gen', s, 1) end
 end
 "#;
 
@@ -53,12 +61,11 @@ end
 "#;
 
 /// KEYS: meta ready delayed leased wake seq. ARGV: prefix, dedup window ms, then per
-/// message: id, payload, headers, delay ms, dedup id. Returns the ids (a duplicate returns
-/// the id it first went with).
+/// message: id, body (`<n>:<id><k>:<headers><payload>`), delay ms, dedup id. Returns the
+/// ids (a duplicate returns the id it first went with).
 ///
-/// Per message it makes one `HSET` (plus the dedup `SET` when there is a dedup id); the
-/// seq counter, the ready LIST, the delayed ZSET and the wake tokens take one call per
-/// batch each. Lua's per-call overhead, not the commands, was most of Redis's time.
+/// One `MSET` of every new message, one `INCRBY`, `LPUSH` (or `ZADD` to `delayed`) and
+/// wake-token push per batch; per message only the dedup `SET`, when it has a dedup id.
 pub static SEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
@@ -67,11 +74,12 @@ local window = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 {WAKE}
-local count = (#ARGV - 2) / 5
+local count = (#ARGV - 2) / 4
 local seq = redis.call('INCRBY', KEYS[6], count) - count
-local out, ready, delayed = {{}}, {{}}, {{}}
-for b = 3, #ARGV, 5 do
-  local id, dd, delay = ARGV[b], ARGV[b + 4], tonumber(ARGV[b + 3])
+local out, ready, delayed, kv = {{}}, {{}}, {{}}, {{}}
+local stamp = string.format('%d', now) .. ':'
+for b = 3, #ARGV, 4 do
+  local id, dd, delay = ARGV[b], ARGV[b + 3], tonumber(ARGV[b + 2])
   local first = false
   if dd ~= '' then
     first = redis.call('SET', prefix .. 'dedup:' .. dd, id, 'NX', 'PX', window, 'GET')
@@ -81,7 +89,8 @@ for b = 3, #ARGV, 5 do
   else
     seq = seq + 1
     local s = string.format('%d', seq)
-    redis.call('HSET', prefix .. 'm:' .. s, 'id', id, 'p', ARGV[b + 1], 'h', ARGV[b + 2], 't', now, 'a', 0, 'g', 0)
+    table.insert(kv, prefix .. 'm:' .. s)
+    table.insert(kv, stamp .. ARGV[b + 1])
     if delay > 0 then
       table.insert(delayed, now + delay)
       table.insert(delayed, s)
@@ -91,6 +100,7 @@ for b = 3, #ARGV, 5 do
     table.insert(out, id)
   end
 end
+if #kv > 0 then redis.call('MSET', unpack(kv)) end
 if #ready > 0 then
   redis.call('LPUSH', KEYS[2], unpack(ready))
   wake(#ready)
@@ -102,10 +112,10 @@ return out
 });
 
 /// KEYS: meta ready delayed leased. ARGV: prefix, max, lease ms. Returns
-/// `[server now, next wake or -1, then per delivery: seq, g, a, id, payload, headers, t]`.
+/// `[server now, next wake or -1, then per delivery: seq, generation, attempt, message]`.
 ///
-/// One `RPOP key max` and one `ZADD` of every lease per call; per message one `HMGET` and
-/// one `HSET` of the new attempt count and lease generation.
+/// One `RPOP key max`, one `MGET` of the messages, one `HMGET` and one `HSET` each of the
+/// attempt counts and generations, and one `ZADD` of the leases per call.
 pub static RECEIVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
@@ -115,19 +125,32 @@ local lease = tonumber(ARGV[3])
 local out = {{now, -1}}
 local seqs = redis.call('RPOP', KEYS[2], tonumber(ARGV[2]))
 if seqs then
-  local leases = {{}}
-  for _, s in ipairs(seqs) do
-    local mk = prefix .. 'm:' .. s
-    local f = redis.call('HMGET', mk, 'id', 'p', 'h', 't', 'a', 'g')
-    if f[1] then
-      local a, g = tonumber(f[5]) + 1, tonumber(f[6]) + 1
-      redis.call('HSET', mk, 'a', a, 'g', g)
+  local mk = {{}}
+  for i, s in ipairs(seqs) do mk[i] = prefix .. 'm:' .. s end
+  local bodies = redis.call('MGET', unpack(mk))
+  local atts = redis.call('HMGET', prefix .. 'att', unpack(seqs))
+  local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
+  local leases, newa, newg = {{}}, {{}}, {{}}
+  for i, s in ipairs(seqs) do
+    if bodies[i] then
+      local a, g = (tonumber(atts[i]) or 0) + 1, (tonumber(gens[i]) or 0) + 1
+      table.insert(newa, s)
+      table.insert(newa, a)
+      table.insert(newg, s)
+      table.insert(newg, g)
       table.insert(leases, now + lease)
       table.insert(leases, s)
-      for _, v in ipairs({{s, g, a, f[1], f[2], f[3], f[4]}}) do table.insert(out, v) end
+      table.insert(out, s)
+      table.insert(out, g)
+      table.insert(out, a)
+      table.insert(out, bodies[i])
     end
   end
-  if #leases > 0 then redis.call('ZADD', KEYS[4], unpack(leases)) end
+  if #leases > 0 then
+    redis.call('HSET', prefix .. 'att', unpack(newa))
+    redis.call('HSET', prefix .. 'gen', unpack(newg))
+    redis.call('ZADD', KEYS[4], unpack(leases))
+  end
 end
 local nd = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local nl = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
@@ -142,7 +165,8 @@ return out
 
 /// KEYS: meta leased. ARGV: prefix, then pairs seq, generation. Returns the 0-based
 /// indexes of receipts that were stale (lease ended, generation moved on, already acked,
-/// or named twice in one call).
+/// or named twice in one call). One `ZMSCORE`, one `HMGET` and one each of `ZREM`, `DEL`
+/// and `HDEL` per call, whatever the batch size.
 pub static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
@@ -152,14 +176,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seqs = {{}}
 for i = 2, #ARGV, 2 do table.insert(seqs, ARGV[i]) end
 local scores = redis.call('ZMSCORE', KEYS[2], unpack(seqs))
+local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
 local stale, done, keys, seen = {{}}, {{}}, {{}}, {{}}
 for j, s in ipairs(seqs) do
-  local mk = prefix .. 'm:' .. s
   local sc = scores[j]
-  if not seen[s] and sc and tonumber(sc) > now and redis.call('HGET', mk, 'g') == ARGV[2 * j + 1] then
+  if not seen[s] and sc and tonumber(sc) > now and gens[j] == ARGV[2 * j + 1] then
     seen[s] = true
     table.insert(done, s)
-    table.insert(keys, mk)
+    table.insert(keys, prefix .. 'm:' .. s)
   else
     table.insert(stale, j - 1)
   end
@@ -167,6 +191,8 @@ end
 if #done > 0 then
   redis.call('ZREM', KEYS[2], unpack(done))
   redis.call('DEL', unpack(keys))
+  redis.call('HDEL', prefix .. 'att', unpack(done))
+  redis.call('HDEL', prefix .. 'gen', unpack(done))
 end
 return stale
 "#
@@ -181,12 +207,11 @@ pub static NACK: LazyLock<Script> = LazyLock::new(|| {
         r#"{KNOWN}
 local prefix = ARGV[1]
 {WAKE}
-local mk = prefix .. 'm:' .. ARGV[2]
 {NOW}
-if redis.call('HGET', mk, 'g') ~= ARGV[3] or not current(KEYS[4], ARGV[2]) then return 0 end
+if redis.call('HGET', prefix .. 'gen', ARGV[2]) ~= ARGV[3] or not current(KEYS[4], ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[4], ARGV[2])
-redis.call('HINCRBY', mk, 'g', 1)
-if ARGV[5] == '1' then redis.call('HINCRBY', mk, 'a', -1) end
+redis.call('HINCRBY', prefix .. 'gen', ARGV[2], 1)
+if ARGV[5] == '1' then redis.call('HINCRBY', prefix .. 'att', ARGV[2], -1) end
 local delay = tonumber(ARGV[4])
 if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[2])
@@ -203,9 +228,8 @@ return 1
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
-local mk = ARGV[1] .. 'm:' .. ARGV[2]
 {NOW}
-if redis.call('HGET', mk, 'g') ~= ARGV[3] or not current(KEYS[2], ARGV[2]) then return 0 end
+if redis.call('HGET', ARGV[1] .. 'gen', ARGV[2]) ~= ARGV[3] or not current(KEYS[2], ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[4]), ARGV[2])
 return 1
 "#
@@ -229,7 +253,7 @@ end
 drop(redis.call('LRANGE', KEYS[2], 0, -1))
 drop(redis.call('ZRANGE', KEYS[3], 0, -1))
 drop(redis.call('ZRANGE', KEYS[4], 0, -1))
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], prefix .. 'att', prefix .. 'gen')
 if ARGV[2] == 'delete' then
   redis.call('DEL', KEYS[1], KEYS[5], KEYS[6])
 end

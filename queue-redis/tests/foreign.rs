@@ -20,41 +20,32 @@ async fn foreign_message_is_dead_lettered_and_the_batch_runs() {
     let q = common::connect(url).await;
     let name = unique("foreign");
     q.create_queue(&name).await.unwrap();
-    // A raw writer: a message hash whose headers are not JSON, pushed on the ready list
-    // beside a good job.
+    // A raw writer: one stored message whose headers are not JSON, and one value that
+    // is not in this driver's layout at all, pushed on the ready list beside a good job.
     let client = redis::Client::open(url).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let prefix = format!("q:{{{name}}}:");
-    let seq: u64 = redis::cmd("INCR")
-        .arg(format!("{prefix}seq"))
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let () = redis::cmd("HSET")
-        .arg(format!("{prefix}m:{seq}"))
-        .arg(&[
-            "id",
-            "foreign-1",
-            "p",
-            "\u{0}\u{1}binary",
-            "h",
-            "{not json",
-            "t",
-            "x",
-            "a",
-            "0",
-            "g",
-            "0",
-        ])
-        .query_async(&mut raw)
-        .await
-        .unwrap();
-    let () = redis::cmd("LPUSH")
-        .arg(format!("{prefix}ready"))
-        .arg(seq)
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let mut bad_headers = b"1700000000000:9:foreign-110:{not json}".to_vec();
+    bad_headers.extend_from_slice("\u{0}\u{1}binary".as_bytes());
+    for value in [bad_headers, b"\xff\xfegarbage".to_vec()] {
+        let seq: u64 = redis::cmd("INCR")
+            .arg(format!("{prefix}seq"))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let () = redis::cmd("SET")
+            .arg(format!("{prefix}m:{seq}"))
+            .arg(value)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let () = redis::cmd("LPUSH")
+            .arg(format!("{prefix}ready"))
+            .arg(seq)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
     let backend = Backend::new(q);
     let queue = backend.queue(name.clone());
     queue.enqueue(&Ping(1)).await.unwrap();
@@ -66,10 +57,10 @@ async fn foreign_message_is_dead_lettered_and_the_batch_runs() {
         .unwrap();
     eventually(
         Duration::from_secs(20),
-        "one success and one dead letter",
+        "one success and two dead letters",
         || {
             let r = w.report();
-            r.succeeded == 1 && r.dead_lettered == 1
+            r.succeeded == 1 && r.dead_lettered == 2
         },
     )
     .await;
@@ -83,17 +74,33 @@ async fn foreign_message_is_dead_lettered_and_the_batch_runs() {
         )
         .await
         .unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].id.as_str(), "foreign-1");
-    assert_eq!(
-        dead[0].headers.get(headers::DLQ_REASON).map(String::as_str),
-        Some("malformed")
-    );
-    let error = &dead[0].headers[headers::DLQ_ERROR];
+    assert_eq!(dead.len(), 2);
+    for d in &dead {
+        assert_eq!(
+            d.headers.get(headers::DLQ_REASON).map(String::as_str),
+            Some("malformed")
+        );
+    }
+    let named = dead
+        .iter()
+        .find(|d| d.id.as_str() == "foreign-1")
+        .expect("the message with a readable id keeps it");
+    let error = &named.headers[headers::DLQ_ERROR];
     assert!(error.contains("headers are not a JSON object"), "{error}");
     assert_eq!(
-        &dead[0].payload[..],
+        &named.payload[..],
         "\u{0}\u{1}binary".as_bytes(),
         "payload kept"
+    );
+    let garbage = dead
+        .iter()
+        .find(|d| d.id.as_str() != "foreign-1")
+        .expect("the unreadable value");
+    let error = &garbage.headers[headers::DLQ_ERROR];
+    assert!(error.contains("not a message this driver wrote"), "{error}");
+    assert_eq!(
+        &garbage.payload[..],
+        b"\xff\xfegarbage",
+        "the whole stored value kept for inspection"
     );
 }
