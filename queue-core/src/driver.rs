@@ -668,6 +668,8 @@ pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Resu
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn moved_copies_drop_the_carried_attempt_count() {
         let d = Delivery::new("q", MessageId::new("m1"), "x", receipt("r"))
