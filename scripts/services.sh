@@ -127,10 +127,13 @@ tansu_up() {
   wait_for "tansu (kafka) $TANSU_PORT" 60 port_open $TANSU_PORT
 }
 
-# Tools the tests use: cargo-public-api (crates.io) for the public-API snapshot check; it
+# Tools the tests use: cargo-fuzz for scripts/fuzz.sh, and cargo-public-api (crates.io) for
+# the public-API snapshot check; it
 # reads the nightly toolchain's rustdoc JSON (format 57: public-api 0.52.0 matches the
 # machine's nightly). An installed binary is reused.
 PUBLIC_API_VERSION=0.52.0
+# cargo-fuzz (crates.io) runs the fuzz targets in fuzz/ on the nightly toolchain.
+CARGO_FUZZ_VERSION=0.13.1
 tools_up() {
   if ! cargo +nightly --version >/dev/null 2>&1; then
     die "the nightly toolchain is missing (the public-API check builds rustdoc JSON with it)"
@@ -142,6 +145,13 @@ tools_up() {
       || die "cargo install cargo-public-api failed: $(tail -5 "$STATE/public-api-install.log")"
   fi
   log "cargo-public-api $PUBLIC_API_VERSION is installed"
+  if ! cargo +nightly fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    log "building cargo-fuzz $CARGO_FUZZ_VERSION from crates.io (about two minutes)"
+    cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" \
+      >"$STATE/cargo-fuzz-install.log" 2>&1 \
+      || die "cargo install cargo-fuzz failed: $(tail -5 "$STATE/cargo-fuzz-install.log")"
+  fi
+  log "cargo-fuzz $CARGO_FUZZ_VERSION is installed"
 }
 
 status() {

@@ -27,6 +27,8 @@ run cargo test --workspace $FEATURES --all-targets --exclude queue-kafka --no-fa
 run cargo test -p queue-kafka --all-targets --no-fail-fast "$@" -- --test-threads=1
 # The committed snapshot of queue-core's public API.
 run "$ROOT/scripts/public-api.sh"
+# The fuzz targets, 20 seconds each (scripts/fuzz.sh --runs N for a long run).
+run "$ROOT/scripts/fuzz.sh"
 # One closing line for the whole run.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "all tests: %d passed, %d failed\n", p, f }' "$LOG"

@@ -767,3 +767,32 @@ impl IdempotencyStore for RedisIdempotency {
             .map_err(map_err)
     }
 }
+
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): the decode paths of
+/// what a Redis server or another writer hands this driver. Not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Decodes `value` as a stored message inside a RECEIVE reply. Any bytes must give one
+    /// delivery (malformed where they do not decode), never an error or a panic.
+    pub fn decode_stored(value: &[u8]) -> Delivery {
+        let reply = vec![
+            Value::Int(1_700_000_000_000),
+            Value::Int(-1),
+            Value::BulkString(b"7".to_vec()),
+            Value::Int(1),
+            Value::Int(1),
+            Value::BulkString(value.to_vec()),
+        ];
+        let (_, _, mut out) = decode_receive("fuzz", reply).expect("a well-formed reply decodes");
+        assert_eq!(out.len(), 1, "one delivery per stored message");
+        out.remove(0)
+    }
+
+    /// Parses `text` as a receipt: `Ok` only for `<seq>.<generation>`.
+    pub fn parse_receipt_text(text: &str) -> bool {
+        parse_receipt(&receipt(text.to_string())).is_ok()
+    }
+}
