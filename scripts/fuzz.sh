@@ -2,7 +2,8 @@
 # Runs the cargo-fuzz targets in fuzz/ (nightly toolchain; cargo-fuzz is installed by
 # scripts/services.sh). Each target runs for SECONDS (default 20) or, with --runs N, for N
 # executions; a crash stops with its input saved under fuzz/artifacts/<target>/ and a
-# non-zero exit. Corpora live in fuzz/corpus/<target>/ (not committed).
+# non-zero exit. Corpora live in fuzz/corpus/<target>/ (not committed); fuzz/seeds/<target>/
+# holds committed inputs that once failed, replayed by every run.
 #
 #   scripts/fuzz.sh                 # every target, 20 s each (the CI-sized run)
 #   scripts/fuzz.sh --runs 10000000 # every target, 10 million executions each
@@ -24,10 +25,10 @@ fi
 failed=0
 passed=0
 for t in "${targets[@]}"; do
-  mkdir -p "fuzz/corpus/$t"
+  mkdir -p "fuzz/corpus/$t" "fuzz/seeds/$t"
   echo "fuzz: $t (${limit[*]})"
   # -rss_limit_mb: an input that makes a decoder allocate without bound is a failure.
-  cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- "${limit[@]}" -rss_limit_mb=1024 2>&1 \
+  cargo +nightly fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- "${limit[@]}" -rss_limit_mb=1024 2>&1 \
     | grep -E "^(#[0-9]+ +DONE|Done|==[0-9]+==|SUMMARY|ERROR|.*panicked|.*Crash|.*deadly)"
   st=${PIPESTATUS[0]}
   if [ "$st" -ne 0 ]; then

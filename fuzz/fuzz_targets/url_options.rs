@@ -12,15 +12,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // A URL with a password comes back with the password replaced (parsed again, not
+    // searched as text: the same characters may also appear in the path or query).
     let redacted = queue_core::redact(text);
     if let Ok(url) = url::Url::parse(text) {
-        if let Some(pw) = url.password() {
-            if pw.len() > 3 && pw != "***" {
-                assert!(
-                    !redacted.contains(&format!(":{pw}@")),
-                    "password kept: {redacted}"
-                );
-            }
+        if url.password().is_some() {
+            let again = url::Url::parse(&redacted).expect("a redacted URL still parses");
+            assert_eq!(again.password(), Some("***"), "password kept: {redacted}");
         }
     }
     for base in ["redis://h:1/?", "sqs://us-east-1?", "kafka://h:9092?"] {
