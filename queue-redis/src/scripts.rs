@@ -175,6 +175,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seqs = {{}}
 for i = 2, #ARGV, 2 do table.insert(seqs, ARGV[i]) end
+if #seqs == 0 then return {{}} end
 local scores = redis.call('ZMSCORE', KEYS[2], unpack(seqs))
 local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
 local stale, done, keys, seen = {{}}, {{}}, {{}}, {{}}

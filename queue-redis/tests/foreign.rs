@@ -104,3 +104,19 @@ async fn foreign_message_is_dead_lettered_and_the_batch_runs() {
         "the whole stored value kept for inspection"
     );
 }
+
+/// An ack of no receipts is a no-op on a queue that exists and `UnknownQueue` on one that
+/// does not (Redis refuses commands with no members, so the script must not send them).
+#[tokio::test]
+async fn empty_ack_is_a_no_op() {
+    let q = common::connect("redis://127.0.0.1:6379").await;
+    let name = unique("empty-ack");
+    q.create_queue(&name).await.unwrap();
+    q.ack(&name, &[]).await.expect("acking nothing succeeds");
+    q.delete_queue(&name).await.unwrap();
+    let err = q.ack(&name, &[]).await.expect_err("unknown queue");
+    assert!(
+        matches!(err, queue_core::QueueError::UnknownQueue(_)),
+        "{err:?}"
+    );
+}
