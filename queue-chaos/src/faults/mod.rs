@@ -1,0 +1,4 @@
+//! The fault kinds, one module each.
+
+pub mod crash;
+pub mod restart;
