@@ -24,6 +24,7 @@ mod faults;
 mod ledger;
 mod report;
 mod run;
+mod proxy;
 mod servers;
 mod worker;
 
@@ -102,6 +103,21 @@ enum Cmd {
         /// Seconds the broker stays down.
         #[arg(long, default_value_t = 3.0)]
         down: f64,
+    },
+    /// Network faults through a fault proxy: latency, resets, a blackhole, a slow close.
+    Network {
+        /// Backends: redis, sqs, kafka (its own tansu, advertising the proxy).
+        #[arg(long, value_delimiter = ',', default_value = "redis,sqs,kafka")]
+        backends: Vec<String>,
+        /// Jobs per run (default: redis 30000, sqs 2000, kafka 5000).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Seconds of healthy traffic before, between and after the faults.
+        #[arg(long, default_value_t = 5.0)]
+        gap: f64,
+        /// Seconds the latency and the blackhole last.
+        #[arg(long, default_value_t = 6.0)]
+        fault: f64,
     },
     /// (internal) One worker process.
     #[command(hide = true)]
@@ -192,6 +208,7 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                     jobs: jobs.unwrap_or(default_jobs),
                     send_over: interval * (*kills as u32),
                     drain_timeout: Duration::from_secs(180),
+                    recovery_limit: None,
                 };
                 let r = faults::crash::crash(plan, *kills, interval).await?;
                 eprintln!("{}", report::table(std::slice::from_ref(&r)));
@@ -219,6 +236,28 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                     work_ms: 5,
                 };
                 let r = faults::restart::restart(broker, sizes).await?;
+                eprintln!("{}", report::table(std::slice::from_ref(&r)));
+                reports.push(r);
+            }
+        }
+        Cmd::Network {
+            backends,
+            jobs,
+            gap,
+            fault,
+        } => {
+            for b in backends {
+                let url = backend_url(&cli, b)?;
+                let sizes = faults::network::Sizes {
+                    jobs: jobs.unwrap_or(match b.as_str() {
+                        "redis" => 30_000,
+                        "sqs" => 2_000,
+                        _ => 5_000,
+                    }),
+                    gap: secs(*gap, "--gap")?,
+                    fault: secs(*fault, "--fault")?,
+                };
+                let r = faults::network::network(b, &url, sizes).await?;
                 eprintln!("{}", report::table(std::slice::from_ref(&r)));
                 reports.push(r);
             }

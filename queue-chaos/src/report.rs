@@ -27,9 +27,14 @@ pub struct Report {
     pub extra: u64,
     /// Worker processes SIGKILLed.
     pub kills: u64,
+    /// Backend calls that failed in the workers (receive, ack, extend...), as their
+    /// reports counted them; each was also logged.
+    pub worker_errors: u64,
     /// Seconds from a fault's end until processing ran at half its earlier rate again
     /// (the slowest fault of the run).
     pub recovery_s: f64,
+    /// The most recovery may take for the run to pass, where the fault sets one.
+    pub recovery_limit: Option<f64>,
     /// The whole run, in seconds.
     pub seconds: f64,
     /// Anything worth a look: lost ids, dead-letter reasons, workers that exited by
@@ -40,19 +45,21 @@ pub struct Report {
 impl Report {
     /// Whether the run kept the promise: nothing lost, no worker died by itself.
     pub fn passed(&self) -> bool {
-        self.lost == 0 && !self.notes.iter().any(|n| n.starts_with("worker exited"))
+        self.lost == 0
+            && self.recovery_limit.is_none_or(|l| self.recovery_s <= l)
+            && !self.notes.iter().any(|n| n.starts_with("worker exited"))
     }
 }
 
 /// The reports as a Markdown table.
 pub fn table(reports: &[Report]) -> String {
     let mut s = String::from(
-        "| backend | fault | kills | sent | send errors | processed | dead-lettered | lost | duplicated | recovery | run |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| backend | fault | kills | sent | send errors | processed | dead-lettered | lost | duplicated | worker errors | recovery | run |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {:.0} s | {:.0} s |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {:.0} s | {:.0} s |\n",
             r.backend,
             r.fault,
             r.kills,
@@ -62,6 +69,7 @@ pub fn table(reports: &[Report]) -> String {
             r.dead_lettered,
             r.lost,
             r.duplicated,
+            r.worker_errors,
             r.recovery_s,
             r.seconds
         ));

@@ -32,6 +32,8 @@ pub struct Plan {
     pub send_over: Duration,
     /// After the last send, how long every accepted job may take to be processed.
     pub drain_timeout: Duration,
+    /// The run fails when recovery took longer (seconds).
+    pub recovery_limit: Option<f64>,
 }
 
 /// A fault the schedule caused: from `start` to `end` (Unix ms; equal for an instant fault
@@ -99,6 +101,7 @@ where
     tokio::time::sleep(Duration::from_secs(1)).await;
     ledger.refresh().map_err(|e| e.to_string())?;
     let kills = workers.kills;
+    let errors = worker_errors(&dir);
     workers.stop().await;
 
     let missing: Vec<&String> = sent
@@ -139,10 +142,25 @@ where
         duplicated: ledger.repeats(),
         extra: extra as u64,
         kills: kills as u64,
+        worker_errors: errors,
+        recovery_limit: plan.recovery_limit,
         recovery_s: recovery(&ledger.per_second, &windows),
         seconds: began.elapsed().as_secs_f64(),
         notes,
     })
+}
+
+/// The backend errors every worker process counted (its last figure).
+fn worker_errors(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("errors"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|s| s.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// Connects, retrying for up to 30 s (a server the harness just started may not answer yet).

@@ -110,8 +110,12 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
     let handle = w.start().map_err(|e| format!("start: {e}"))?;
     println!("ready");
     let mut last = None;
+    let stats = args.ledger.with_extension("errors");
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        // The backend errors this process met so far, for the harness to add up (it reads
+        // the last figure even of a process it killed).
+        let _ = std::fs::write(&stats, handle.report().backend_errors.to_string());
         let err = handle.last_error();
         if err.is_some() && err != last {
             eprintln!("worker error: {}", err.as_deref().unwrap_or(""));

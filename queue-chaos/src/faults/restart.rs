@@ -112,6 +112,7 @@ pub async fn restart(broker: Broker, sizes: Sizes) -> Result<Report, String> {
         jobs: sizes.jobs,
         send_over: sizes.interval * (sizes.restarts as u32 + 1),
         drain_timeout: Duration::from_secs(180),
+        recovery_limit: None,
     };
     let s2 = servers.clone();
     let report = run(plan, move |ctx: Ctx| async move {
