@@ -32,9 +32,12 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
             t.joined = true;
-            if t.idle && tpl.count() > 0 {
-                // Assigned while idle: keep fetching off until someone receives.
-                let _ = c.pause(tpl);
+            if tpl.count() > 0 {
+                // librdkafka keeps a partition's pause across a revoke and a later assign,
+                // so every assignment sets it explicitly: paused while idle (fetching off
+                // until someone receives), resumed otherwise. A partition paused in an
+                // earlier idle spell would otherwise stay paused for good.
+                let _ = if t.idle { c.pause(tpl) } else { c.resume(tpl) };
             }
         }
     }

@@ -85,3 +85,86 @@ async fn one_consumer_leaves_mid_run() {
         key_order(&log, k, per_key);
     }
 }
+
+/// librdkafka keeps a partition's pause across a revoke and a later assign. A consumer that
+/// went idle (every partition paused), lost partitions in a rebalance, and got them back
+/// while it was receiving used to leave them paused for good: their messages were never
+/// delivered. Found by queue-chaos's worker-crash run (jobs stuck after three kills).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_paused_while_idle_flow_when_assigned_again() {
+    let name = unique("repause");
+    let a: Arc<dyn Driver> = Arc::new(common::connect(common::URL).await);
+    a.create_queue(&name).await.unwrap();
+    let opts =
+        queue_core::ReceiveOptions::new(10, Duration::from_millis(500), Duration::from_secs(30));
+    // `a` joins and owns every partition, then idles: its keeper pauses them all.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while a.receive(&name, opts.clone()).await.unwrap().is_empty() {
+        let producer = Backend::from_driver(a.clone())
+            .queue(name.clone())
+            .producer();
+        producer
+            .send(queue_core::Message::new("join"))
+            .await
+            .unwrap();
+        assert!(tokio::time::Instant::now() < deadline, "a never joined");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // `b` joins while `a` idles: `a` gets some partitions back (paused again, as idle).
+    let b = Backend::from_driver(Arc::new(common::connect(common::URL).await))
+        .queue(name.clone())
+        .worker()
+        .poll_wait(Duration::from_millis(200))
+        .handle_raw(|_| async { Ok(()) })
+        .start()
+        .unwrap();
+    let spread = |tag: &str| -> Vec<queue_core::Message> {
+        (0..30)
+            .map(|i| queue_core::Message::new(format!("{tag}{i}")).ordering_key(format!("key-{i}")))
+            .collect()
+    };
+    Backend::from_driver(a.clone())
+        .queue(name.clone())
+        .producer()
+        .send_batch(spread("for-b-"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), "b joined and worked", || {
+        b.report().received > 0
+    })
+    .await;
+    // `a` receives again (resuming what it owns), then `b` leaves while `a` is receiving:
+    // `a` gets every partition back, and must fetch from all of them.
+    let got = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let g2 = got.clone();
+    let a2 = a.clone();
+    let n2 = name.clone();
+    let receiving = tokio::spawn(async move {
+        loop {
+            for d in a2.receive(&n2, opts.clone()).await.unwrap_or_default() {
+                g2.lock().unwrap().insert(d.id.to_string());
+                let _ = a2.ack(&n2, &[d.receipt]).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.shutdown().await;
+    // Keys spread over every partition.
+    let msgs = spread("m");
+    let ids = Backend::from_driver(a.clone())
+        .queue(name.clone())
+        .producer()
+        .send_batch(msgs)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "a receives all 30, from every partition",
+        || {
+            let got = got.lock().unwrap();
+            ids.iter().all(|id| got.contains(id.as_str()))
+        },
+    )
+    .await;
+    receiving.abort();
+}
