@@ -95,7 +95,6 @@ impl QueueConsumer {
         if !t.idle {
             return Ok(());
         }
-        t.idle = false;
         let mut tpl = TopicPartitionList::new();
         for e in self.consumer.assignment().map_err(map_err)?.elements() {
             let tp = (e.topic().to_string(), e.partition());
@@ -106,6 +105,9 @@ impl QueueConsumer {
         if tpl.count() > 0 {
             self.consumer.resume(&tpl).map_err(map_err)?;
         }
+        // Only once resumed: a failed resume leaves the consumer idle, so the next
+        // receive tries again instead of fetching nothing from paused partitions.
+        t.idle = false;
         Ok(())
     }
 }
