@@ -543,6 +543,10 @@ pub fn dead_letter_copy(delivery: &Delivery, reason: &DeadLetterReason) -> Messa
     );
     // The attempts are recorded in DLQ_ATTEMPTS; a redrive starts the count afresh.
     h.remove(headers::ATTEMPTS_BEFORE);
+    // What the driver could not decode is in DLQ_ERROR now. The copy itself is a well-formed
+    // message of the dead-letter queue: kept marked malformed, a DLQ processor's worker
+    // would dead-letter it again (into a `-dlq-dlq` nobody made) instead of handing it over.
+    h.remove(headers::MALFORMED);
     Message {
         id: delivery.id.clone(),
         payload: delivery.payload.clone(),
@@ -688,6 +692,24 @@ mod tests {
         assert_eq!(dead.headers.get("trace").map(String::as_str), Some("t"));
         let back = redriven_copy(d);
         assert!(!back.headers.contains_key(headers::ATTEMPTS_BEFORE));
+    }
+
+    #[test]
+    fn a_dead_letter_copy_is_not_marked_malformed_again() {
+        let d = Delivery::new("q", MessageId::new("m1"), "\u{0}raw", receipt("r"))
+            .malformed("headers are not JSON");
+        let reason = DeadLetterReason::new(
+            DeadLetterKind::Malformed,
+            "driver could not decode this message: headers are not JSON",
+            1,
+        );
+        let dead = dead_letter_copy(&d, &reason);
+        assert!(!dead.headers.contains_key(headers::MALFORMED));
+        assert_eq!(
+            dead.headers.get(headers::DLQ_REASON).map(String::as_str),
+            Some("malformed")
+        );
+        assert!(dead.headers[headers::DLQ_ERROR].contains("headers are not JSON"));
     }
 
     #[test]

@@ -664,13 +664,22 @@ fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, Vec<Deliver
         // delivery malformed (with the whole stored value as its payload, for the DLQ)
         // instead of failing the whole receive.
         let receipt = receipt(format!("{}.{}", text(s)?, text(g)?));
-        let attempt: u32 = text(a)?.parse().map_err(|_| bad())?;
+        // The count comes from the `att` hash, which another writer can set to anything:
+        // one that is not a count marks this delivery malformed, never the whole batch.
+        let attempt_text = text(a)?;
+        let attempt: Option<u32> = attempt_text.parse().ok().filter(|a| *a >= 1);
         // The value moves out of the reply: the payload is a slice of it, not a copy.
         let value = match std::mem::replace(body, Value::Nil) {
             Value::BulkString(b) => b,
             _ => return Err(bad()),
         };
         let mut broken = Vec::new();
+        let absurd;
+        if attempt.is_none() {
+            absurd = format!("attempt count {attempt_text:?} is not a number from 1 to 4294967295");
+            broken.push(absurd.as_str());
+        }
+        let attempt = attempt.unwrap_or(1);
         let (id, headers, enqueued, payload_at) = match split_stored(&value) {
             Some(p) => {
                 let id = String::from_utf8(p.id.to_vec()).unwrap_or_else(|_| {
@@ -794,5 +803,49 @@ pub mod fuzzing {
     /// Parses `text` as a receipt: `Ok` only for `<seq>.<generation>`.
     pub fn parse_receipt_text(text: &str) -> bool {
         parse_receipt(&receipt(text.to_string())).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use queue_core::headers;
+
+    fn reply(attempt: Value) -> Vec<Value> {
+        let good = b"1700000000000:2:m10:".to_vec();
+        vec![
+            Value::Int(1_700_000_000_000),
+            Value::Int(-1),
+            // a delivery whose attempt count another writer set to something absurd...
+            Value::BulkString(b"7".to_vec()),
+            Value::Int(1),
+            attempt,
+            Value::BulkString(good.clone()),
+            // ...and a healthy one in the same batch
+            Value::BulkString(b"8".to_vec()),
+            Value::Int(1),
+            Value::Int(2),
+            Value::BulkString(good),
+        ]
+    }
+
+    #[test]
+    fn an_absurd_attempt_count_marks_one_delivery_malformed_not_the_batch() {
+        for absurd in [
+            Value::Int(i64::MIN),
+            Value::Int(1 << 40),
+            Value::Int(0),
+            Value::BulkString(b"lots".to_vec()),
+        ] {
+            let (_, _, out) = decode_receive("q", reply(absurd.clone())).unwrap();
+            assert_eq!(out.len(), 2, "{absurd:?}");
+            let why = out[0].headers.get(headers::MALFORMED);
+            assert!(
+                why.is_some_and(|w| w.contains("attempt count")),
+                "{absurd:?}: {why:?}"
+            );
+            assert!(!out[1].headers.contains_key(headers::MALFORMED));
+            assert_eq!(out[1].attempt, 2);
+        }
     }
 }
