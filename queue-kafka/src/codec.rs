@@ -63,14 +63,28 @@ impl KafkaQueue {
     pub(crate) fn decode(queue: &str, msg: &BorrowedMessage<'_>) -> (Delivery, Option<u64>) {
         let mut headers = Headers::new();
         let (mut id, mut attempt, mut enqueued, mut due, mut keyed) = (None, 1, None, None, false);
+        // Another writer's record may carry our header names with anything in them: what
+        // does not parse marks the delivery malformed (the worker dead-letters it with
+        // why), never a guess.
+        let mut broken = Vec::new();
         if let Some(hs) = msg.headers() {
             for h in hs.iter() {
                 let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
                 match h.key {
                     H_ID => id = Some(v),
-                    H_ATTEMPT => attempt = v.parse().unwrap_or(1),
+                    H_ATTEMPT => match v.parse::<u32>() {
+                        Ok(a) if a >= 1 => attempt = a,
+                        _ => broken.push(format!(
+                            "{H_ATTEMPT} {v:?} is not a number from 1 to 4294967295"
+                        )),
+                    },
                     H_ENQUEUED => enqueued = v.parse::<u64>().ok(),
-                    H_NOT_BEFORE => due = v.parse::<u64>().ok(),
+                    H_NOT_BEFORE => match v.parse::<u64>() {
+                        Ok(ms) => due = Some(ms),
+                        Err(_) => broken.push(format!(
+                            "{H_NOT_BEFORE} {v:?} is not a time in Unix milliseconds"
+                        )),
+                    },
                     H_KEY => keyed = true,
                     k => {
                         headers.insert(k.to_string(), v);
@@ -107,7 +121,11 @@ impl KafkaQueue {
         .with_headers(headers)
         .with_attempt(attempt)
         .with_ordering_key(if keyed { key } else { None });
-        (d, due)
+        if broken.is_empty() {
+            (d, due)
+        } else {
+            (d.malformed(broken.join("; ")), None)
+        }
     }
 
     pub(crate) fn parse_receipt(r: &Receipt) -> Result<(Tp, i64)> {

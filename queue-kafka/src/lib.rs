@@ -17,7 +17,7 @@
 //! | lease | none per message ([`LeaseModel::Session`]): a delivery is this consumer's until it is settled or the consumer leaves the group; then the partition's new owner redelivers from the last committed offset |
 //! | ack | marks the offset done and commits each partition's contiguous done prefix, so nothing is ever committed past an unsettled message |
 //! | nack with delay | republishes the message to `Q-delay` with `attempt + 1` and a due time, then marks the original done |
-//! | delay | records in `Q-delay` carry a due time; a consumer that reads one early pauses just that partition and seeks back to it when it is due; other partitions and `Q` keep flowing |
+//! | delay | records in `Q-delay` carry a due time; a consumer that reads one early pauses just that partition and seeks back to it when it is due; other partitions and `Q` keep flowing. A due time more than `max_delay` (plus a minute of clock skew) away, or an attempt or due-time header that does not parse, is another writer's: the record is delivered at once marked malformed, so it never holds its partition |
 //! | DLQ | the core's emulation: queue `Q-dlq` (topics `Q-dlq`, `Q-dlq-delay`), written before the original is marked done |
 //! | redrive | the core's receive / send / ack loop from `Q-dlq` back to `Q` |
 //! | ordering | per partition: same key, same partition, and the worker runs one key's deliveries one after another. A retried message leaves its partition (it goes through `Q-delay`), so later messages of its key may overtake it |
@@ -600,7 +600,22 @@ impl Driver for KafkaQueue {
                 Ok(Ok(m)) => m,
             };
             let tp = (msg.topic().to_string(), msg.partition());
-            let (delivery, due_ms) = Self::decode(queue, &msg);
+            let (mut delivery, mut due_ms) = Self::decode(queue, &msg);
+            // A due time further away than any this driver writes (`max_delay`, plus a
+            // minute for clocks that disagree) is another writer's: holding its partition
+            // for it would stall every record behind it, so it is delivered now, malformed.
+            if let Some(due) = due_ms {
+                let bound = unix_millis(SystemTime::now())
+                    .saturating_add(self.config.max_delay.as_millis() as u64)
+                    .saturating_add(60_000);
+                if due > bound {
+                    delivery = delivery.malformed(format!(
+                        "due time {due} is more than max_delay ({:?}) away",
+                        self.config.max_delay
+                    ));
+                    due_ms = None;
+                }
+            }
             let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((held, _)) = t.holds.get(&tp) {
                 if msg.offset() >= *held {
