@@ -56,6 +56,8 @@ pub struct Ledger {
     pub per_second: HashMap<u64, u64>,
     /// All handler runs.
     pub total: u64,
+    /// The first and the last handler run (Unix ms).
+    pub span: Option<(u64, u64)>,
 }
 
 impl Ledger {
@@ -94,6 +96,10 @@ impl Ledger {
                 *self.runs.entry(id.to_string()).or_default() += 1;
                 if let Ok(ms) = ms.parse::<u64>() {
                     *self.per_second.entry(ms / 1000).or_default() += 1;
+                    self.span = Some(match self.span {
+                        None => (ms, ms),
+                        Some((a, b)) => (a.min(ms), b.max(ms)),
+                    });
                 }
                 self.total += 1;
             }

@@ -22,9 +22,9 @@ use clap::{Parser, Subcommand};
 
 mod faults;
 mod ledger;
+mod proxy;
 mod report;
 mod run;
-mod proxy;
 mod servers;
 mod worker;
 
@@ -84,6 +84,9 @@ enum Cmd {
         /// (for testing the harness) Workers ack every N-th job without running it.
         #[arg(long, hide = true)]
         sabotage_every: Option<u64>,
+        /// Seconds every accepted job may take to be processed after the last send.
+        #[arg(long, default_value_t = 180.0)]
+        drain_timeout: f64,
     },
     /// The broker SIGKILLed and restarted under load (its own broker on a free port).
     Restart {
@@ -118,6 +121,20 @@ enum Cmd {
         /// Seconds the latency and the blackhole last.
         #[arg(long, default_value_t = 6.0)]
         fault: f64,
+    },
+    /// Hostile messages from raw clients (1 %) among healthy jobs: every one dead-lettered
+    /// with its reason, healthy throughput at least 0.9x a clean drain.
+    Poison {
+        /// Backends: redis, sqs, kafka.
+        #[arg(long, value_delimiter = ',', default_value = "redis,sqs,kafka")]
+        backends: Vec<String>,
+        /// Healthy jobs per run (default: redis 50000, sqs 1000, kafka 5000: moto and tansu
+        /// slow down badly with many unread messages).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Poison per hundred healthy jobs (at least one of each kind is sent).
+        #[arg(long, default_value_t = 1.0)]
+        percent: f64,
     },
     /// (internal) One worker process.
     #[command(hide = true)]
@@ -170,6 +187,7 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
             work_ms,
             idempotency,
             sabotage_every,
+            drain_timeout,
         } => {
             for b in backends {
                 let url = backend_url(&cli, b)?;
@@ -203,11 +221,12 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                         attempts: 10,
                         idempotency: idem,
                         sabotage_every: *sabotage_every,
+                        typed: false,
                     },
                     workers: *workers,
                     jobs: jobs.unwrap_or(default_jobs),
                     send_over: interval * (*kills as u32),
-                    drain_timeout: Duration::from_secs(180),
+                    drain_timeout: secs(*drain_timeout, "--drain-timeout")?,
                     recovery_limit: None,
                 };
                 let r = faults::crash::crash(plan, *kills, interval).await?;
@@ -258,6 +277,26 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                     fault: secs(*fault, "--fault")?,
                 };
                 let r = faults::network::network(b, &url, sizes).await?;
+                eprintln!("{}", report::table(std::slice::from_ref(&r)));
+                reports.push(r);
+            }
+        }
+        Cmd::Poison {
+            backends,
+            jobs,
+            percent,
+        } => {
+            for b in backends {
+                let url = backend_url(&cli, b)?;
+                let sizes = faults::poison::Sizes {
+                    jobs: jobs.unwrap_or(match b.as_str() {
+                        "redis" => 50_000,
+                        "sqs" => 1_000,
+                        _ => 5_000,
+                    }),
+                    percent: *percent,
+                };
+                let r = faults::poison::poison(b, &url, sizes).await?;
                 eprintln!("{}", report::table(std::slice::from_ref(&r)));
                 reports.push(r);
             }

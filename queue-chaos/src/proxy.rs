@@ -211,7 +211,11 @@ mod tests {
         p.set_flow(Flow::Latency(Duration::from_millis(200)));
         let t = std::time::Instant::now();
         roundtrip(&mut c).await.unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
 
         p.set_flow(Flow::Hold);
         let held = tokio::time::timeout(Duration::from_millis(300), roundtrip(&mut c)).await;
@@ -234,7 +238,11 @@ mod tests {
         assert_eq!(roundtrip(&mut c).await.unwrap(), b"ping");
         let t = std::time::Instant::now();
         p.slow_close_all(Duration::from_millis(300));
-        assert_eq!(c.read(&mut b).await.unwrap(), 0, "a slow close ends in a FIN");
+        assert_eq!(
+            c.read(&mut b).await.unwrap(),
+            0,
+            "a slow close ends in a FIN"
+        );
         assert!(t.elapsed() >= Duration::from_millis(300));
     }
 }

@@ -35,6 +35,9 @@ pub struct Report {
     pub recovery_s: f64,
     /// The most recovery may take for the run to pass, where the fault sets one.
     pub recovery_limit: Option<f64>,
+    /// Healthy throughput of this run over a clean run's, where the fault sets one (the
+    /// poison run), and the least it may be.
+    pub throughput_ratio: Option<(f64, f64)>,
     /// The whole run, in seconds.
     pub seconds: f64,
     /// Anything worth a look: lost ids, dead-letter reasons, workers that exited by
@@ -46,6 +49,7 @@ impl Report {
     /// Whether the run kept the promise: nothing lost, no worker died by itself.
     pub fn passed(&self) -> bool {
         self.lost == 0
+            && self.throughput_ratio.is_none_or(|(r, min)| r >= min)
             && self.recovery_limit.is_none_or(|l| self.recovery_s <= l)
             && !self.notes.iter().any(|n| n.starts_with("worker exited"))
     }

@@ -109,10 +109,10 @@ where
         .iter()
         .filter(|id| !ledger.runs.contains_key(*id))
         .collect();
-    let dead = if missing.is_empty() {
+    let dead: HashMap<String, String> = if missing.is_empty() {
         HashMap::new()
     } else {
-        dead_letters(&q).await
+        dead_letters(&q).await.into_iter().collect()
     };
     let lost: Vec<&&String> = missing
         .iter()
@@ -144,6 +144,7 @@ where
         kills: kills as u64,
         worker_errors: errors,
         recovery_limit: plan.recovery_limit,
+        throughput_ratio: None,
         recovery_s: recovery(&ledger.per_second, &windows),
         seconds: began.elapsed().as_secs_f64(),
         notes,
@@ -186,7 +187,7 @@ pub struct Sent {
 
 /// Sends `jobs` jobs with ids `job-<n>`, in batches of 10 spread evenly over `over`. A batch
 /// whose send fails is sent again (same ids) until it returns Ok, for up to two minutes.
-async fn produce(q: queue::Queue, jobs: usize, over: Duration) -> Sent {
+pub async fn produce(q: queue::Queue, jobs: usize, over: Duration) -> Sent {
     let p = q.producer();
     let batches = jobs.div_ceil(10).max(1);
     let step = over / batches as u32;
@@ -223,9 +224,10 @@ async fn produce(q: queue::Queue, jobs: usize, over: Duration) -> Sent {
     sent
 }
 
-/// Reads the dead-letter queue: message id -> its `x-queue-dlq-reason`.
-pub async fn dead_letters(q: &queue::Queue) -> HashMap<String, String> {
-    let found = Arc::new(Mutex::new(HashMap::new()));
+/// Reads the dead-letter queue: every dead letter's message id and `x-queue-dlq-reason`
+/// (a list: foreign messages may share an id).
+pub async fn dead_letters(q: &queue::Queue) -> Vec<(String, String)> {
+    let found = Arc::new(Mutex::new(Vec::new()));
     let f2 = found.clone();
     let w = q
         .dead_letter_queue()
@@ -239,12 +241,12 @@ pub async fn dead_letters(q: &queue::Queue) -> HashMap<String, String> {
                 .unwrap_or_else(|| "(no reason: moved by the broker)".into());
             f2.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(d.id.into_string(), reason);
+                .push((d.id.into_string(), reason));
             async { Ok(()) }
         })
         .start();
     let Ok(w) = w else {
-        return HashMap::new();
+        return Vec::new();
     };
     // Until nothing new arrived for 5 s (a Kafka consumer takes seconds to join).
     let mut seen = 0;

@@ -42,10 +42,25 @@ pub struct WorkerArgs {
     /// URL (for backends without one).
     #[arg(long)]
     pub idempotency: Option<String>,
+    /// Typed jobs (`ChaosJob`) instead of raw deliveries: anything that is not such a job
+    /// envelope is dead-lettered as malformed (the poison run).
+    #[arg(long)]
+    pub typed: bool,
     /// (for testing the harness) Ack every N-th job without recording it: a worker that
     /// loses jobs, which the harness must report as lost.
     #[arg(long, hide = true)]
     pub sabotage_every: Option<u64>,
+}
+
+/// The job the poison run sends through the framework.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ChaosJob {
+    /// Its number.
+    pub n: u64,
+}
+
+impl queue::Job for ChaosJob {
+    const NAME: &'static str = "chaos";
 }
 
 /// The worker process's main: runs until killed.
@@ -67,23 +82,28 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
         .retry(RetryPolicy::new(
             args.attempts,
             Backoff::exponential(Duration::from_millis(100), Duration::from_secs(2)),
-        ))
-        .handle_raw(move |d: Delivery| {
-            let ledger = ledger.clone();
-            let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            let drop_it = sabotage.is_some_and(|every| n % every == 0);
-            async move {
-                if drop_it {
-                    return Ok(());
-                }
-                if !work.is_zero() {
-                    tokio::time::sleep(work).await;
-                }
-                ledger
-                    .record(d.id.as_str())
-                    .map_err(|e| queue::JobError::retry(format!("ledger: {e}")))
+        ));
+    let run = move |id: String| {
+        let ledger = ledger.clone();
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let drop_it = sabotage.is_some_and(|every| n.is_multiple_of(every));
+        async move {
+            if drop_it {
+                return Ok(());
             }
-        });
+            if !work.is_zero() {
+                tokio::time::sleep(work).await;
+            }
+            ledger
+                .record(&id)
+                .map_err(|e| queue::JobError::retry(format!("ledger: {e}")))
+        }
+    };
+    w = if args.typed {
+        w.handle(move |_: ChaosJob, ctx: queue::JobContext| run(ctx.id.into_string()))
+    } else {
+        w.handle_raw(move |d: Delivery| run(d.id.into_string()))
+    };
     if matches!(
         backend.capabilities().lease,
         queue::LeaseModel::PerMessage { .. }
@@ -171,6 +191,9 @@ impl Workers {
             .args(["--attempts", &a.attempts.to_string()]);
         if let Some(i) = &a.idempotency {
             cmd.args(["--idempotency", i]);
+        }
+        if a.typed {
+            cmd.arg("--typed");
         }
         if let Some(n) = a.sabotage_every {
             cmd.args(["--sabotage-every", &n.to_string()]);

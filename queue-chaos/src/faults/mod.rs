@@ -1,5 +1,7 @@
 //! The fault kinds, one module each.
 
 pub mod crash;
-pub mod restart;
+pub mod hostile;
 pub mod network;
+pub mod poison;
+pub mod restart;

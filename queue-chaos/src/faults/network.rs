@@ -63,7 +63,11 @@ pub async fn network(backend: &str, url: &str, sizes: Sizes) -> Result<Report, S
         "sqs" => {
             let a = authority(url, "endpoint=http://")?;
             let p = Proxy::start(resolve(&a)?, 0).await?;
-            let u = url.replacen(&format!("http://{a}"), &format!("http://127.0.0.1:{}", p.port), 1);
+            let u = url.replacen(
+                &format!("http://{a}"),
+                &format!("http://127.0.0.1:{}", p.port),
+                1,
+            );
             (p, u)
         }
         "kafka" => {
@@ -97,6 +101,7 @@ pub async fn network(backend: &str, url: &str, sizes: Sizes) -> Result<Report, S
             attempts: 10,
             idempotency: None,
             sabotage_every: None,
+            typed: false,
         },
         workers: 2,
         jobs: sizes.jobs,
@@ -157,7 +162,10 @@ mod tests {
 
     #[test]
     fn finds_the_authority_to_proxy() {
-        assert_eq!(authority("redis://127.0.0.1:6379", "://").unwrap(), "127.0.0.1:6379");
+        assert_eq!(
+            authority("redis://127.0.0.1:6379", "://").unwrap(),
+            "127.0.0.1:6379"
+        );
         assert_eq!(
             authority("redis://:pw@localhost:6379/0?x=1", "://").unwrap(),
             "localhost:6379"

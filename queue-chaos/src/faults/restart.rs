@@ -107,6 +107,7 @@ pub async fn restart(broker: Broker, sizes: Sizes) -> Result<Report, String> {
             attempts: 10,
             idempotency: None,
             sabotage_every: None,
+            typed: false,
         },
         workers: 2,
         jobs: sizes.jobs,
