@@ -212,16 +212,10 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                     ),
                     url: url.clone(),
                     worker: WorkerArgs {
-                        url,
-                        queue: queue_name("crash"),
-                        ledger: PathBuf::new(),
-                        concurrency: 16,
-                        lease_ms: 5000,
                         work_ms: *work_ms,
-                        attempts: 10,
                         idempotency: idem,
                         sabotage_every: *sabotage_every,
-                        typed: false,
+                        ..WorkerArgs::new(&url, &queue_name("crash"))
                     },
                     workers: *workers,
                     jobs: jobs.unwrap_or(default_jobs),

@@ -152,7 +152,7 @@ where
 }
 
 /// The backend errors every worker process counted (its last figure).
-fn worker_errors(dir: &std::path::Path) -> u64 {
+pub fn worker_errors(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

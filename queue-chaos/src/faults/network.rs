@@ -92,16 +92,9 @@ pub async fn network(backend: &str, url: &str, sizes: Sizes) -> Result<Report, S
         ),
         url: proxied_url.clone(),
         worker: WorkerArgs {
-            url: proxied_url,
-            queue: queue_name("net"),
-            ledger: Default::default(),
-            concurrency: 16,
             lease_ms: 10_000,
             work_ms: 5,
-            attempts: 10,
-            idempotency: None,
-            sabotage_every: None,
-            typed: false,
+            ..WorkerArgs::new(&proxied_url, &queue_name("net"))
         },
         workers: 2,
         jobs: sizes.jobs,

@@ -76,9 +76,6 @@ async fn drain(backend: &str, url: &str, jobs: usize, poison: u64) -> Result<Dra
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let args = WorkerArgs {
-        url: url.to_string(),
-        queue: name.clone(),
-        ledger: Default::default(),
         concurrency: 8,
         lease_ms: 30_000,
         // A millisecond of work per job: the figure is the worker's pipeline with a
@@ -86,9 +83,8 @@ async fn drain(backend: &str, url: &str, jobs: usize, poison: u64) -> Result<Dra
         // a few thousand jobs lasts a few milliseconds and measures only start-up).
         work_ms: 1,
         attempts: 3,
-        idempotency: None,
-        sabotage_every: None,
         typed: true,
+        ..WorkerArgs::new(url, &name)
     };
     // One worker process: a second one joining mid-drain (a Kafka rebalance) would
     // measure the group's join, not the poison.
@@ -107,7 +103,7 @@ async fn drain(backend: &str, url: &str, jobs: usize, poison: u64) -> Result<Dra
     // Poison settles with the healthy jobs around it; give the last ones a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
     notes.extend(workers.exited());
-    let errors = errors_in(&dir);
+    let errors = crate::run::worker_errors(&dir);
     workers.stop().await;
     ledger.refresh().map_err(|e| e.to_string())?;
     let processed = ledger.processed_of(&ids);
@@ -134,21 +130,39 @@ async fn drain(backend: &str, url: &str, jobs: usize, poison: u64) -> Result<Dra
     })
 }
 
-fn errors_in(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("errors"))
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter_map(|s| s.trim().parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// A clean drain, then the same drain with `percent` % poison; reports the second.
+///
+/// Kafka runs on a tansu of its own (a free port, a scratch directory): megabyte records
+/// and hostile headers are not left behind in the shared broker other tests use.
 pub async fn poison(backend: &str, url: &str, sizes: Sizes) -> Result<Report, String> {
     let began = Instant::now();
+    let mut own = None;
+    let own_url;
+    let url = if backend == "kafka" {
+        let dir = crate::servers::scratch("tansu-poison")?;
+        let port = crate::servers::free_port()?;
+        let mut s = crate::servers::tansu(&dir, port, port)?;
+        s.start().await?;
+        own = Some(s);
+        own_url = format!("kafka://127.0.0.1:{port}");
+        own_url.as_str()
+    } else {
+        url
+    };
+    let report = poison_on(backend, url, sizes, began).await;
+    if let Some(mut s) = own {
+        let _ = s.kill().await;
+        let _ = std::fs::remove_dir_all(s.dir());
+    }
+    report
+}
+
+async fn poison_on(
+    backend: &str,
+    url: &str,
+    sizes: Sizes,
+    began: Instant,
+) -> Result<Report, String> {
     let n_poison = ((sizes.jobs as f64 * sizes.percent / 100.0).round() as u64).max(KINDS + 1);
     let clean = drain(backend, url, sizes.jobs, 0).await?;
     tracing::info!(rate = clean.rate, "clean drain");

@@ -98,16 +98,8 @@ pub async fn restart(broker: Broker, sizes: Sizes) -> Result<Report, String> {
         ),
         url: url.clone(),
         worker: WorkerArgs {
-            url,
-            queue,
-            ledger: Default::default(),
-            concurrency: 16,
-            lease_ms: 5000,
             work_ms: sizes.work_ms,
-            attempts: 10,
-            idempotency: None,
-            sabotage_every: None,
-            typed: false,
+            ..WorkerArgs::new(&url, &queue)
         },
         workers: 2,
         jobs: sizes.jobs,
