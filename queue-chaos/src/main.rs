@@ -1,6 +1,6 @@
 //! `queue-chaos`: fault tests for every backend, against real servers on loopback.
 //!
-//! Each run sends jobs with fixed ids (`job-<n>`) at a steady pace to worker *processes*
+//! Each run sends jobs with fixed ids (`<queue>-<n>`) at a steady pace to worker *processes*
 //! while a fault happens, waits until every job whose send returned `Ok` was processed,
 //! and reports per backend: sent, processed, dead-lettered, **lost** (must be 0),
 //! duplicated (handler runs beyond the first) and how long recovery took. It exits with

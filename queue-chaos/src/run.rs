@@ -185,7 +185,8 @@ pub struct Sent {
     pub errors: u64,
 }
 
-/// Sends `jobs` jobs with ids `job-<n>`, in batches of 10 spread evenly over `over`. A batch
+/// Sends `jobs` jobs with ids `<queue>-<n>` (unique across runs: the idempotency store
+/// outlives a run, and would skip a later run's `job-0` as done), in batches of 10 spread evenly over `over`. A batch
 /// whose send fails is sent again (same ids) until it returns Ok, for up to two minutes.
 pub async fn produce(q: queue::Queue, jobs: usize, over: Duration) -> Sent {
     let p = q.producer();
@@ -196,7 +197,7 @@ pub async fn produce(q: queue::Queue, jobs: usize, over: Duration) -> Sent {
     for b in 0..batches {
         tokio::time::sleep_until(start + step * b as u32).await;
         let ids: Vec<String> = (b * 10..((b + 1) * 10).min(jobs))
-            .map(|n| format!("job-{n}"))
+            .map(|n| format!("{}-{n}", q.name()))
             .collect();
         let give_up = Instant::now() + Duration::from_secs(120);
         loop {
