@@ -1,7 +1,8 @@
 //! Brokers the harness starts itself, on free loopback ports with their data in a scratch
 //! directory, so that it can SIGKILL and restart them: Redis with AOF, a three-node Redis
-//! Cluster, tansu (Kafka) with sqlite storage. Each checks that the port it was given is
-//! served by its own process.
+//! Cluster, tansu (Kafka) with sqlite storage. A server refuses to start on a port
+//! something already answers on, and each Redis is checked to serve its own data
+//! directory (`CONFIG GET dir`), so a run never talks to another process's broker.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
