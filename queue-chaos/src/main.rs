@@ -224,8 +224,7 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                     recovery_limit: None,
                 };
                 let r = faults::crash::crash(plan, *kills, interval).await?;
-                eprintln!("{}", report::table(std::slice::from_ref(&r)));
-                reports.push(r);
+                keep(&mut reports, r);
             }
         }
         Cmd::Restart {
@@ -249,8 +248,7 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                     work_ms: 5,
                 };
                 let r = faults::restart::restart(broker, sizes).await?;
-                eprintln!("{}", report::table(std::slice::from_ref(&r)));
-                reports.push(r);
+                keep(&mut reports, r);
             }
         }
         Cmd::Network {
@@ -271,8 +269,7 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                     fault: secs(*fault, "--fault")?,
                 };
                 let r = faults::network::network(b, &url, sizes).await?;
-                eprintln!("{}", report::table(std::slice::from_ref(&r)));
-                reports.push(r);
+                keep(&mut reports, r);
             }
         }
         Cmd::Poison {
@@ -291,8 +288,7 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
                     percent: *percent,
                 };
                 let r = faults::poison::poison(b, &url, sizes).await?;
-                eprintln!("{}", report::table(std::slice::from_ref(&r)));
-                reports.push(r);
+                keep(&mut reports, r);
             }
         }
     }
@@ -307,6 +303,12 @@ async fn main_async(cli: Cli) -> Result<bool, String> {
         std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(reports.iter().all(Report::passed))
+}
+
+/// Shows one run's row as soon as it ends (a long session shows progress) and keeps it.
+fn keep(reports: &mut Vec<Report>, r: Report) {
+    eprintln!("{}", report::table(std::slice::from_ref(&r)));
+    reports.push(r);
 }
 
 fn secs(s: f64, what: &str) -> Result<Duration, String> {

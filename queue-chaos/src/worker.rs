@@ -237,7 +237,7 @@ impl Workers {
         if self.children.is_empty() {
             return Err("no worker to kill".into());
         }
-        let i = fastrand_index(self.children.len());
+        let i = fastrand::usize(..self.children.len());
         let mut victim = self.children.swap_remove(i);
         victim.kill().await.map_err(|e| format!("kill: {e}"))?;
         self.kills += 1;
@@ -263,8 +263,4 @@ impl Workers {
             let _ = c.kill().await;
         }
     }
-}
-
-fn fastrand_index(n: usize) -> usize {
-    (crate::ledger::now_ms() as usize).wrapping_mul(2654435761) % n
 }
