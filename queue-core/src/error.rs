@@ -107,6 +107,22 @@ pub enum QueueError {
     /// A payload could not be decoded into a job.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// No status record for this job id: never sent with status on, or its record expired
+    /// (see [`crate::status::Retention`]).
+    #[error("no job {0:?} (unknown id, or its status record expired)")]
+    JobNotFound(String),
+    /// The job already finished, so it cannot be cancelled.
+    #[error("job {id:?} already finished ({state}); only queued, failed or running jobs can be cancelled")]
+    JobFinished {
+        /// The job's id.
+        id: String,
+        /// The state it finished in.
+        state: crate::status::JobState,
+    },
+    /// An operation needs job status, and the backend was not given a status store
+    /// ([`crate::Backend::with_status`]).
+    #[error("job status is not enabled on this backend (Backend::with_status)")]
+    NoStatusStore,
 }
 
 impl QueueError {

@@ -15,6 +15,7 @@ use crate::driver::{validate, Capabilities, Driver};
 use crate::error::{QueueError, Result};
 use crate::idempotency::IdempotencyStore;
 use crate::message::{Message, MessageId, QueueStats};
+use crate::status::{CancelOutcome, JobStatus, JobStatuses};
 
 /// A connected backend. Cheap to clone; share it across the application.
 ///
@@ -30,6 +31,7 @@ use crate::message::{Message, MessageId, QueueStats};
 #[derive(Clone)]
 pub struct Backend {
     driver: Arc<dyn Driver>,
+    status: Option<JobStatuses>,
 }
 
 impl Backend {
@@ -38,12 +40,16 @@ impl Backend {
     pub fn new(driver: impl Driver) -> Self {
         Backend {
             driver: Arc::new(driver),
+            status: None,
         }
     }
 
     /// A backend over a shared driver.
     pub fn from_driver(driver: Arc<dyn Driver>) -> Self {
-        Backend { driver }
+        Backend {
+            driver,
+            status: None,
+        }
     }
 
     /// The backend's short name: `memory`, `redis`, `sqs`, `kafka`, ...
@@ -72,6 +78,39 @@ impl Backend {
         self.driver.idempotency_store()
     }
 
+    /// This backend with job status on: its producers record every job they send as
+    /// `queued`, its workers record each run (see [`crate::status`]), and
+    /// [`job_status`](Backend::job_status) and [`cancel_job`](Backend::cancel_job) answer
+    /// by id. The store need not be the queue's server: SQS with a Redis store is fine.
+    pub fn with_status(mut self, statuses: JobStatuses) -> Self {
+        self.status = Some(statuses);
+        self
+    }
+
+    /// The job status this backend records, if [`with_status`](Backend::with_status) set it.
+    pub fn status(&self) -> Option<&JobStatuses> {
+        self.status.as_ref()
+    }
+
+    /// A job's status by the id its send returned; `Ok(None)` for an unknown or expired
+    /// id, [`QueueError::NoStatusStore`] without [`with_status`](Backend::with_status).
+    pub async fn job_status(&self, id: &MessageId) -> Result<Option<JobStatus>> {
+        self.status
+            .as_ref()
+            .ok_or(QueueError::NoStatusStore)?
+            .get(id.as_str())
+            .await
+    }
+
+    /// Cancels a job by id (see [`JobStatuses::cancel`]).
+    pub async fn cancel_job(&self, id: &MessageId) -> Result<CancelOutcome> {
+        self.status
+            .as_ref()
+            .ok_or(QueueError::NoStatusStore)?
+            .cancel(id.as_str())
+            .await
+    }
+
     /// Requests made to the backend through this handle's driver so far, where the backend
     /// bills by request (SQS); `None` elsewhere.
     pub fn requests_made(&self) -> Option<u64> {
@@ -94,7 +133,10 @@ impl fmt::Debug for Backend {
 
 impl<D: Driver> From<Arc<D>> for Backend {
     fn from(d: Arc<D>) -> Self {
-        Backend { driver: d }
+        Backend {
+            driver: d,
+            status: None,
+        }
     }
 }
 

@@ -12,6 +12,9 @@
 //!   backoff ([`RetryPolicy`]), dead-lettering with typed reasons ([`DeadLetterKind`]),
 //!   idempotency ([`IdempotencyStore`]), lease heartbeats, timeouts, panics caught,
 //!   graceful shutdown, batch handlers, tracing spans and `metrics` counters.
+//! - [`status`]: job status by id (queued, running, succeeded, failed, dead, cancelled),
+//!   progress, results and cancellation, over a [`Store`] ([`MemoryStore`] here, Redis and
+//!   PostgreSQL in their crates); turned on with [`Backend::with_status`].
 //! - [`driver`]: the interface a backend implements ([`Driver`]), for driver authors.
 //! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering, priority and
 //!   dedup semantics (`memory://NAME`).
@@ -77,6 +80,8 @@ pub mod options;
 mod producer;
 mod registry;
 pub mod retry;
+pub mod status;
+pub mod store;
 mod worker;
 
 #[cfg(feature = "testkit")]
@@ -97,6 +102,8 @@ pub use message::{
 pub use producer::{job_message, Producer, SendOptions};
 pub use registry::{connect, register, schemes};
 pub use retry::{Backoff, Decision, RetryPolicy};
+pub use status::{CancelOutcome, JobState, JobStatus, JobStatuses, Progress, Retention};
+pub use store::{MemoryStore, Store};
 pub use worker::{
     CancellationToken, ItemFailure, JobContext, JobError, JobResult, Worker, WorkerConfig,
     WorkerHandle, WorkerReport,

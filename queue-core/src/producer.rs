@@ -117,7 +117,9 @@ impl Producer {
     /// Enqueues a typed job with options.
     pub async fn enqueue_with<J: Job>(&self, job: &J, opts: SendOptions) -> Result<MessageId> {
         let m = job_message(job, opts)?;
-        self.send(m).await
+        let mut ids = self.send_named(vec![m], Some(J::NAME)).await?;
+        ids.pop()
+            .ok_or_else(|| QueueError::backend(self.queue.backend().kind(), "send returned no id"))
     }
 
     /// Sends one raw message.
@@ -132,7 +134,25 @@ impl Producer {
     /// first. If a chunk fails, the error is returned and the chunks before it were sent
     /// (their ids are lost to the caller; resend with the same dedup ids where it matters).
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
-        self.queue.send_checked(messages).await
+        self.send_named(messages, None).await
+    }
+
+    /// Sends, then records each job as `queued` where job status is on. A failed status
+    /// write is logged and counted, never an error: the job was sent.
+    async fn send_named(
+        &self,
+        messages: Vec<Message>,
+        job: Option<&str>,
+    ) -> Result<Vec<MessageId>> {
+        let ids = self.queue.send_checked(messages).await?;
+        if let Some(status) = self.queue.backend().status() {
+            for id in &ids {
+                if let Err(e) = status.queued(id.as_str(), self.queue.name(), job).await {
+                    crate::status::write_failed("queued", id.as_str(), &e);
+                }
+            }
+        }
+        Ok(ids)
     }
 }
 

@@ -38,7 +38,8 @@
 //!
 //! The backend's [`Driver::idempotency_store`] is a [`RedisIdempotency`] on the same
 //! server, so `backend.idempotency_store()` gives workers exactly-once effects across
-//! processes with no extra setup.
+//! processes with no extra setup. [`RedisStore`] holds the layers' shared state (job
+//! status, see `queue_core::status`) on any Redis, whichever queue backend runs the jobs.
 //!
 //! ## What it cannot do
 //! - No per-key ordering and no priorities (both refused with a typed error).
@@ -53,6 +54,9 @@
 
 mod codec;
 mod scripts;
+mod store;
+
+pub use store::RedisStore;
 
 use codec::{decode_receive, encode_body};
 

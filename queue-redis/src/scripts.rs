@@ -294,3 +294,31 @@ return 1
 "#,
     )
 });
+
+/// Store insert. KEYS: the entry's hash. ARGV: value, ttl ms. Returns 1, or 0 when a live
+/// entry is there (an expired one Redis has already dropped).
+pub static KV_INSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'n', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Store replace. KEYS: the entry's hash. ARGV: expected version, value, ttl ms. Returns
+/// the new version, or 0 when the entry is gone or at another version.
+pub static KV_REPLACE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('HGET', KEYS[1], 'n')
+if (not n) or n ~= ARGV[1] then return 0 end
+local next = tonumber(n) + 1
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'n', next)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return next
+"#,
+    )
+});

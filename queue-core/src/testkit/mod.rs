@@ -34,7 +34,10 @@
 //! - ordering and options (`ordering.rs`): per-key order, refusals, priorities, dedup;
 //! - limits and errors (`limits.rs`): sizes and delays at their edge, stats, typed errors,
 //!   unknown queues, delete and purge;
-//! - crashes (`crashes.rs`): graceful shutdown, a crashed worker, idempotent effects.
+//! - crashes (`crashes.rs`): graceful shutdown, a crashed worker, idempotent effects;
+//! - job status (`lifecycle.rs`): the recorded transitions, results, progress, cancellation.
+//!
+//! Stores for the layers above the queue have their own cases: [`store::run`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,13 +56,16 @@ mod crashes;
 mod dead_letters;
 mod delivery;
 mod leases;
+mod lifecycle;
 mod limits;
 mod ordering;
+pub mod store;
 
 pub use crashes::*;
 pub use dead_letters::*;
 pub use delivery::*;
 pub use leases::*;
+pub use lifecycle::*;
 pub use limits::*;
 pub use ordering::*;
 
@@ -68,6 +74,7 @@ type Factory = Arc<dyn Fn() -> BoxFut<Result<Arc<dyn Driver>>> + Send + Sync>;
 /// The queues a harness created, to delete after the case.
 type Created = Arc<Mutex<Vec<(Arc<dyn Driver>, String)>>>;
 type StoreFactory = Arc<dyn Fn() -> BoxFut<Arc<dyn IdempotencyStore>> + Send + Sync>;
+type StatusStoreFactory = Arc<dyn Fn() -> BoxFut<Arc<dyn crate::Store>> + Send + Sync>;
 
 /// Calls `$callback!($($args)* ; case case ...)` with the one list of case names. The
 /// list is kept here only: [`CASES`], [`run_case`] and
@@ -89,6 +96,7 @@ macro_rules! __with_conformance_cases {
             oversize_refused limits_at_edge stats_agree unknown_queue_typed delete_and_purge
             backend_errors_typed
             graceful_shutdown_loses_nothing crash_mid_job_loses_nothing idempotent_effects
+            status_lifecycle status_cancel
             drain_10k}
     };
 }
@@ -144,6 +152,7 @@ macro_rules! conformance_suite {
 pub struct Harness {
     factory: Factory,
     store: StoreFactory,
+    pub(crate) status_store: StatusStoreFactory,
     unit: Option<Duration>,
     drain_count: usize,
     suffix: String,
@@ -183,6 +192,7 @@ impl Harness {
         Harness {
             factory: Arc::new(move || Box::pin(factory())),
             store: Arc::new(|| Box::pin(async { Arc::new(MemoryIdempotency::new()) as _ })),
+            status_store: Arc::new(|| Box::pin(async { Arc::new(crate::MemoryStore::new()) as _ })),
             unit: None,
             drain_count: 10_000,
             suffix: String::new(),
@@ -216,6 +226,16 @@ impl Harness {
         Fut: Future<Output = Arc<dyn IdempotencyStore>> + Send + 'static,
     {
         self.store = Arc::new(move || Box::pin(f()));
+        self
+    }
+
+    /// The store for the job-status cases (default: [`crate::MemoryStore`]).
+    pub fn status_store<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Arc<dyn crate::Store>> + Send + 'static,
+    {
+        self.status_store = Arc::new(move || Box::pin(f()));
         self
     }
 
@@ -353,8 +373,11 @@ impl Ctx {
     }
     /// A worker on this queue through driver instance `q`, with the kit's settings.
     pub(crate) fn worker(&self, q: Arc<dyn Driver>) -> Worker {
-        Backend::from_driver(q)
-            .queue(self.name.clone())
+        self.worker_for(Backend::from_driver(q))
+    }
+    /// [`Ctx::worker`] on a backend handle of the case's own (one with job status on).
+    pub(crate) fn worker_for(&self, b: Backend) -> Worker {
+        b.queue(self.name.clone())
             .worker()
             .lease(self.unit * 20)
             .poll_wait(self.unit * 2)

@@ -174,18 +174,19 @@ pub(super) async fn run_one_inner(
     prepared: Prepared,
 ) -> bool {
     record_wait(d, meters);
+    let (prepared, tracked) = prepared;
     let (fut, policy) = match prepared {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "undecodable message, dead-lettering");
-            return settle_failure(
-                inner,
-                d,
-                Failure::malformed(&e),
-                RetryPolicy::none(),
-                meters,
-            )
-            .await;
+            let f = Failure::malformed(&e);
+            let error = f.error.clone();
+            let dead = settle_failure(inner, d, f, RetryPolicy::none(), meters).await;
+            if dead && inner.status.is_some() {
+                lifecycle::started(inner, d, &tracked).await;
+                lifecycle::ended(inner, d, &tracked, JobState::Dead, Some(error)).await;
+            }
+            return dead;
         }
     };
     // Wait for this key's predecessor (still running here) before anything else, keeping
@@ -222,6 +223,12 @@ pub(super) async fn run_one_inner(
             return false;
         }
     };
+    if !lifecycle::started(inner, d, &tracked).await {
+        release(inner, key.as_deref()).await;
+        bump(&inner.counters.cancelled);
+        let _ = acks.send(d.receipt.clone());
+        return true;
+    }
     let timeout = inner.config.job_timeout;
     let started = Instant::now();
     let ran = match supervise(inner, &[&d.receipt], fut(), force, timeout).await {
@@ -235,16 +242,35 @@ pub(super) async fn run_one_inner(
         Ran::Forced => {
             release(inner, key.as_deref()).await;
             give_back(inner, d).await;
+            lifecycle::ended(inner, d, &tracked, JobState::Queued, None).await;
             false
         }
         Ran::Done(mut failures) => match failures.pop() {
             None => {
                 settle_success(inner, d, key.as_deref(), acks, meters).await;
+                lifecycle::ended(inner, d, &tracked, JobState::Succeeded, None).await;
+                true
+            }
+            Some((_, f)) if tracked.cancel.is_cancelled() => {
+                // Stopped by its cancel signal: settled, not retried.
+                tracing::info!(error = %f.error, "job cancelled");
+                release(inner, key.as_deref()).await;
+                bump(&inner.counters.cancelled);
+                let _ = acks.send(d.receipt.clone());
+                lifecycle::ended(inner, d, &tracked, JobState::Cancelled, Some(f.error)).await;
                 true
             }
             Some((_, f)) => {
                 release(inner, key.as_deref()).await;
-                settle_failure(inner, d, f, policy, meters).await
+                let error = f.error.clone();
+                let dead = settle_failure(inner, d, f, policy, meters).await;
+                let state = if dead {
+                    JobState::Dead
+                } else {
+                    JobState::Failed
+                };
+                lifecycle::ended(inner, d, &tracked, state, Some(error)).await;
+                dead
             }
         },
     }
@@ -295,11 +321,30 @@ pub(super) async fn run_batch(
                     .filter(|(i, _)| *i < batch.len())
                     .collect();
                 for (i, d) in batch.iter().enumerate() {
+                    // Batch handlers have no JobContext: the worker records each item's
+                    // outcome, with no progress, result or cancel signal.
+                    let tracked = Tracked::new(&inner, d, None);
                     match failed.remove(&i) {
-                        None => settle_success(&inner, d, None, &acks, &inner.meters.batch).await,
+                        None => {
+                            settle_success(&inner, d, None, &acks, &inner.meters.batch).await;
+                            lifecycle::ended(&inner, d, &tracked, JobState::Succeeded, None).await;
+                        }
                         Some(f) => {
-                            settle_failure(&inner, d, f, inner.config.retry, &inner.meters.batch)
-                                .await;
+                            let error = f.error.clone();
+                            let dead = settle_failure(
+                                &inner,
+                                d,
+                                f,
+                                inner.config.retry,
+                                &inner.meters.batch,
+                            )
+                            .await;
+                            let state = if dead {
+                                JobState::Dead
+                            } else {
+                                JobState::Failed
+                            };
+                            lifecycle::ended(&inner, d, &tracked, state, Some(error)).await;
                         }
                     }
                 }
@@ -310,7 +355,7 @@ pub(super) async fn run_batch(
     .await
 }
 
-pub(super) type Prepared = Result<(Thunk, RetryPolicy), DecodeError>;
+pub(super) type Prepared = (Result<(Thunk, RetryPolicy), DecodeError>, Tracked);
 
 /// Finds the handler for a delivery and decodes its payload; also picks the metric
 /// handles of its job label.
@@ -319,21 +364,30 @@ pub(super) fn prepare<'a>(inner: &'a Inner, d: &Delivery) -> (&'a JobMeters, Pre
     let Mode::Jobs { jobs, raw } = &inner.mode else {
         return (
             &meters.batch,
-            Err(DecodeError::NotAnEnvelope("batch mode".into())),
+            (
+                Err(DecodeError::NotAnEnvelope("batch mode".into())),
+                Tracked::new(inner, d, None),
+            ),
         );
     };
     let default = inner.config.retry;
     if let Some(why) = d.headers.get(headers::MALFORMED) {
         return (
             &meters.malformed,
-            Err(DecodeError::Undecodable(format!(
-                "driver could not decode this message: {why}"
-            ))),
+            (
+                Err(DecodeError::Undecodable(format!(
+                    "driver could not decode this message: {why}"
+                ))),
+                Tracked::new(inner, d, None),
+            ),
         );
     }
     let raw_run = |raw: &RawFn| {
-        let (raw, d) = (raw.clone(), d.clone());
-        Ok((Box::new(move || raw(d)) as Thunk, default))
+        let (raw, d2) = (raw.clone(), d.clone());
+        (
+            Ok((Box::new(move || raw(d2)) as Thunk, default)),
+            Tracked::new(inner, d, None),
+        )
     };
     if let (true, Some(raw)) = (jobs.is_empty(), raw) {
         // Only a raw handler: no envelope to decode.
@@ -344,12 +398,13 @@ pub(super) fn prepare<'a>(inner: &'a Inner, d: &Delivery) -> (&'a JobMeters, Pre
         Err(e) => {
             return match raw {
                 Some(raw) => (&meters.raw, raw_run(raw)),
-                None => (&meters.malformed, Err(e)),
+                None => (&meters.malformed, (Err(e), Tracked::new(inner, d, None))),
             }
         }
     };
     match (jobs.get(&env.job), raw) {
         (Some(reg), _) => {
+            let tracked = Tracked::new(inner, d, Some(&env.job));
             let ctx = JobContext {
                 id: d.id.clone(),
                 queue: d.queue.clone(),
@@ -357,10 +412,12 @@ pub(super) fn prepare<'a>(inner: &'a Inner, d: &Delivery) -> (&'a JobMeters, Pre
                 headers: d.headers.clone(),
                 first_enqueued_at: d.first_enqueued_at,
                 shutdown: inner.shutdown.clone(),
+                cancel: tracked.cancel.clone(),
+                life: tracked.life.clone(),
             };
             let policy = reg.retry.unwrap_or(default);
             let m = meters.jobs.get(&env.job).unwrap_or(&meters.unknown);
-            (m, (reg.run)(env, ctx).map(|f| (f, policy)))
+            (m, ((reg.run)(env, ctx).map(|f| (f, policy)), tracked))
         }
         // Metric labels come from registered names only: a name read from a payload must
         // not create a new time series.
@@ -368,11 +425,12 @@ pub(super) fn prepare<'a>(inner: &'a Inner, d: &Delivery) -> (&'a JobMeters, Pre
         (None, None) => {
             let mut known: Vec<String> = jobs.keys().cloned().collect();
             known.sort();
+            let tracked = Tracked::new(inner, d, Some(&env.job));
             let e = DecodeError::UnknownJob {
                 name: env.job,
                 known,
             };
-            (&meters.unknown, Err(e))
+            (&meters.unknown, (Err(e), tracked))
         }
     }
 }

@@ -109,6 +109,12 @@ pub struct JobContext {
     /// handler can stop cleanly, return an error (retried later), or finish within the
     /// grace period. See [`JobContext::shutting_down`].
     pub shutdown: CancellationToken,
+    /// Fires when someone cancels this job through its status
+    /// ([`Backend::cancel_job`](crate::Backend::cancel_job)); only with job status on. A
+    /// handler that stops with an error after it fired makes the job `cancelled` (acked,
+    /// not retried). See [`JobContext::cancelled`].
+    pub cancel: CancellationToken,
+    pub(super) life: Option<Arc<lifecycle::Life>>,
 }
 
 impl JobContext {
@@ -122,6 +128,48 @@ impl JobContext {
             headers: Headers::new(),
             first_enqueued_at: SystemTime::now(),
             shutdown: CancellationToken::new(),
+            cancel: CancellationToken::new(),
+            life: None,
+        }
+    }
+
+    /// Completes when someone cancels this job (never, without job status on):
+    ///
+    /// ```
+    /// # use queue_core::{JobContext, JobError};
+    /// # async fn work() {}
+    /// async fn export(ctx: JobContext) -> Result<(), JobError> {
+    ///     tokio::select! {
+    ///         _ = work() => Ok(()),
+    ///         _ = ctx.cancelled() => Err(JobError::permanent("cancelled")),
+    ///     }
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Reports progress: `percent` (0 to 100) and what the job is doing. Readers see it in
+    /// the job's status. Without job status on this does nothing. A bad value is an
+    /// [`QueueError::InvalidOption`]; a store that cannot be written is logged and counted,
+    /// not returned: progress never fails a job.
+    pub async fn progress(&self, percent: u8, message: Option<&str>) -> QResult<()> {
+        let p = crate::status::Progress::new(percent, message.map(str::to_string))?;
+        if let Some(life) = &self.life {
+            life.progress(p).await;
+        }
+        Ok(())
+    }
+
+    /// Keeps `value` as the job's result, stored with its status when the handler succeeds
+    /// (the last call wins). Without job status on this does nothing. A value that does
+    /// not serialize, or whose JSON is over the status store's limit, is not stored; the
+    /// job's `last_error` says why, and the job still succeeds.
+    pub fn set_result<T: serde::Serialize + ?Sized>(&self, value: &T) {
+        if let Some(life) = &self.life {
+            life.set_result(
+                serde_json::to_value(value).map_err(|e| format!("result does not serialize: {e}")),
+            );
         }
     }
 

@@ -57,14 +57,17 @@ use crate::retry::{Decision, RetryPolicy};
 mod claims;
 mod dispatch;
 mod handler;
+mod lifecycle;
 mod meters;
 mod receive;
 mod settle;
 
+use crate::status::JobState;
 use claims::*;
 use dispatch::*;
 use handler::{BatchFn, BoxFut, JobFn, RawFn, Thunk};
 pub use handler::{ItemFailure, JobContext, JobError, JobResult};
+use lifecycle::Tracked;
 use meters::{JobMeters, Meters};
 use receive::*;
 use settle::*;
@@ -126,6 +129,9 @@ pub struct WorkerReport {
     pub duplicates_skipped: u64,
     /// Deliveries returned to the queue at shutdown without running to the end.
     pub returned: u64,
+    /// Jobs cancelled through their status: skipped before they ran, or stopped by
+    /// their cancel signal (acked either way).
+    pub cancelled: u64,
     /// Backend calls that failed (receive, ack, nack, extend, dead-letter).
     pub backend_errors: u64,
     /// The worker's own loop died (a panic: in a driver's `receive`, or a bug) and it
@@ -143,6 +149,7 @@ struct Counters {
     dead_lettered: AtomicU64,
     duplicates_skipped: AtomicU64,
     returned: AtomicU64,
+    cancelled: AtomicU64,
     backend_errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     crashed: std::sync::atomic::AtomicBool,
@@ -159,6 +166,7 @@ impl Counters {
             dead_lettered: r(&self.dead_lettered),
             duplicates_skipped: r(&self.duplicates_skipped),
             returned: r(&self.returned),
+            cancelled: r(&self.cancelled),
             backend_errors: r(&self.backend_errors),
             crashed: self.crashed.load(AtomicOrdering::Relaxed),
         }
@@ -274,6 +282,38 @@ impl Worker {
             }
         }
         self
+    }
+
+    /// Registers the handler for job type `J` whose value is the job's result: with job
+    /// status on, it is stored with the job's status when the handler succeeds (see
+    /// [`JobContext::set_result`]; without job status the value is dropped).
+    ///
+    /// ```
+    /// # use queue_core::*;
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Sum { a: i64, b: i64 }
+    /// # impl Job for Sum { const NAME: &'static str = "sum"; }
+    /// # fn w(q: Queue) -> Worker {
+    /// q.worker().handle_returning(|job: Sum, _ctx: JobContext| async move {
+    ///     Ok::<_, JobError>(job.a + job.b)
+    /// })
+    /// # }
+    /// ```
+    pub fn handle_returning<J, O, F, Fut>(self, f: F) -> Self
+    where
+        J: Job,
+        O: serde::Serialize + Send + 'static,
+        F: Fn(J, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, JobError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.handle(move |job: J, ctx: JobContext| {
+            let f = f.clone();
+            async move {
+                let out = f(job, ctx.clone()).await?;
+                ctx.set_result(&out);
+                Ok(())
+            }
+        })
     }
 
     /// Registers a handler for raw deliveries: messages that are not job envelopes, or whose
@@ -409,6 +449,8 @@ impl Worker {
             idempotency: self.idempotency,
             caps,
             counters: counters.clone(),
+            status: self.queue.backend().status().cloned(),
+            running: Mutex::new(HashMap::new()),
         });
         let watched = counters.clone();
         let join = tokio::spawn(async move {
@@ -618,4 +660,8 @@ struct Inner {
     caps: Capabilities,
     counters: Arc<Counters>,
     meters: Meters,
+    /// Job status, when the backend records it.
+    status: Option<crate::status::JobStatuses>,
+    /// Cancel signals of the jobs running now, by id (only with job status on).
+    running: Mutex<HashMap<String, CancellationToken>>,
 }

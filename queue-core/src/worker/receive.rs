@@ -15,6 +15,8 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> W
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Receipt>();
     let mut aux = JoinSet::new();
     aux.spawn(acker(inner.clone(), ack_rx));
+    // Dropped (aborted) when this loop ends.
+    let _cancels = AbortOnDrop(tokio::spawn(lifecycle::watch_cancels(inner.clone())));
     let mut tasks = JoinSet::new();
     let mut errors_in_row = 0u32;
     // Per ordering key, the settle signal of the last delivery of that key started here.

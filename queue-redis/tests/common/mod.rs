@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use queue_core::testkit::Harness;
 use queue_core::{Driver, IdempotencyStore, QueueError};
-use queue_redis::{RedisIdempotency, RedisQueue};
+use queue_redis::{RedisIdempotency, RedisQueue, RedisStore};
 
 fn unreachable(url: &str, e: QueueError) -> QueueError {
     QueueError::InvalidOption(format!(
@@ -32,6 +32,9 @@ pub fn harness(url: &'static str) -> Harness {
     })
     .idempotency_store(move || async move {
         Arc::new(RedisIdempotency::new(&connect(url).await)) as Arc<dyn IdempotencyStore>
+    })
+    .status_store(move || async move {
+        Arc::new(RedisStore::new(&connect(url).await)) as Arc<dyn queue_core::Store>
     })
     .bad_url("redis://127.0.0.1:1") // nothing listens on port 1
     .bad_url("redis://:wrong-password@127.0.0.1:6379")

@@ -1,0 +1,542 @@
+//! Job status: what became of a job, by the id its producer got back.
+//!
+//! Turn it on with [`Backend::with_status`](crate::Backend::with_status); then every
+//! producer of that backend records each job as `queued` when its send returns `Ok`, every
+//! worker records its runs, and any process holding a [`JobStatuses`] over the same
+//! [`Store`] reads the status or cancels the job. This is the state machine, the same for
+//! every queue backend and every store:
+//!
+//! ```text
+//!   queued ──► running ──► succeeded
+//!     │  ▲        │ ├────► failed ──► running (the retry)     failed: an attempt failed,
+//!     │  └────────┘ │        │                                        a retry is scheduled
+//!     │  given back └────► dead ───► running (after a redrive)
+//!     │  (shutdown) │
+//!     └───────────► cancelled ◄──── failed (cancel while waiting for the retry)
+//!       cancel      ▲
+//!                   └── running, once the handler stops after its cancel signal
+//! ```
+//!
+//! - `succeeded` and `cancelled` are final: a duplicate delivery of a succeeded job may
+//!   still run (at-least-once; the idempotency layer is what skips it), but its record
+//!   stays `succeeded`; a delivery of a cancelled job is acked without running.
+//! - `dead` is final until an operator redrives the job: its next run makes it `running`.
+//! - Cancelling a `queued` or `failed` job makes it `cancelled` at once. Cancelling a
+//!   `running` job sets `cancel_requested`; the worker checks its running jobs every
+//!   [`CANCEL_POLL`] and fires the job's [`JobContext::cancel`](crate::JobContext) token.
+//!   When the handler then stops with an error the job becomes `cancelled` and is acked,
+//!   not retried; a handler that finishes its work anyway makes it `succeeded`.
+//!   Cancelling a finished job is [`QueueError::JobFinished`]; an unknown or expired id is
+//!   [`QueueError::JobNotFound`].
+//! - A status write that fails never fails the job: the send still returns its id, the
+//!   job still runs and is settled; the failure is logged and counted
+//!   (`queue_status_write_errors_total`, and the worker's `backend_errors`).
+//! - Records expire by [`Retention`], per state, enforced by the store.
+//!
+//! Writes are compare-and-set on the record's version ([`Store::replace`]), so a cancel
+//! racing a worker's start or finish is never lost and never overwrites a later state.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{QueueError, Result};
+use crate::message::unix_millis;
+use crate::store::{self, Store};
+
+/// How often a worker asks the store whether one of its running jobs was cancelled.
+pub const CANCEL_POLL: Duration = Duration::from_millis(500);
+
+/// Where a job is in its life. See the [module docs](self) for the transitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JobState {
+    /// Sent, waiting for a worker (or given back to the queue at a worker's shutdown).
+    Queued,
+    /// A handler is running it.
+    Running,
+    /// An attempt failed; a retry is scheduled.
+    Failed,
+    /// Done: the handler succeeded.
+    Succeeded,
+    /// In the dead-letter queue (attempts used up, a permanent error, or malformed).
+    Dead,
+    /// Cancelled before it ran, or stopped by its cancel signal.
+    Cancelled,
+}
+
+impl JobState {
+    /// `succeeded`, `dead` and `cancelled`: nothing more happens unless an operator
+    /// redrives a dead job.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+
+    /// The state's name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Failed => "failed",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A running job's progress, as its handler last reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Progress {
+    /// 0 to 100.
+    pub percent: u8,
+    /// What the job is doing, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The longest progress message kept (bytes); a longer one is an error.
+pub const MAX_PROGRESS_MESSAGE: usize = 1024;
+
+impl Progress {
+    /// `percent` (0 to 100) done, with an optional message of at most
+    /// [`MAX_PROGRESS_MESSAGE`] bytes.
+    pub fn new(percent: u8, message: Option<String>) -> Result<Self> {
+        if percent > 100 {
+            return Err(QueueError::InvalidOption(format!(
+                "progress must be 0 to 100 percent, got {percent}"
+            )));
+        }
+        if message
+            .as_ref()
+            .is_some_and(|m| m.len() > MAX_PROGRESS_MESSAGE)
+        {
+            return Err(QueueError::InvalidOption(format!(
+                "a progress message must be at most {MAX_PROGRESS_MESSAGE} bytes"
+            )));
+        }
+        Ok(Progress { percent, message })
+    }
+}
+
+/// One job's record. Times are Unix milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JobStatus {
+    /// The id [`Producer::send`](crate::Producer::send) returned.
+    pub id: String,
+    /// The queue it was sent to.
+    pub queue: String,
+    /// Its job name ([`Job::NAME`](crate::Job::NAME)), when sent as a typed job.
+    #[serde(default)]
+    pub job: Option<String>,
+    /// Where it is.
+    pub state: JobState,
+    /// Attempts started so far (1 while the first runs).
+    pub attempt: u32,
+    /// When its send returned (or, when the producer's write was missed, when a worker
+    /// first saw it).
+    pub enqueued_at: u64,
+    /// When its latest attempt started.
+    #[serde(default)]
+    pub started_at: Option<u64>,
+    /// When it reached `succeeded`, `dead` or `cancelled`.
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+    /// The latest attempt's error, or why its result was not kept.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The latest progress its handler reported.
+    #[serde(default)]
+    pub progress: Option<Progress>,
+    /// What its handler returned ([`JobContext::set_result`](crate::JobContext::set_result)).
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+    /// Someone asked to cancel it while it ran.
+    #[serde(default)]
+    pub cancel_requested: bool,
+}
+
+impl JobStatus {
+    fn new(id: &str, queue: &str, job: Option<&str>, state: JobState, now: u64) -> Self {
+        JobStatus {
+            id: id.to_string(),
+            queue: queue.to_string(),
+            job: job.map(str::to_string),
+            state,
+            attempt: 0,
+            enqueued_at: now,
+            started_at: None,
+            finished_at: None,
+            last_error: None,
+            progress: None,
+            result: None,
+            cancel_requested: false,
+        }
+    }
+}
+
+/// How long records are kept, per state; each write restarts its record's clock. Defaults:
+/// unfinished (`queued`, `running`, `failed`) 7 days, `succeeded` 1 day, `dead` 7 days,
+/// `cancelled` 1 day (BullMQ and Sidekiq keep finished jobs for similar spans).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// `queued`, `running` and `failed` records.
+    pub unfinished: Duration,
+    /// `succeeded` records.
+    pub succeeded: Duration,
+    /// `dead` records.
+    pub dead: Duration,
+    /// `cancelled` records.
+    pub cancelled: Duration,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            unfinished: 7 * DAY,
+            succeeded: DAY,
+            dead: 7 * DAY,
+            cancelled: DAY,
+        }
+    }
+}
+
+impl Retention {
+    /// How long a record in `state` is kept.
+    pub fn for_state(&self, state: JobState) -> Duration {
+        match state {
+            JobState::Succeeded => self.succeeded,
+            JobState::Dead => self.dead,
+            JobState::Cancelled => self.cancelled,
+            JobState::Queued | JobState::Running | JobState::Failed => self.unfinished,
+        }
+    }
+}
+
+/// What [`JobStatuses::cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelOutcome {
+    /// The job had not started (or was waiting for a retry): it is `cancelled` now and
+    /// will not run.
+    Cancelled,
+    /// The job is running: its handler's cancel signal fires within about
+    /// [`CANCEL_POLL`]; the state becomes `cancelled` when the handler stops.
+    Requested,
+}
+
+/// The default limit on a stored result (bytes of JSON).
+pub const DEFAULT_MAX_RESULT: usize = 64 * 1024;
+
+/// Job status over a [`Store`]: read, cancel, and (for producers and workers of a backend
+/// given it with [`Backend::with_status`](crate::Backend::with_status)) record.
+#[derive(Clone)]
+pub struct JobStatuses {
+    store: Arc<dyn Store>,
+    retention: Retention,
+    max_result: usize,
+}
+
+impl fmt::Debug for JobStatuses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobStatuses")
+            .field("store", &self.store)
+            .field("retention", &self.retention)
+            .field("max_result", &self.max_result)
+            .finish()
+    }
+}
+
+/// How often a compare-and-set write is tried before it gives up (only a storm of writers
+/// to one record could use them all: a record has one worker and rare cancels).
+const CAS_TRIES: usize = 32;
+
+/// What a worker does with a delivery, by its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Start {
+    Run,
+    /// Cancelled before it ran: ack without running.
+    Cancelled,
+}
+
+impl JobStatuses {
+    /// Records in `store`, kept per [`Retention::default`], results up to
+    /// [`DEFAULT_MAX_RESULT`] bytes.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        JobStatuses {
+            store,
+            retention: Retention::default(),
+            max_result: DEFAULT_MAX_RESULT,
+        }
+    }
+
+    /// Sets how long records are kept (each 1 ms to [`store::MAX_TTL`]).
+    pub fn retention(mut self, retention: Retention) -> Result<Self> {
+        for (what, d) in [
+            ("unfinished", retention.unfinished),
+            ("succeeded", retention.succeeded),
+            ("dead", retention.dead),
+            ("cancelled", retention.cancelled),
+        ] {
+            store::check("k", d)
+                .map_err(|e| QueueError::InvalidOption(format!("retention of {what}: {e}")))?;
+        }
+        self.retention = retention;
+        Ok(self)
+    }
+
+    /// Sets the largest result kept, in bytes of JSON (1 to 16 MiB). A larger result is
+    /// not stored: the job still succeeds, and `last_error` says why the result is absent.
+    pub fn max_result_bytes(mut self, n: usize) -> Result<Self> {
+        if n == 0 || n > 16 << 20 {
+            return Err(QueueError::InvalidOption(format!(
+                "max_result_bytes must be 1 to 16 MiB, got {n}"
+            )));
+        }
+        self.max_result = n;
+        Ok(self)
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The job's record, or `None` for an unknown or expired id.
+    pub async fn get(&self, id: &str) -> Result<Option<JobStatus>> {
+        Ok(self.read(id).await?.map(|(s, _)| s))
+    }
+
+    /// Cancels a job from any process. See [`CancelOutcome`]; a finished job is
+    /// [`QueueError::JobFinished`], an unknown one [`QueueError::JobNotFound`].
+    pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
+        let mut outcome = None;
+        let found = self
+            .update(id, |rec| {
+                let mut rec = rec?;
+                outcome = Some(match rec.state {
+                    JobState::Queued | JobState::Failed => {
+                        rec.state = JobState::Cancelled;
+                        rec.finished_at = Some(now());
+                        Ok(CancelOutcome::Cancelled)
+                    }
+                    JobState::Running => {
+                        if rec.cancel_requested {
+                            outcome = Some(Ok(CancelOutcome::Requested));
+                            return None;
+                        }
+                        rec.cancel_requested = true;
+                        Ok(CancelOutcome::Requested)
+                    }
+                    state => {
+                        let e = QueueError::JobFinished {
+                            id: id.to_string(),
+                            state,
+                        };
+                        outcome = Some(Err(e));
+                        return None;
+                    }
+                });
+                Some(rec)
+            })
+            .await?;
+        match (found, outcome) {
+            (_, Some(o)) => o,
+            (None, None) => Err(QueueError::JobNotFound(id.to_string())),
+            (Some(_), None) => Err(QueueError::JobNotFound(id.to_string())),
+        }
+    }
+
+    /// Records a sent job as `queued`, unless a worker already wrote its record.
+    pub(crate) async fn queued(&self, id: &str, queue: &str, job: Option<&str>) -> Result<()> {
+        let rec = JobStatus::new(id, queue, job, JobState::Queued, now());
+        let bytes = encode(&rec)?;
+        let ttl = self.retention.for_state(JobState::Queued);
+        self.store.insert(&key(id), &bytes, ttl).await.map(|_| ())
+    }
+
+    /// Records the start of an attempt; says to skip a cancelled job.
+    pub(crate) async fn start(
+        &self,
+        id: &str,
+        queue: &str,
+        job: Option<&str>,
+        attempt: u32,
+    ) -> Result<Start> {
+        let mut start = Start::Run;
+        self.update(id, |rec| {
+            let mut rec =
+                rec.unwrap_or_else(|| JobStatus::new(id, queue, job, JobState::Queued, now()));
+            match rec.state {
+                JobState::Cancelled => {
+                    start = Start::Cancelled;
+                    return None;
+                }
+                JobState::Succeeded => return None,
+                _ => {}
+            }
+            rec.state = JobState::Running;
+            rec.attempt = attempt;
+            rec.started_at = Some(now());
+            rec.finished_at = None;
+            rec.cancel_requested = false;
+            rec.progress = None;
+            Some(rec)
+        })
+        .await?;
+        Ok(start)
+    }
+
+    /// Whether someone asked to cancel this running job.
+    pub(crate) async fn cancel_requested(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .read(id)
+            .await?
+            .is_some_and(|(r, _)| r.cancel_requested && r.state == JobState::Running))
+    }
+
+    /// Records a running job's progress.
+    pub(crate) async fn progress(&self, id: &str, p: Progress) -> Result<()> {
+        self.update(id, |rec| {
+            let mut rec = rec.filter(|r| r.state == JobState::Running)?;
+            rec.progress = Some(p.clone());
+            Some(rec)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Records how an attempt ended.
+    pub(crate) async fn finish(
+        &self,
+        id: &str,
+        state: JobState,
+        error: Option<String>,
+        result: Option<std::result::Result<serde_json::Value, String>>,
+    ) -> Result<()> {
+        let (result, result_error) = match result {
+            Some(Ok(v)) => {
+                let size = serde_json::to_vec(&v)
+                    .map(|b| b.len())
+                    .unwrap_or(usize::MAX);
+                if size > self.max_result {
+                    let why = format!(
+                        "result of {size} bytes not kept: over the {} byte limit",
+                        self.max_result
+                    );
+                    tracing::warn!(id, "{why}");
+                    (None, Some(why))
+                } else {
+                    (Some(v), None)
+                }
+            }
+            Some(Err(why)) => (None, Some(why)),
+            None => (None, None),
+        };
+        self.update(id, |rec| {
+            let mut rec = rec?;
+            if rec.state == JobState::Succeeded {
+                return None; // final: a duplicate's run does not rewrite it
+            }
+            rec.state = state;
+            rec.last_error = error.clone().or(result_error.clone()).or(rec.last_error);
+            if state.is_finished() {
+                rec.finished_at = Some(now());
+            }
+            if state == JobState::Succeeded {
+                rec.result = result.clone();
+                rec.progress = rec.progress.map(|p| Progress { percent: 100, ..p });
+            }
+            if state == JobState::Queued {
+                rec.started_at = None;
+            }
+            Some(rec)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn read(&self, id: &str) -> Result<Option<(JobStatus, u64)>> {
+        let k = key(id);
+        store::check(&k, Duration::from_secs(1))?;
+        let Some(v) = self.store.get(&k).await? else {
+            return Ok(None);
+        };
+        let rec: JobStatus = serde_json::from_slice(&v.value).map_err(|e| {
+            QueueError::backend(
+                "status store",
+                format!("record of job {id:?} unreadable: {e}"),
+            )
+        })?;
+        Ok(Some((rec, v.version)))
+    }
+
+    /// Reads, changes and writes back one record until the write lands at the version it
+    /// read. `change` gets the current record (`None`: absent) and returns the new one,
+    /// or `None` to write nothing. Returns the record as written (or as found).
+    async fn update(
+        &self,
+        id: &str,
+        mut change: impl FnMut(Option<JobStatus>) -> Option<JobStatus>,
+    ) -> Result<Option<JobStatus>> {
+        let k = key(id);
+        for _ in 0..CAS_TRIES {
+            let found = self.read(id).await?;
+            let (current, version) = match found {
+                Some((r, v)) => (Some(r), Some(v)),
+                None => (None, None),
+            };
+            let Some(next) = change(current.clone()) else {
+                return Ok(current);
+            };
+            let bytes = encode(&next)?;
+            let ttl = self.retention.for_state(next.state);
+            let written = match version {
+                Some(v) => self.store.replace(&k, v, &bytes, ttl).await?,
+                None => self.store.insert(&k, &bytes, ttl).await?,
+            };
+            if written.is_some() {
+                return Ok(Some(next));
+            }
+        }
+        Err(QueueError::backend(
+            "status store",
+            format!("job {id:?}: {CAS_TRIES} concurrent writes in a row; gave up"),
+        ))
+    }
+}
+
+fn key(id: &str) -> String {
+    format!("status:{id}")
+}
+
+fn now() -> u64 {
+    unix_millis(SystemTime::now())
+}
+
+fn encode(rec: &JobStatus) -> Result<Vec<u8>> {
+    serde_json::to_vec(rec).map_err(|e| QueueError::backend("status store", e))
+}
+
+/// Logs and counts a status write that failed; the job goes on regardless.
+pub(crate) fn write_failed(what: &str, id: &str, e: &QueueError) {
+    metrics::counter!("queue_status_write_errors_total").increment(1);
+    tracing::warn!(id, error = %e, "job status: {what} not recorded");
+}

@@ -1,0 +1,157 @@
+//! The cases every [`Store`] implementation passes against its real server: the two
+//! conditional writes, versions, expiry, deletes, and races between writers.
+//!
+//! ```text
+//! #[tokio::test]
+//! async fn my_store() {
+//!     let store = MyStore::connect("...").await.unwrap();
+//!     queue_core::testkit::store::run(&store, tokio::time::sleep).await;
+//! }
+//! ```
+//!
+//! `pass(d)` must let `d` of the store's time go by: `tokio::time::advance` for a store on
+//! tokio's paused clock, `tokio::time::sleep` for a server (the expiry cases then sleep a
+//! few hundred milliseconds).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::Store;
+
+/// Runs every store case on `store`, with keys unique to this run.
+pub async fn run<S, F, Fut>(store: &S, pass: F)
+where
+    S: Store + ?Sized,
+    F: Fn(Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let p = super::unique("kit");
+    let key = |k: &str| format!("{p}:{k}");
+    let long = Duration::from_secs(3600);
+
+    // insert: only where nothing lives.
+    let a = key("a");
+    assert_eq!(store.get(&a).await.unwrap(), None, "a fresh key is absent");
+    assert_eq!(store.insert(&a, b"one", long).await.unwrap(), Some(1));
+    assert_eq!(
+        store.insert(&a, b"other", long).await.unwrap(),
+        None,
+        "insert over a live entry must fail"
+    );
+    let got = store.get(&a).await.unwrap().expect("inserted entry");
+    assert_eq!((got.value.as_slice(), got.version), (&b"one"[..], 1));
+
+    // replace: only at the version read; versions grow.
+    assert_eq!(store.replace(&a, 7, b"x", long).await.unwrap(), None);
+    assert_eq!(store.replace(&a, 1, b"two", long).await.unwrap(), Some(2));
+    assert_eq!(
+        store.replace(&a, 1, b"stale", long).await.unwrap(),
+        None,
+        "a replace at an old version must fail"
+    );
+    let got = store.get(&a).await.unwrap().expect("replaced entry");
+    assert_eq!((got.value.as_slice(), got.version), (&b"two"[..], 2));
+    assert_eq!(
+        store.replace(&key("never"), 1, b"x", long).await.unwrap(),
+        None,
+        "replace of an absent key must fail, not create it"
+    );
+    assert_eq!(store.get(&key("never")).await.unwrap(), None);
+
+    // Binary values round-trip, empty ones too.
+    let bin: Vec<u8> = (0..=255u8).collect();
+    assert_eq!(
+        store.insert(&key("bin"), &bin, long).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(store.get(&key("bin")).await.unwrap().unwrap().value, bin);
+    assert_eq!(
+        store.insert(&key("empty"), b"", long).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store.get(&key("empty")).await.unwrap().unwrap().value,
+        b"".to_vec()
+    );
+
+    // delete.
+    assert!(store.delete(&a).await.unwrap());
+    assert!(
+        !store.delete(&a).await.unwrap(),
+        "second delete finds nothing"
+    );
+    assert_eq!(store.get(&a).await.unwrap(), None);
+    assert_eq!(store.insert(&a, b"again", long).await.unwrap(), Some(1));
+
+    // Expiry: gone for reads and for replace; insert may take the key again; a replace
+    // sets the new time to live.
+    let short = Duration::from_millis(300);
+    let e = key("expiring");
+    store.insert(&e, b"1", short).await.unwrap();
+    let kept = key("kept");
+    store.insert(&kept, b"1", short).await.unwrap();
+    assert_eq!(store.replace(&kept, 1, b"2", long).await.unwrap(), Some(2));
+    pass(Duration::from_millis(700)).await;
+    assert_eq!(
+        store.get(&e).await.unwrap(),
+        None,
+        "expired entry must be gone"
+    );
+    assert_eq!(
+        store.replace(&e, 1, b"late", long).await.unwrap(),
+        None,
+        "an expired entry must not be replaced"
+    );
+    assert!(
+        store.get(&kept).await.unwrap().is_some(),
+        "a replace must set the entry's new time to live"
+    );
+    assert_eq!(store.insert(&e, b"new", long).await.unwrap(), Some(1));
+    assert_eq!(store.get(&e).await.unwrap().unwrap().value, b"new".to_vec());
+    assert!(!store.delete(&key("never")).await.unwrap());
+
+    // Races: of many writers replacing at the same version, exactly one wins.
+    let r = key("race");
+    store.insert(&r, b"0", long).await.unwrap();
+    let wins = {
+        let mut wins = 0;
+        // Sequential calls still model the race: all read version 1 first.
+        for i in 0..8u8 {
+            if store.replace(&r, 1, &[i], long).await.unwrap().is_some() {
+                wins += 1;
+            }
+        }
+        wins
+    };
+    assert_eq!(wins, 1, "exactly one replace at a version may win");
+    for k in ["a", "bin", "empty", "expiring", "kept", "race"] {
+        let _ = store.delete(&key(k)).await;
+    }
+}
+
+/// Concurrent inserts of one key from many tasks: exactly one wins. For stores shared
+/// across processes, run it against two clients of the same server.
+pub async fn concurrent_inserts(stores: Vec<Arc<dyn Store>>) {
+    let key = super::unique("kit-race");
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, s) in stores.iter().cycle().take(16).enumerate() {
+        let (s, key) = (s.clone(), key.clone());
+        tasks.spawn(async move {
+            s.insert(&key, &[i as u8], Duration::from_secs(60))
+                .await
+                .unwrap()
+        });
+    }
+    let mut wins = 0;
+    while let Some(r) = tasks.join_next().await {
+        if r.unwrap().is_some() {
+            wins += 1;
+        }
+    }
+    assert_eq!(
+        wins, 1,
+        "of 16 concurrent inserts of one key, exactly one wins"
+    );
+    let _ = stores[0].delete(&key).await;
+}

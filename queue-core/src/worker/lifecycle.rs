@@ -1,0 +1,146 @@
+//! The worker's side of job status ([`crate::status`]): recording each run's start and
+//! end, skipping cancelled jobs, and firing a running job's cancel signal when someone
+//! cancels it. Every write here is best-effort: a status store that is down costs log
+//! lines and a count, never a job.
+
+use super::*;
+use crate::status::{JobState, JobStatuses, Progress, Start, CANCEL_POLL};
+
+/// What one job's handler shares with the worker: where its status lives, and the result
+/// it set.
+pub(crate) struct Life {
+    status: JobStatuses,
+    id: String,
+    result: Mutex<Option<std::result::Result<serde_json::Value, String>>>,
+}
+
+impl fmt::Debug for Life {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Life").field("id", &self.id).finish()
+    }
+}
+
+impl Life {
+    pub(crate) async fn progress(&self, p: Progress) {
+        if let Err(e) = self.status.progress(&self.id, p).await {
+            crate::status::write_failed("progress", &self.id, &e);
+        }
+    }
+
+    pub(crate) fn set_result(&self, r: std::result::Result<serde_json::Value, String>) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+}
+
+/// A delivery's status bookkeeping, made when it is prepared.
+pub(super) struct Tracked {
+    pub(super) cancel: CancellationToken,
+    pub(super) life: Option<Arc<Life>>,
+    pub(super) job: Option<String>,
+}
+
+impl Tracked {
+    pub(super) fn new(inner: &Inner, d: &Delivery, job: Option<&str>) -> Self {
+        Tracked {
+            cancel: CancellationToken::new(),
+            life: inner.status.as_ref().map(|s| {
+                Arc::new(Life {
+                    status: s.clone(),
+                    id: d.id.as_str().to_string(),
+                    result: Mutex::new(None),
+                })
+            }),
+            job: job.map(str::to_string),
+        }
+    }
+}
+
+/// Records the start of a run and registers its cancel signal; `false` when the job was
+/// cancelled before it ran (the caller acks it without running).
+pub(super) async fn started(inner: &Inner, d: &Delivery, t: &Tracked) -> bool {
+    let Some(status) = &inner.status else {
+        return true;
+    };
+    let id = d.id.as_str();
+    match status
+        .start(id, &d.queue, t.job.as_deref(), d.attempt)
+        .await
+    {
+        Ok(Start::Cancelled) => {
+            tracing::info!("job was cancelled before it ran; acked without running");
+            return false;
+        }
+        Ok(Start::Run) => {}
+        Err(e) => {
+            crate::status::write_failed("running", id, &e);
+            backend_error(inner, "job status write failed", Some(&d.id), &e);
+        }
+    }
+    inner
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.to_string(), t.cancel.clone());
+    true
+}
+
+/// Records how a run ended and forgets its cancel signal.
+pub(super) async fn ended(
+    inner: &Inner,
+    d: &Delivery,
+    t: &Tracked,
+    state: JobState,
+    error: Option<String>,
+) {
+    let Some(status) = &inner.status else {
+        return;
+    };
+    let id = d.id.as_str();
+    inner
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
+    let result = match (&t.life, state) {
+        (Some(life), JobState::Succeeded) => {
+            life.result.lock().unwrap_or_else(|p| p.into_inner()).take()
+        }
+        _ => None,
+    };
+    if let Err(e) = status.finish(id, state, error, result).await {
+        crate::status::write_failed(state.as_str(), id, &e);
+        backend_error(inner, "job status write failed", Some(&d.id), &e);
+    }
+}
+
+/// Every [`CANCEL_POLL`], asks the store about each running job and fires the cancel
+/// signal of those someone cancelled. Runs until the worker's loop drops it.
+pub(super) async fn watch_cancels(inner: Arc<Inner>) {
+    let Some(status) = inner.status.clone() else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(CANCEL_POLL).await;
+        let running: Vec<(String, CancellationToken)> = inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, t)| !t.is_cancelled())
+            .map(|(id, t)| (id.clone(), t.clone()))
+            .collect();
+        for (id, token) in running {
+            match status.cancel_requested(&id).await {
+                Ok(true) => {
+                    tracing::info!(queue = %inner.name, id, "job cancelled: signalling its handler");
+                    token.cancel();
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(queue = %inner.name, id, error = %e, "could not read job status");
+                    break; // the store is down: try again at the next tick
+                }
+            }
+        }
+    }
+}
