@@ -127,6 +127,38 @@ tansu_up() {
   wait_for "tansu (kafka) $TANSU_PORT" 60 port_open $TANSU_PORT
 }
 
+# PostgreSQL on 127.0.0.1:5432 (Debian's package; the machine's own cluster when it runs),
+# with the role and database the tests use: postgres://queue:queue@127.0.0.1:5432/queue_test.
+PG_PORT=5432
+pg_ready() { pg_isready -q -h 127.0.0.1 -p $PG_PORT; }
+pg_sql() { runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -p $PG_PORT -d postgres -tAc "$1"; }
+postgres_up() {
+  if ! command -v pg_isready >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    log "installing postgresql (Debian package)"; apt_install postgresql
+  fi
+  if ! pg_ready; then
+    local ver
+    ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
+    pg_lsclusters -h 2>/dev/null | grep -q "^$ver main" || pg_createcluster "$ver" main -p $PG_PORT >/dev/null
+    log "starting postgresql $ver on 127.0.0.1:$PG_PORT"
+    pg_ctlcluster "$ver" main start || die "pg_ctlcluster $ver main start failed"
+  fi
+  wait_for "postgresql $PG_PORT" 60 pg_ready
+  [ "$(pg_sql "SELECT 1 FROM pg_roles WHERE rolname = 'queue'")" = 1 ] \
+    || pg_sql "CREATE ROLE queue LOGIN PASSWORD 'queue'"
+  [ "$(pg_sql "SELECT 1 FROM pg_database WHERE datname = 'queue_test'")" = 1 ] \
+    || pg_sql "CREATE DATABASE queue_test OWNER queue"
+  # The tests check that a wrong password is refused: the test role always authenticates
+  # by password over TCP, whatever the machine's own pg_hba.conf trusts.
+  local hba
+  hba=$(pg_sql "SHOW hba_file")
+  if ! grep -q '^host queue_test queue 127.0.0.1/32 scram-sha-256' "$hba"; then
+    sed -i '1i host queue_test queue 127.0.0.1/32 scram-sha-256' "$hba"
+    pg_sql "SELECT pg_reload_conf()" >/dev/null
+  fi
+  log "postgresql role queue and database queue_test are there"
+}
+
 # Tools the tests use: cargo-fuzz for scripts/fuzz.sh, and cargo-public-api (crates.io) for
 # the public-API snapshot check; it
 # reads the nightly toolchain's rustdoc JSON (format 57: public-api 0.52.0 matches the
@@ -159,10 +191,11 @@ status() {
   cluster_ok && echo "redis cluster 127.0.0.1:7001-7003: up" || echo "redis cluster 127.0.0.1:7001-7003: down"
   port_open $MOTO_PORT && echo "moto (sqs) 127.0.0.1:$MOTO_PORT: up" || echo "moto (sqs) 127.0.0.1:$MOTO_PORT: down"
   port_open $TANSU_PORT && echo "tansu (kafka) 127.0.0.1:$TANSU_PORT: up" || echo "tansu (kafka) 127.0.0.1:$TANSU_PORT: down"
+  pg_ready && echo "postgresql 127.0.0.1:$PG_PORT: up" || echo "postgresql 127.0.0.1:$PG_PORT: down"
 }
 
 case "${1:-up}" in
-  up) redis_up; redis_cluster_up; moto_up; tansu_up; tools_up ;;
+  up) redis_up; redis_cluster_up; postgres_up; moto_up; tansu_up; tools_up ;;
   status) status ;;
   *) die "usage: $0 [up|status]" ;;
 esac

@@ -20,6 +20,10 @@
 //! A URL whose scheme needs a feature this build lacks fails with
 //! [`QueueError::UnknownScheme`], listing the schemes it knows.
 //!
+//! Job status ([`status`]) keeps its records in a [`Store`], chosen by URL too with
+//! [`connect_store`]: `memory://` always, `redis://` (feature `redis`), `postgres://`
+//! (feature `postgres`). The store need not be the queue's server.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> queue::Result<()> {
 //! let url = std::env::var("QUEUE_URL").unwrap_or_else(|_| "memory://app".into());
@@ -43,6 +47,50 @@ pub use queue_sqs as sqs;
 /// The Kafka driver (feature `kafka`).
 #[cfg(feature = "kafka")]
 pub use queue_kafka as kafka;
+
+/// The PostgreSQL store (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub use queue_postgres as postgres;
+
+/// Opens the [`Store`] named by `url`, for job status
+/// ([`JobStatuses::new`](status::JobStatuses::new)): `memory://` (this process only,
+/// bounded), `redis://…` (feature `redis`; the driver's URL) or `postgres://…` (feature
+/// `postgres`; see `queue_postgres`). Another scheme is [`QueueError::UnknownScheme`].
+pub async fn connect_store(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    match scheme {
+        "memory" => {
+            if url != "memory://" {
+                return Err(QueueError::invalid_url(
+                    url,
+                    "the memory store takes no name or options: memory://",
+                ));
+            }
+            Ok(std::sync::Arc::new(MemoryStore::new()))
+        }
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(std::sync::Arc::new(
+            queue_redis::RedisStore::connect(url).await?,
+        )),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(std::sync::Arc::new(
+            queue_postgres::PostgresStore::connect(url).await?,
+        )),
+        other => {
+            let mut known = vec!["memory".to_string()];
+            if cfg!(feature = "redis") {
+                known.extend(["redis".into(), "rediss".into()]);
+            }
+            if cfg!(feature = "postgres") {
+                known.extend(["postgres".into(), "postgresql".into()]);
+            }
+            Err(QueueError::UnknownScheme {
+                scheme: other.to_string(),
+                known,
+            })
+        }
+    }
+}
 
 /// Opens the backend named by `url`: `memory://` always, and the schemes of the drivers
 /// this build's features include (see the crate docs). Drivers registered with
