@@ -22,7 +22,7 @@
 //!
 //! ## URLs
 //!
-//! `postgres://user:password@host:port/database[?schema=queue&connect_timeout=5s&sweep_interval=1m]`
+//! `postgres://user:password@host:port/database[?schema=queue&connect_timeout=5s&sweep_interval=1m&application_name=queue-postgres]`
 //! (`postgresql://` too). `schema` (default `queue`) is a lower-case identifier of at most
 //! 63 bytes. Options are parsed by [`queue_core::options::UrlOptions`]: an unknown one is
 //! an error.
@@ -132,6 +132,9 @@ impl PostgresStore {
                 )));
             }
         }
+        let app_name = o
+            .string("application_name")?
+            .unwrap_or_else(|| "queue-postgres".into());
         let sweep_every = o
             .duration_within(
                 "sweep_interval",
@@ -149,7 +152,7 @@ impl PostgresStore {
             .host(host.trim_start_matches('[').trim_end_matches(']'))
             .port(parsed.port().unwrap_or(5432))
             .connect_timeout(connect_timeout)
-            .application_name("queue-postgres");
+            .application_name(&app_name);
         if !parsed.username().is_empty() {
             config.user(decode(parsed.username()));
         }

@@ -92,20 +92,21 @@ async fn expired_rows_are_deleted_from_the_table() {
 
 #[tokio::test]
 async fn a_lost_connection_is_reopened() {
-    let s = connect(URL).await;
+    let name = format!("lost_{}", fastrand::u32(..));
+    let s = connect(&format!("{URL}?application_name={name}")).await;
     s.insert("lost-conn-probe", b"1", Duration::from_secs(60))
         .await
         .unwrap();
-    // Kill every other session of this application: the store's connection dies.
-    sql()
+    // Kill this store's session (the server's side of a lost connection).
+    let killed = sql()
         .await
         .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = 'queue-postgres' AND pid <> pg_backend_pid()",
-            &[],
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
         )
         .await
         .unwrap();
+    assert_eq!(killed, 1, "one session to kill");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut ok = None;
     for _ in 0..3 {
