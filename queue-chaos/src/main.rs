@@ -145,7 +145,13 @@ fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::INFO)
+        // QUEUE_CHAOS_DEBUG=1: trace logs (with `?debug=cgrp,fetch` on the Kafka URL,
+        // librdkafka's own) from the harness and every worker process.
+        .with_max_level(if std::env::var_os("QUEUE_CHAOS_DEBUG").is_some() {
+            tracing::Level::TRACE
+        } else {
+            tracing::Level::INFO
+        })
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

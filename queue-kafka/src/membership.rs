@@ -18,6 +18,7 @@ impl ClientContext for Ctx {
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            tracing::debug!(pid = std::process::id(), partitions = ?tpl_list(tpl), "kafka rebalance: revoked");
             let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
             for e in tpl.elements() {
                 let tp = (e.topic().to_string(), e.partition());
@@ -31,6 +32,7 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut t = self.track.lock().unwrap_or_else(|p| p.into_inner());
+            tracing::debug!(pid = std::process::id(), partitions = ?tpl_list(tpl), idle = t.idle, "kafka rebalance: assigned");
             t.joined = true;
             if tpl.count() > 0 {
                 // librdkafka keeps a partition's pause across a revoke and a later assign,
@@ -78,6 +80,7 @@ pub(crate) async fn keep_membership(qc: std::sync::Weak<QueueConsumer>) {
         {
             let (topic, p, off) = (m.topic().to_string(), m.partition(), m.offset());
             drop(m);
+            tracing::debug!(pid = std::process::id(), %topic, partition = p, offset = off, "kafka idle: prefetched record; pausing and seeking back");
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&topic, p);
             let _ = qc.consumer.pause(&tpl);
@@ -103,6 +106,7 @@ impl QueueConsumer {
             }
         }
         if tpl.count() > 0 {
+            tracing::debug!(pid = std::process::id(), partitions = ?tpl_list(&tpl), "kafka wake: resuming");
             self.consumer.resume(&tpl).map_err(map_err)?;
         }
         // Only once resumed: a failed resume leaves the consumer idle, so the next
@@ -110,6 +114,14 @@ impl QueueConsumer {
         t.idle = false;
         Ok(())
     }
+}
+
+/// `topic/partition@offset` of each element, for debug logs.
+pub(crate) fn tpl_list(tpl: &TopicPartitionList) -> Vec<String> {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}@{:?}", e.topic(), e.partition(), e.offset()))
+        .collect()
 }
 
 /// Records `last_receive` when a receive ends, however it ends.

@@ -90,6 +90,7 @@ impl KafkaQueue {
             }
         }
         if commit.count() > 0 {
+            tracing::trace!(pid = std::process::id(), offsets = ?membership::tpl_list(&commit), "kafka: commit");
             qc.consumer
                 .commit(&commit, CommitMode::Async)
                 .map_err(map_err)?;
