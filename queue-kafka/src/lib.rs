@@ -643,7 +643,13 @@ impl Driver for KafkaQueue {
                 },
             );
             drop(t);
-            tracing::trace!(pid = std::process::id(), topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "kafka: delivered");
+            tracing::trace!(
+                pid = std::process::id(),
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "kafka: delivered"
+            );
             out.push(delivery);
             if out.len() >= opts.max {
                 return Ok(out);
