@@ -10,7 +10,7 @@
 #   scripts/fuzz.sh envelope 60     # one target for 60 s
 set -uo pipefail
 cd "$(dirname "$0")/.."
-targets=(envelope url_options redis_stored)
+targets=(envelope url_options redis_stored kafka_record sqs_message)
 limit=(-max_total_time=20)
 if [ "${1:-}" = "--runs" ]; then
   limit=(-runs="${2:?--runs needs a count}")

@@ -10,6 +10,92 @@ pub(crate) const H_NOT_BEFORE: &str = "x-queue-not-before";
 pub(crate) const H_KEY: &str = "x-queue-key";
 pub(crate) const RESERVED: [&str; 5] = [H_ID, H_ATTEMPT, H_ENQUEUED, H_NOT_BEFORE, H_KEY];
 
+/// What [`KafkaQueue::decode`] reads of a record: librdkafka's message when receiving, or
+/// plain bytes in the fuzz targets (feature `fuzzing`).
+pub trait RecordView {
+    fn topic(&self) -> &str;
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    fn timestamp_ms(&self) -> Option<i64>;
+    fn key(&self) -> Option<&[u8]>;
+    fn payload(&self) -> Option<&[u8]>;
+    /// Calls `f` with each header, in order.
+    fn each_header(&self, f: &mut dyn FnMut(&str, Option<&[u8]>));
+}
+
+impl RecordView for BorrowedMessage<'_> {
+    fn topic(&self) -> &str {
+        rdkafka::Message::topic(self)
+    }
+    fn partition(&self) -> i32 {
+        rdkafka::Message::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        rdkafka::Message::offset(self)
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        rdkafka::Message::timestamp(self).to_millis()
+    }
+    fn key(&self) -> Option<&[u8]> {
+        rdkafka::Message::key(self)
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        rdkafka::Message::payload(self)
+    }
+    fn each_header(&self, f: &mut dyn FnMut(&str, Option<&[u8]>)) {
+        if let Some(hs) = rdkafka::Message::headers(self) {
+            for h in hs.iter() {
+                f(h.key, h.value);
+            }
+        }
+    }
+}
+
+/// A record held in plain fields, for the fuzz targets and tests.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod plain {
+    use super::RecordView;
+
+    /// A record as another writer may have produced it.
+    #[derive(Debug, Default)]
+    pub struct Record<'a> {
+        /// Its key.
+        pub key: Option<&'a [u8]>,
+        /// Its value.
+        pub payload: Option<&'a [u8]>,
+        /// Its headers, in order (names may repeat).
+        pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+        /// Its broker timestamp.
+        pub timestamp_ms: Option<i64>,
+    }
+
+    impl RecordView for Record<'_> {
+        fn topic(&self) -> &str {
+            "fuzz"
+        }
+        fn partition(&self) -> i32 {
+            0
+        }
+        fn offset(&self) -> i64 {
+            7
+        }
+        fn timestamp_ms(&self) -> Option<i64> {
+            self.timestamp_ms
+        }
+        fn key(&self) -> Option<&[u8]> {
+            self.key
+        }
+        fn payload(&self) -> Option<&[u8]> {
+            self.payload
+        }
+        fn each_header(&self, f: &mut dyn FnMut(&str, Option<&[u8]>)) {
+            for (k, v) in &self.headers {
+                f(k, *v);
+            }
+        }
+    }
+}
+
 impl KafkaQueue {
     pub(crate) fn record(
         m: &Message,
@@ -60,38 +146,42 @@ impl KafkaQueue {
         (Some(key), m.payload.clone(), h)
     }
 
-    pub(crate) fn decode(queue: &str, msg: &BorrowedMessage<'_>) -> (Delivery, Option<u64>) {
+    pub(crate) fn decode(queue: &str, msg: &impl RecordView) -> (Delivery, Option<u64>) {
         let mut headers = Headers::new();
         let (mut id, mut attempt, mut enqueued, mut due, mut keyed) = (None, 1, None, None, false);
         // Another writer's record may carry our header names with anything in them: what
         // does not parse marks the delivery malformed (the worker dead-letters it with
         // why), never a guess.
         let mut broken = Vec::new();
-        if let Some(hs) = msg.headers() {
-            for h in hs.iter() {
-                let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
-                match h.key {
-                    H_ID => id = Some(v),
-                    H_ATTEMPT => match v.parse::<u32>() {
-                        Ok(a) if a >= 1 => attempt = a,
-                        _ => broken.push(format!(
-                            "{H_ATTEMPT} {v:?} is not a number from 1 to 4294967295"
-                        )),
-                    },
-                    H_ENQUEUED => enqueued = v.parse::<u64>().ok(),
-                    H_NOT_BEFORE => match v.parse::<u64>() {
-                        Ok(ms) => due = Some(ms),
-                        Err(_) => broken.push(format!(
-                            "{H_NOT_BEFORE} {v:?} is not a time in Unix milliseconds"
-                        )),
-                    },
-                    H_KEY => keyed = true,
-                    k => {
-                        headers.insert(k.to_string(), v);
-                    }
+        msg.each_header(&mut |key, value| {
+            let v = String::from_utf8_lossy(value.unwrap_or_default()).into_owned();
+            match key {
+                H_ID => id = Some(v),
+                H_ATTEMPT => match v.parse::<u32>() {
+                    Ok(a) if a >= 1 => attempt = a,
+                    _ => broken.push(format!(
+                        "{H_ATTEMPT} {v:?} is not a number from 1 to 4294967295"
+                    )),
+                },
+                H_ENQUEUED => enqueued = v.parse::<u64>().ok(),
+                H_NOT_BEFORE => match v.parse::<u64>() {
+                    Ok(ms) => due = Some(ms),
+                    Err(_) => broken.push(format!(
+                        "{H_NOT_BEFORE} {v:?} is not a time in Unix milliseconds"
+                    )),
+                },
+                H_KEY => keyed = true,
+                // The core's mark for a delivery the driver could not decode: this driver
+                // never writes it, so a record carrying it is another writer's claim.
+                queue_core::headers::MALFORMED => broken.push(format!(
+                    "carries the reserved header {}",
+                    queue_core::headers::MALFORMED
+                )),
+                k => {
+                    headers.insert(k.to_string(), v);
                 }
             }
-        }
+        });
         let key = msg.key().map(|k| String::from_utf8_lossy(k).into_owned());
         let id = id
             .or_else(|| key.clone())
@@ -99,8 +189,7 @@ impl KafkaQueue {
         let stored = enqueued
             .map(from_unix_millis)
             .or_else(|| {
-                msg.timestamp()
-                    .to_millis()
+                msg.timestamp_ms()
                     .map(|ms| from_unix_millis(ms.max(0) as u64))
             })
             .unwrap_or_else(SystemTime::now);
@@ -139,5 +228,44 @@ impl KafkaQueue {
             (Ok(p), Ok(o)) => Ok(((t.to_string(), p), o)),
             _ => Err(bad()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain::Record;
+    use super::*;
+
+    /// Found by the `kafka_record` fuzz target: a foreign record carrying the core's
+    /// malformed mark and a due time was held for that due time, then dead-lettered.
+    #[test]
+    fn a_record_carrying_the_reserved_malformed_header_is_malformed_and_not_held() {
+        let due = (unix_millis(SystemTime::now()) + 60_000).to_string();
+        let r = Record {
+            payload: Some(b"x"),
+            headers: vec![
+                (H_NOT_BEFORE, Some(due.as_bytes())),
+                (queue_core::headers::MALFORMED, Some(b"trust me")),
+            ],
+            ..Record::default()
+        };
+        let (d, held) = KafkaQueue::decode("q", &r);
+        assert_eq!(held, None, "a malformed record is never held");
+        let why = d.headers.get(queue_core::headers::MALFORMED).unwrap();
+        assert!(why.contains("reserved header"), "{why}");
+    }
+
+    #[test]
+    fn a_plain_foreign_record_decodes_with_an_id_from_its_position() {
+        let r = Record {
+            key: Some(b"k"),
+            payload: Some(b"hello"),
+            headers: vec![("app", Some(b"1"))],
+            timestamp_ms: Some(-5),
+        };
+        let (d, held) = KafkaQueue::decode("q", &r);
+        assert_eq!((d.id.as_str(), d.attempt, held), ("k", 1, None));
+        assert_eq!(d.headers.get("app").map(String::as_str), Some("1"));
+        assert_eq!(&d.payload[..], b"hello");
     }
 }

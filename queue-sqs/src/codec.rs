@@ -118,11 +118,7 @@ impl SqsQueue {
         ))
     }
 
-    pub(crate) fn decode(
-        &self,
-        queue: &str,
-        mut m: aws_sdk_sqs::types::Message,
-    ) -> Result<Delivery> {
+    pub(crate) fn decode(queue: &str, mut m: aws_sdk_sqs::types::Message) -> Result<Delivery> {
         let mut attrs = m.message_attributes.take().unwrap_or_default();
         let text = |attrs: &HashMap<String, MessageAttributeValue>, k: &str| {
             attrs
@@ -163,9 +159,12 @@ impl SqsQueue {
             .map(from_unix_millis)
             .unwrap_or_else(SystemTime::now);
         let group = sys(MessageSystemAttributeName::MessageGroupId).filter(|g| *g != id);
+        // SQS counts the receive that returned this message, so the count is at least 1;
+        // a 0 (never sent by SQS, found by the fuzz target) must not make attempt 0.
         let receives: u32 = sys(MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
+            .unwrap_or(1)
+            .max(1);
         // A copy sent back by a give-back carries the attempts made before it.
         let mut headers = headers;
         let before = match headers.remove(queue_core::headers::ATTEMPTS_BEFORE) {
