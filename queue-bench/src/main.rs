@@ -17,6 +17,8 @@
 //! - **steady rate** (`--steady-rate R --duration S`): open-loop arrivals, one message
 //!   every 1/R s for S s, each sent on its own task whatever the previous send is doing;
 //!   the figures to read are p50/p99 from enqueue to handler start, framework beside raw.
+//! - any mode with `--status URL`: the framework side records job status in that store
+//!   (`queue_core::status`), so its ratio to raw shows what job status costs.
 //! - **in flight** (`--in-flight N`): N jobs whose handlers all wait until the N-th has
 //!   started (concurrency N); reports the worker's resident memory for N jobs in flight
 //!   (framework only: the raw clients have no notion of a job in flight).
@@ -42,6 +44,7 @@ use serde::Serialize;
 mod chart;
 mod inflight;
 mod raw;
+mod status;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Benchmark queue backends side by side, each beside its raw client")]
@@ -91,6 +94,10 @@ struct Args {
     /// Draw an SVG bar chart of end-to-end throughput here.
     #[arg(long)]
     chart: Option<PathBuf>,
+    /// Record every job's status in this store on the framework side (memory://,
+    /// redis://…, postgres://…): the ratio to raw then includes job status.
+    #[arg(long)]
+    status: Option<String>,
     /// Redis URL.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -366,9 +373,12 @@ fn url_for(a: &Args, backend: &str) -> Result<String, String> {
 
 /// The workload through the framework.
 async fn framework(a: &Args, kind: &str) -> Result<Run, String> {
-    let backend = queue_core::connect(&url_for(a, kind)?)
+    let mut backend = queue_core::connect(&url_for(a, kind)?)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(url) = &a.status {
+        backend = backend.with_status(status::store_for(url).await?);
+    }
     let name = unique("bench");
     let queue = backend.queue(name.clone());
     queue.create().await.map_err(|e| e.to_string())?;
