@@ -327,41 +327,34 @@ impl JobStatuses {
     /// Cancels a job from any process. See [`CancelOutcome`]; a finished job is
     /// [`QueueError::JobFinished`], an unknown one [`QueueError::JobNotFound`].
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
-        let mut outcome = None;
-        let found = self
-            .update(id, |rec| {
-                let mut rec = rec?;
-                outcome = Some(match rec.state {
-                    JobState::Queued | JobState::Failed => {
-                        rec.state = JobState::Cancelled;
-                        rec.finished_at = Some(now());
-                        Ok(CancelOutcome::Cancelled)
-                    }
-                    JobState::Running => {
-                        if rec.cancel_requested {
-                            outcome = Some(Ok(CancelOutcome::Requested));
-                            return None;
-                        }
-                        rec.cancel_requested = true;
-                        Ok(CancelOutcome::Requested)
-                    }
-                    state => {
-                        let e = QueueError::JobFinished {
-                            id: id.to_string(),
-                            state,
-                        };
-                        outcome = Some(Err(e));
-                        return None;
-                    }
-                });
-                Some(rec)
-            })
-            .await?;
-        match (found, outcome) {
-            (_, Some(o)) => o,
-            (None, None) => Err(QueueError::JobNotFound(id.to_string())),
-            (Some(_), None) => Err(QueueError::JobNotFound(id.to_string())),
-        }
+        let mut outcome = Err(QueueError::JobNotFound(id.to_string()));
+        self.update(id, |rec| {
+            outcome = Err(QueueError::JobNotFound(id.to_string()));
+            let mut rec = rec?;
+            let (result, write) = match rec.state {
+                JobState::Queued | JobState::Failed => {
+                    rec.state = JobState::Cancelled;
+                    rec.finished_at = Some(now());
+                    (Ok(CancelOutcome::Cancelled), true)
+                }
+                JobState::Running => {
+                    let first = !rec.cancel_requested;
+                    rec.cancel_requested = true;
+                    (Ok(CancelOutcome::Requested), first)
+                }
+                state => (
+                    Err(QueueError::JobFinished {
+                        id: id.to_string(),
+                        state,
+                    }),
+                    false,
+                ),
+            };
+            outcome = result;
+            write.then_some(rec)
+        })
+        .await?;
+        outcome
     }
 
     /// Records a sent job as `queued`, unless a worker already wrote its record.

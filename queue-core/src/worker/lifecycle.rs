@@ -42,7 +42,12 @@ pub(super) struct Tracked {
 impl Tracked {
     pub(super) fn new(inner: &Inner, d: &Delivery, job: Option<&str>) -> Self {
         Tracked {
-            cancel: CancellationToken::new(),
+            // Without job status nothing cancels a job: every delivery shares the worker's
+            // one token that never fires, so the hot path allocates none.
+            cancel: match inner.status {
+                Some(_) => CancellationToken::new(),
+                None => inner.never_cancelled.clone(),
+            },
             life: inner.status.as_ref().map(|s| {
                 Arc::new(Life {
                     status: s.clone(),

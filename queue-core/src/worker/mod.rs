@@ -451,6 +451,7 @@ impl Worker {
             counters: counters.clone(),
             status: self.queue.backend().status().cloned(),
             running: Mutex::new(HashMap::new()),
+            never_cancelled: CancellationToken::new(),
         });
         let watched = counters.clone();
         let join = tokio::spawn(async move {
@@ -664,4 +665,6 @@ struct Inner {
     status: Option<crate::status::JobStatuses>,
     /// Cancel signals of the jobs running now, by id (only with job status on).
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// The cancel signal of every job when job status is off: never fired.
+    never_cancelled: CancellationToken,
 }
