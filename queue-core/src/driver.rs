@@ -23,7 +23,8 @@ pub use url::Url;
 use crate::error::{QueueError, Result};
 use crate::idempotency::IdempotencyStore;
 use crate::message::{
-    from_unix_millis, headers, unix_millis, Delivery, Message, MessageId, QueueStats, Receipt,
+    from_unix_millis, headers, unix_millis, Delivery, Message, MessageId, Peeked, QueueStats,
+    Receipt,
 };
 
 /// How a backend orders deliveries.
@@ -63,6 +64,20 @@ impl LeaseModel {
     pub fn per_message(extend: bool) -> Self {
         LeaseModel::PerMessage { extend }
     }
+}
+
+/// Which queues [`Driver::peek`] can read without taking anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Peek {
+    /// None: reading a message means leasing it (Kafka: a record is read by a consumer
+    /// group's position, and a second reader would need one of its own).
+    None,
+    /// Only dead-letter queues (SQS: a look is a receive with no visibility timeout, which
+    /// counts toward a main queue's `maxReceiveCount`; a dead-letter queue has none).
+    DeadLetterQueues,
+    /// Every queue (memory, Redis).
+    All,
 }
 
 /// What a backend can do, declared by its driver and *checked* by the conformance kit:
@@ -130,6 +145,8 @@ pub struct Capabilities {
     /// safety net for crashed workers and never pre-empts the worker's dead-lettering,
     /// which records the reason.
     pub max_receives: Option<u32>,
+    /// Which queues [`Driver::peek`] can read without taking anything.
+    pub peek: Peek,
 }
 
 impl Capabilities {
@@ -157,6 +174,7 @@ impl Capabilities {
             purge: false,
             give_back_keeps_attempt: false,
             max_receives: None,
+            peek: Peek::None,
         }
     }
     /// Sets [`Capabilities::max_message_size`].
@@ -239,6 +257,22 @@ impl Capabilities {
         self.give_back_keeps_attempt = keeps;
         self
     }
+    /// Sets [`Capabilities::peek`].
+    pub fn with_peek(mut self, peek: Peek) -> Self {
+        self.peek = peek;
+        self
+    }
+
+    /// Whether [`Driver::peek`] works on a queue that is (`true`) or is not a
+    /// dead-letter queue.
+    pub fn can_peek(&self, is_dead_letter_queue: bool) -> bool {
+        match self.peek {
+            Peek::All => true,
+            Peek::DeadLetterQueues => is_dead_letter_queue,
+            Peek::None => false,
+        }
+    }
+
     /// Whether [`Driver::extend`] is supported.
     pub fn can_extend(&self) -> bool {
         matches!(
@@ -445,6 +479,18 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Counts of messages by state, `dead` being the dead-letter queue's depth.
     async fn stats(&self, queue: &str) -> Result<QueueStats>;
+
+    /// Up to `max` of `queue`'s ready messages, next in line first, read without leasing
+    /// them or counting an attempt; delayed and leased messages are not listed. Where
+    /// [`Capabilities::peek`] does not cover `queue` this returns
+    /// [`QueueError::Unsupported`], as the default does.
+    async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Peeked>> {
+        let _ = (queue, max);
+        Err(QueueError::unsupported(
+            self.kind(),
+            "peek (reading a message without leasing it)",
+        ))
+    }
 
     /// Called by a worker before its first receive from `queue`, paired with one
     /// [`Driver::stop_receiving`] when it stops. A backend whose consumers hold a session

@@ -121,7 +121,9 @@ pub enum QueueError {
     },
     /// An operation needs job status, and the backend was not given a status store
     /// ([`crate::Backend::with_status`]).
-    #[error("job status is not enabled on this backend (Backend::with_status)")]
+    #[error(
+        "no shared store on this backend: job status and pausing need one (Backend::with_status)"
+    )]
     NoStatusStore,
 }
 

@@ -5,7 +5,8 @@
 //!
 //! - [`connect`] a URL and get a [`Backend`]; `backend.queue("emails")` is a [`Queue`]:
 //!   [`Queue::producer`] sends, [`Queue::worker`] runs handlers, [`Queue::stats`],
-//!   [`Queue::redrive`], [`Queue::purge`] and [`Queue::dead_letter_queue`] serve operators.
+//!   [`Queue::redrive`], [`Queue::purge`], [`Queue::peek`], [`Queue::dead_letters`],
+//!   [`Queue::pause`] and [`Queue::dead_letter_queue`] serve operators.
 //!   Every message is checked against the backend's [`Capabilities`] before it is sent.
 //! - [`Job`]: a serde type with a stable name, carried in a versioned envelope.
 //! - [`Worker`]: the runtime every backend shares: bounded concurrency, retries with
@@ -73,10 +74,12 @@ pub mod driver;
 mod error;
 mod handle;
 pub mod idempotency;
+mod inspect;
 pub mod job;
 pub mod memory;
 mod message;
 pub mod options;
+pub mod pause;
 mod producer;
 mod registry;
 pub mod retry;
@@ -88,16 +91,18 @@ mod worker;
 pub mod testkit;
 
 pub use driver::{
-    Capabilities, DeadLetterKind, DeadLetterReason, Driver, LeaseModel, Ordering, ReceiveOptions,
+    Capabilities, DeadLetterKind, DeadLetterReason, Driver, LeaseModel, Ordering, Peek,
+    ReceiveOptions,
 };
 pub use error::{redact, BoxError, DecodeError, QueueError, Result};
 pub use handle::{Backend, Queue};
 pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotency};
+pub use inspect::DeadLetter;
 pub use job::Job;
 pub use memory::{MemoryConfig, MemoryQueue};
 pub use message::{
-    from_unix_millis, headers, unix_millis, Delivery, Headers, Message, MessageId, QueueStats,
-    Receipt,
+    from_unix_millis, headers, unix_millis, Delivery, Headers, Message, MessageId, Peeked,
+    QueueStats, Receipt,
 };
 pub use producer::{job_message, Producer, SendOptions};
 pub use registry::{connect, register, schemes};

@@ -41,10 +41,10 @@ use tokio::time::Instant;
 
 use crate::driver::{
     first_enqueued, receipt, receipt_str, Capabilities, ConnectFuture, Driver, LeaseModel,
-    Ordering, ReceiveOptions,
+    Ordering, Peek, ReceiveOptions,
 };
 use crate::error::{QueueError, Result};
-use crate::message::{Delivery, Headers, Message, MessageId, QueueStats, Receipt};
+use crate::message::{Delivery, Headers, Message, MessageId, Peeked, QueueStats, Receipt};
 use crate::options::UrlOptions;
 use bytes::Bytes;
 
@@ -361,6 +361,7 @@ impl Driver for MemoryQueue {
             .with_stale_receipts_refused(true)
             .with_give_back_keeps_attempt(true)
             .with_timer_granularity(Duration::from_millis(1))
+            .with_peek(Peek::All)
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
@@ -489,6 +490,25 @@ impl Driver for MemoryQueue {
             let until = wake.map_or(deadline, |w| w.min(deadline));
             let _ = tokio::time::timeout_at(until, notified).await;
         }
+    }
+
+    async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Peeked>> {
+        let now = Instant::now();
+        self.with_queue(queue, |q| {
+            q.promote(now);
+            Ok(q.ready
+                .iter()
+                .take(max)
+                .filter_map(|(_, seq)| q.msgs.get(seq))
+                .map(|m| {
+                    Peeked::new(m.id.clone(), m.payload.clone())
+                        .with_headers(m.headers.clone())
+                        .with_deliveries(m.attempt)
+                        .with_first_enqueued_at(m.enqueued)
+                        .with_ordering_key(m.key.clone())
+                })
+                .collect())
+        })
     }
 
     async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {

@@ -298,6 +298,64 @@ impl Delivery {
     }
 }
 
+/// A message seen without taking it ([`crate::Driver::peek`]): nothing about it changes,
+/// no lease is taken and no attempt is counted.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Peeked {
+    /// The framework id the message was sent with.
+    pub id: MessageId,
+    /// Payload bytes as sent.
+    pub payload: Bytes,
+    /// Headers as sent, with the framework's (a dead letter carries its reason here:
+    /// [`crate::DeadLetter`] reads it).
+    pub headers: Headers,
+    /// Deliveries made so far (0 for a message never received).
+    pub deliveries: u32,
+    /// When the message was first enqueued.
+    pub first_enqueued_at: SystemTime,
+    /// The ordering key, when it was sent with one.
+    pub ordering_key: Option<String>,
+}
+
+impl Peeked {
+    /// A peeked message `id` with `payload`, no headers, never delivered, enqueued now.
+    pub fn new(id: MessageId, payload: impl Into<Bytes>) -> Self {
+        Peeked {
+            id,
+            payload: payload.into(),
+            headers: Headers::new(),
+            deliveries: 0,
+            first_enqueued_at: SystemTime::now(),
+            ordering_key: None,
+        }
+    }
+
+    /// Sets the headers.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets how many deliveries were made so far.
+    pub fn with_deliveries(mut self, n: u32) -> Self {
+        self.deliveries = n;
+        self
+    }
+
+    /// Sets when the message was first enqueued.
+    pub fn with_first_enqueued_at(mut self, at: SystemTime) -> Self {
+        self.first_enqueued_at = at;
+        self
+    }
+
+    /// Sets the ordering key.
+    pub fn with_ordering_key(mut self, key: Option<String>) -> Self {
+        self.ordering_key = key;
+        self
+    }
+}
+
 /// Counts of messages in a queue by state. Backends whose counts are approximate
 /// (SQS) say so in [`crate::Capabilities::exact_stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

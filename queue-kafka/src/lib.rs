@@ -21,6 +21,7 @@
 //! | DLQ | the core's emulation: queue `Q-dlq` (topics `Q-dlq`, `Q-dlq-delay`), written before the original is marked done |
 //! | redrive | the core's receive / send / ack loop from `Q-dlq` back to `Q` |
 //! | ordering | per partition: same key, same partition, and the worker runs one key's deliveries one after another. A retried message leaves its partition (it goes through `Q-delay`), so later messages of its key may overtake it |
+//! | peek | not offered (see below) |
 //! | stats | approximate: lag (high watermark − committed offset) of `Q` minus this instance's in-flight, lag of `Q-delay` as delayed, lag of the DLQ |
 //! | limits | 1 MB records (librdkafka's `message.max.bytes`) less 2 KiB for headers; 500 messages per send call |
 //!
@@ -37,6 +38,10 @@
 //! `sasl.username`, `ssl.ca.location`, ...) is passed to librdkafka as it is.
 //!
 //! ## What it cannot do
+//! - No peek (`Capabilities::peek` is `None`): a record is read at the consumer group's
+//!   position, and reading without moving it would take a consumer of its own per look.
+//!   `queuectl peek` and `dlq list` say so; a redrive by reason works (it leases, moves the
+//!   matching records and gives the others back).
 //! - No per-message lease expiry: a worker that hangs without dying keeps its messages;
 //!   use the worker's job timeout. `extend` succeeds as a no-op while the delivery is held.
 //! - After a consumer crash the redelivered message's attempt count is the one it was last

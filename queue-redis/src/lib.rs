@@ -22,6 +22,7 @@
 //! | ordering | none: an ordering key is refused |
 //! | dedup | `SET dedup:<id> NX PX window` inside the send script (default window 5 minutes) |
 //! | stats | exact: LLEN/ZCARD after promotion |
+//! | peek | Lua: `LRANGE` of the ready list's tail, `MGET` of the messages, `HMGET` of their attempt counts; nothing changes (every queue, dead-letter queues included) |
 //! | purge / delete | Lua: DEL every message hash and the state keys (delete also drops `meta`) |
 //! | limits | 1 MiB per message by default (`?max_message_size=`, up to 512 MiB), 100 messages per script call, delays and leases up to a year |
 //!
@@ -65,12 +66,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use queue_core::driver::{
-    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, ReceiveOptions,
+    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, Peek, ReceiveOptions,
 };
 use queue_core::options::UrlOptions;
 use queue_core::{
-    from_unix_millis, Begin, Delivery, Headers, IdempotencyStore, Message, MessageId, QueueError,
-    QueueStats, Receipt, Result,
+    from_unix_millis, Begin, Delivery, Headers, IdempotencyStore, Message, MessageId, Peeked,
+    QueueError, QueueStats, Receipt, Result,
 };
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, RedisFuture, Value};
@@ -427,6 +428,7 @@ impl Driver for RedisQueue {
         Capabilities::baseline()
             .with_max_message_size(self.config.max_message_size)
             .with_purge(true)
+            .with_peek(Peek::All)
             .with_max_batch(100)
             .with_max_delay(Some(MAX_TIME))
             .with_max_nack_delay(Some(MAX_TIME))
@@ -574,6 +576,29 @@ impl Driver for RedisQueue {
             .await
             .map_err(|e| with_queue(map_err(e), queue))?;
         current_receipt(ok)
+    }
+
+    async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Peeked>> {
+        let keys = Self::keys(queue);
+        let mut inv = scripts::PEEK.prepare_invoke();
+        for k in &keys.main()[..4] {
+            inv.key(k);
+        }
+        inv.arg(&keys.prefix).arg(max.min(i64::MAX as usize));
+        let raw: Vec<Value> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| with_queue(map_err(e), queue))?;
+        let (_, _, out) = decode_receive(queue, raw)?;
+        Ok(out
+            .into_iter()
+            .map(|d| {
+                Peeked::new(d.id, d.payload)
+                    .with_headers(d.headers)
+                    .with_deliveries(d.attempt.saturating_sub(1))
+                    .with_first_enqueued_at(d.first_enqueued_at)
+            })
+            .collect())
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats> {

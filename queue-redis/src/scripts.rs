@@ -111,6 +111,38 @@ return out
     ))
 });
 
+/// KEYS: meta ready delayed leased. ARGV: prefix, max. The next `max` ready messages,
+/// next in line first, changing nothing but the promotion of due ones, in the RECEIVE
+/// reply's shape: `[server now, -1, then per message: seq, generation, attempt, message]`,
+/// where `attempt` is the count its next delivery would carry (deliveries so far + 1).
+pub static PEEK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"{KNOWN}
+local prefix = ARGV[1]
+{PROMOTE}
+local out = {{now, -1}}
+local n = tonumber(ARGV[2])
+if n < 1 then return out end
+local seqs = redis.call('LRANGE', KEYS[2], -n, -1)
+if #seqs == 0 then return out end
+local mk = {{}}
+for i, s in ipairs(seqs) do mk[i] = prefix .. 'm:' .. s end
+local bodies = redis.call('MGET', unpack(mk))
+local atts = redis.call('HMGET', prefix .. 'att', unpack(seqs))
+local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
+for i = #seqs, 1, -1 do
+  if bodies[i] then
+    table.insert(out, seqs[i])
+    table.insert(out, tonumber(gens[i]) or 0)
+    table.insert(out, (tonumber(atts[i]) or 0) + 1)
+    table.insert(out, bodies[i])
+  end
+end
+return out
+"#
+    ))
+});
+
 /// KEYS: meta ready delayed leased. ARGV: prefix, max, lease ms. Returns
 /// `[server now, next wake or -1, then per delivery: seq, generation, attempt, message]`.
 ///

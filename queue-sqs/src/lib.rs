@@ -24,6 +24,7 @@
 //! | dedup | FIFO: `MessageDeduplicationId` = the dedup id, else the message id (so a retried send is not duplicated); standard: refused |
 //! | headers | one `x-queue-headers` message attribute (JSON), so SQS's limit of 10 attributes never applies; the framework id travels in `x-queue-id` |
 //! | payload | the body when it is text SQS accepts; other bytes go in a binary attribute |
+//! | peek | dead-letter queues only: `ReceiveMessage` with `VisibilityTimeout=0` (a look counts a receive, so main queues are refused) |
 //! | stats | approximate: `ApproximateNumberOfMessages`, `…NotVisible`, `…Delayed`, and the DLQ's depth |
 //! | redrive | the core's receive / send / delete loop (works on every SQS-compatible server; `StartMessageMoveTask` is not used) |
 //! | purge | `PurgeQueue` (AWS allows one purge per queue every 60 s and takes up to 60 s to finish) |
@@ -42,6 +43,8 @@
 //! value outside is an error that states the range, never clamped.
 //!
 //! ## What it cannot do
+//! - Peek only dead-letter queues: SQS has no look without a receive, and a receive counts
+//!   toward a main queue's `maxReceiveCount` (and the attempt count).
 //! - Stats are approximate (SQS's own counts); a nacked message counts as in flight until
 //!   its delay passes.
 //! - Time has one-second resolution: leases, nack delays and waits are rounded up to whole
@@ -71,13 +74,13 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 use queue_core::driver::{
-    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, Ordering,
+    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, Ordering, Peek,
     ReceiveOptions,
 };
 use queue_core::options::UrlOptions;
 use queue_core::{
-    from_unix_millis, unix_millis, Delivery, Headers, Message, MessageId, QueueError, QueueStats,
-    Receipt, Result,
+    from_unix_millis, unix_millis, Delivery, Headers, Message, MessageId, Peeked, QueueError,
+    QueueStats, Receipt, Result,
 };
 
 mod codec;
@@ -496,6 +499,7 @@ impl Driver for SqsQueue {
             // an hour for the handler that ran before it.
             .with_max_nack_delay(Some(Duration::from_secs(MAX_VISIBILITY - 3600)))
             .with_native_dlq(true)
+            .with_peek(Peek::DeadLetterQueues)
             .with_ordering(if fifo {
                 Ordering::PerKey
             } else {
@@ -628,6 +632,66 @@ impl Driver for SqsQueue {
                 return Ok(got);
             }
         }
+    }
+
+    /// Dead-letter queues only: a look is a `ReceiveMessage` with a visibility timeout of
+    /// 0, which leaves each message visible but counts a receive. On a main queue that
+    /// count drives the redrive policy and the attempt count, so a main queue is refused
+    /// ([`QueueError::Unsupported`]); a dead-letter queue has no policy, and a redrive sends
+    /// fresh copies. Standard queues return a sample per call: up to 50 short polls are
+    /// made, until one brings nothing new.
+    async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Peeked>> {
+        if !queue
+            .strip_suffix(".fifo")
+            .unwrap_or(queue)
+            .ends_with("-dlq")
+        {
+            return Err(QueueError::unsupported(
+                BACKEND,
+                "peek on a main queue (a look counts a receive toward its maxReceiveCount); \
+                 dead-letter queues can be peeked",
+            ));
+        }
+        let info = self.info(queue).await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for _ in 0..50 {
+            if out.len() >= max {
+                break;
+            }
+            self.requests.count("receive");
+            let got = self
+                .client
+                .receive_message()
+                .queue_url(&info.url)
+                .max_number_of_messages((max - out.len()).min(10) as i32)
+                .wait_time_seconds(0)
+                .visibility_timeout(0)
+                .message_attribute_names("All")
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .map_err(map_sdk)?;
+            let mut fresh = false;
+            for m in got.messages.unwrap_or_default() {
+                let d = Self::decode(queue, m)?;
+                if seen.insert(d.id.clone()) {
+                    fresh = true;
+                    out.push(
+                        Peeked::new(d.id, d.payload)
+                            .with_headers(d.headers)
+                            .with_deliveries(d.attempt.saturating_sub(1))
+                            .with_first_enqueued_at(d.first_enqueued_at)
+                            .with_ordering_key(d.ordering_key),
+                    );
+                }
+            }
+            if !fresh {
+                break;
+            }
+        }
+        out.truncate(max);
+        Ok(out)
     }
 
     async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {

@@ -35,7 +35,8 @@
 //! - limits and errors (`limits.rs`): sizes and delays at their edge, stats, typed errors,
 //!   unknown queues, delete and purge;
 //! - crashes (`crashes.rs`): graceful shutdown, a crashed worker, idempotent effects;
-//! - job status (`lifecycle.rs`): the recorded transitions, results, progress, cancellation.
+//! - job status (`lifecycle.rs`): the recorded transitions, results, progress, cancellation;
+//! - operations (`operations.rs`): peek, dead letters by reason, pause and resume.
 //!
 //! Stores for the layers above the queue have their own cases: [`store::run`].
 
@@ -58,6 +59,7 @@ mod delivery;
 mod leases;
 mod lifecycle;
 mod limits;
+mod operations;
 mod ordering;
 pub mod store;
 
@@ -67,6 +69,7 @@ pub use delivery::*;
 pub use leases::*;
 pub use lifecycle::*;
 pub use limits::*;
+pub use operations::*;
 pub use ordering::*;
 
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -97,6 +100,7 @@ macro_rules! __with_conformance_cases {
             backend_errors_typed
             graceful_shutdown_loses_nothing crash_mid_job_loses_nothing idempotent_effects
             status_lifecycle status_cancel
+            peek_leaves_messages dead_letters_by_reason pause_stops_workers
             drain_10k}
     };
 }

@@ -17,12 +17,33 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> W
     aux.spawn(acker(inner.clone(), ack_rx));
     // Dropped (aborted) when this loop ends.
     let _cancels = AbortOnDrop(tokio::spawn(lifecycle::watch_cancels(inner.clone())));
+    // The queue's paused state (crate::pause), read before the first receive so that a
+    // pause survives a restart, then kept current by a watcher aborted with this loop.
+    let (paused_tx, mut paused) = watch::channel(false);
+    let _pause = match &inner.status {
+        Some(s) => {
+            let store = s.store().clone();
+            if let Ok(true) = crate::pause::is_paused(&*store, &inner.name).await {
+                paused_tx.send_replace(true);
+            }
+            let task = crate::pause::watch(store, inner.name.to_string(), paused_tx);
+            Some(AbortOnDrop(tokio::spawn(task)))
+        }
+        None => None,
+    };
     let mut tasks = JoinSet::new();
     let mut errors_in_row = 0u32;
     // Per ordering key, the settle signal of the last delivery of that key started here.
     let mut lines: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
 
     'outer: while !*stop.borrow() {
+        if *paused.borrow() {
+            tokio::select! {
+                r = paused.wait_for(|p| !*p) => if r.is_err() { break },
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
         let first = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = stop.changed() => break,
@@ -74,11 +95,14 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> W
             .counters
             .received
             .fetch_add(deliveries.len() as u64, AtomicOrdering::Relaxed);
-        if *stop.borrow() {
+        if *stop.borrow() || *paused.borrow() {
             for d in deliveries {
                 give_back(&inner, &d).await;
             }
-            break;
+            if *stop.borrow() {
+                break;
+            }
+            continue;
         }
         if deliveries.is_empty() {
             continue;
