@@ -47,6 +47,20 @@ pub fn encode<J: Job>(job: &J) -> Result<Vec<u8>, serde_json::Error> {
     })
 }
 
+/// Encodes an envelope for job `name` at `version` with `data` as it is, for tools that
+/// send jobs without their Rust type (`queuectl send --job NAME`).
+pub fn encode_named(
+    name: &str,
+    version: u32,
+    data: &serde_json::Value,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Envelope {
+        job: name.to_string(),
+        v: version,
+        data,
+    })
+}
+
 /// An envelope whose name and version are read but whose data is not yet typed.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

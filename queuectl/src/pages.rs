@@ -1,0 +1,191 @@
+//! The dashboard's HTML (maud: escaped by default, checked at compile time).
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use queue::{DeadLetter, JobStatus, QueueStats};
+
+use crate::dashboard::url_path;
+use crate::output::{preview, time};
+
+const STYLE: &str = "
+body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:.7em 1.5em;display:flex;gap:2em;align-items:center}
+header a{color:#fff;text-decoration:none;font-weight:600}
+main{padding:1em 1.5em;max-width:1200px}
+table{border-collapse:collapse;background:#fff;width:100%;margin:.5em 0 1.5em}
+th,td{text-align:left;padding:.35em .7em;border-bottom:1px solid #e3e6eb;vertical-align:top}
+th{background:#eef0f4;font-weight:600}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+.dead{color:#b42318;font-weight:600}
+.flash{background:#e8f3ff;border:1px solid #9cc8f5;padding:.5em 1em}
+.error{background:#fdecec;border:1px solid #f1a9a9;padding:.5em 1em}
+code,.mono{font-family:ui-monospace,monospace;font-size:13px}
+form.inline{display:inline-block;background:#fff;border:1px solid #e3e6eb;padding:.7em 1em;margin:0 1em 1em 0}
+button{font:inherit;padding:.2em .9em}
+";
+
+fn layout(title: &str, refresh: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                @if refresh { meta http-equiv="refresh" content="5"; }
+                title { (title) " · queuectl" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    a href="/" { "queuectl" }
+                    form action="/jobs" method="get" {
+                        input name="id" placeholder="job id" aria-label="job id";
+                        " " button type="submit" { "Look up" }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// One queue's line on the overview.
+pub(crate) struct Row {
+    pub(crate) queue: String,
+    pub(crate) stats: Result<QueueStats, String>,
+    pub(crate) trend: Option<f64>,
+}
+
+pub(crate) fn overview(backend: &str, rows: &[Row]) -> Markup {
+    layout(
+        "Queues",
+        true,
+        html! {
+            h1 { "Queues on " (backend) }
+            table id="queues" {
+                tr { th { "Queue" } th { "Ready" } th { "In flight" } th { "Delayed" } th { "Dead" } th { "Change / min" } }
+                @for r in rows {
+                    tr data-queue=(r.queue) {
+                        td { a href=(url_path(&r.queue)) { (r.queue) } }
+                        @match &r.stats {
+                            Ok(s) => {
+                                td.n { (s.ready) } td.n { (s.in_flight) } td.n { (s.delayed) }
+                                td.n.dead[s.dead > 0] { (s.dead) }
+                            }
+                            Err(e) => { td colspan="4" .error { (e) } }
+                        }
+                        td.n { @match r.trend { Some(t) => { (format!("{t:+.1}")) }, None => { "…" } } }
+                    }
+                }
+            }
+            p { small { "Refreshes every 5 seconds. Change / min: how fast the queue grew (+) or drained (−) over the last five minutes." } }
+        },
+    )
+}
+
+/// What a queue's page shows.
+pub(crate) struct QueueView<'a> {
+    pub(crate) backend: &'a str,
+    pub(crate) queue: &'a str,
+    pub(crate) stats: Result<QueueStats, String>,
+    /// `Err(None)`: the backend cannot list dead letters without taking them.
+    pub(crate) dead: Result<Vec<DeadLetter>, Option<String>>,
+    pub(crate) csrf: &'a str,
+    pub(crate) flash: Option<&'a str>,
+}
+
+pub(crate) fn queue(v: QueueView<'_>) -> Markup {
+    let action = url_path(v.queue);
+    layout(
+        v.queue,
+        false,
+        html! {
+            h1 { (v.queue) small { " on " (v.backend) } }
+            @if let Some(m) = v.flash { p.flash role="status" { (m) } }
+            @match &v.stats {
+                Ok(s) => {
+                    table id="depths" {
+                        tr { th { "Ready" } th { "In flight" } th { "Delayed" } th { "Dead" } }
+                        tr { td.n { (s.ready) } td.n { (s.in_flight) } td.n { (s.delayed) } td.n.dead[s.dead > 0] { (s.dead) } }
+                    }
+                }
+                Err(e) => { p.error { "Stats unavailable: " (e) } }
+            }
+            h2 { "Dead letters" }
+            @match &v.dead {
+                Ok(list) if list.is_empty() => { p id="no-dead" { "No dead letters." } }
+                Ok(list) => {
+                    table id="dead-letters" {
+                        tr { th { "Id" } th { "Reason" } th { "Error" } th { "Attempts" } th { "Dead at" } th { "Payload" } }
+                        @for d in list {
+                            tr {
+                                td.mono { (d.message.id) }
+                                td { (d.reason.map_or("-", |r| r.as_str())) }
+                                td { (d.error.as_deref().map_or("-".to_string(), |e| preview(e.as_bytes(), 120))) }
+                                td.n { (d.attempts.map_or("-".to_string(), |a| a.to_string())) }
+                                td { (d.dead_at.map_or("-".to_string(), time)) }
+                                td.mono { (preview(&d.message.payload, 120)) }
+                            }
+                        }
+                    }
+                }
+                Err(None) => { p id="no-peek" { (v.backend) " cannot list dead letters without taking them; the counts above are exact enough to act on, and a redrive by reason works." } }
+                Err(Some(e)) => { p.error { "Dead letters unavailable: " (e) } }
+            }
+            form.inline id="redrive" method="post" action=(format!("{action}/redrive")) {
+                input type="hidden" name="csrf" value=(v.csrf);
+                strong { "Redrive" } " "
+                select name="reason" aria-label="reason" {
+                    option value="all" { "all reasons" }
+                    @for r in ["max-attempts", "permanent", "malformed", "timeout"] { option value=(r) { (r) } }
+                }
+                " up to " input name="limit" size="6" placeholder="all" aria-label="limit";
+                label { " " input type="checkbox" name="confirm" value="yes"; " I mean it" }
+                " " button type="submit" { "Redrive" }
+            }
+            form.inline id="purge" method="post" action=(format!("{action}/purge")) {
+                input type="hidden" name="csrf" value=(v.csrf);
+                strong { "Purge" } " "
+                select name="target" aria-label="what to purge" {
+                    option value="dlq" { "dead letters" }
+                    option value="queue" { "the queue" }
+                }
+                " type the queue's name: " input name="confirm" size="14" aria-label="confirm";
+                " " button type="submit" { "Purge" }
+            }
+            script { (PreEscaped("setInterval(function(){var a=document.activeElement;if(!a||a===document.body)location.reload()},10000)")) }
+        },
+    )
+}
+
+pub(crate) fn job(id: &str, found: Option<Result<Option<JobStatus>, String>>) -> Markup {
+    layout(
+        "Job",
+        false,
+        html! {
+            h1 { "Job " span.mono { (id) } }
+            @match found {
+                None => { p { "Enter a job id above." } }
+                Some(Err(e)) => { p.error { (e) } }
+                Some(Ok(None)) => { p.error id="job-missing" { "No such job: unknown, or its record expired." } }
+                Some(Ok(Some(s))) => {
+                    table id="job" {
+                        tr { th { "State" } td.state { (s.state.as_str()) } }
+                        tr { th { "Queue" } td { a href=(url_path(&s.queue)) { (s.queue) } } }
+                        tr { th { "Job" } td { (s.job.as_deref().unwrap_or("-")) } }
+                        tr { th { "Attempt" } td { (s.attempt) } }
+                        @if let Some(p) = &s.progress { tr { th { "Progress" } td { (p.percent) "% " (p.message.as_deref().unwrap_or("")) } } }
+                        @if let Some(e) = &s.last_error { tr { th { "Last error" } td { (e) } } }
+                        @if let Some(r) = &s.result { tr { th { "Result" } td.mono { (r.to_string()) } } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub(crate) fn not_found(q: &str) -> Markup {
+    layout(
+        "Not found",
+        false,
+        html! { h1 { "No queue " (q) } p { "This dashboard shows only the queues it was started with." } },
+    )
+}
