@@ -292,12 +292,8 @@ async fn redrive(
     if !d.knows(&q) {
         return not_found(&q);
     }
-    if !constant_eq(f.csrf.as_bytes(), d.inner.csrf.as_bytes()) {
-        return (
-            StatusCode::FORBIDDEN,
-            "form token missing or stale: reload the page\n",
-        )
-            .into_response();
+    if let Some(refused) = forged(&d, &f.csrf) {
+        return refused;
     }
     if f.confirm.as_deref() != Some("yes") {
         return flash(&q, "Nothing redriven: tick the confirmation box first.");
@@ -349,12 +345,8 @@ async fn purge(
     if !d.knows(&q) {
         return not_found(&q);
     }
-    if !constant_eq(f.csrf.as_bytes(), d.inner.csrf.as_bytes()) {
-        return (
-            StatusCode::FORBIDDEN,
-            "form token missing or stale: reload the page\n",
-        )
-            .into_response();
+    if let Some(refused) = forged(&d, &f.csrf) {
+        return refused;
     }
     if f.confirm.trim() != q {
         return flash(&q, "Nothing purged: type the queue's name to confirm.");
@@ -427,6 +419,17 @@ async fn metrics_text(State(d): State<Dashboard>) -> Response {
         d.inner.prometheus.handle().render(),
     )
         .into_response()
+}
+
+/// A POST whose form token is not this process's: refused, nothing done.
+fn forged(d: &Dashboard, csrf: &str) -> Option<Response> {
+    (!constant_eq(csrf.as_bytes(), d.inner.csrf.as_bytes())).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            "form token missing or stale: reload the page\n",
+        )
+            .into_response()
+    })
 }
 
 fn flash(q: &str, msg: &str) -> Response {
