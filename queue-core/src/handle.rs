@@ -212,7 +212,9 @@ impl Queue {
         let driver = self.driver();
         let caps = driver.capabilities();
         let kind = driver.kind();
-        for m in &messages {
+        let mut messages = messages;
+        for m in &mut messages {
+            crate::trace::inject(&mut m.headers);
             validate(&caps, kind, m)?;
         }
         if caps.max_batch == 0 {

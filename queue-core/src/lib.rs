@@ -20,6 +20,8 @@
 //! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering, priority and
 //!   dedup semantics (`memory://NAME`).
 //! - `testkit` (feature `testkit`): the conformance kit every driver runs.
+//! - Feature `otel`: W3C trace context from the producer's span to the job's span, through
+//!   the message headers (OpenTelemetry through `tracing-opentelemetry`; see `trace.rs`).
 //!
 //! The bundled drivers for Redis, SQS and Kafka live in their own crates; the `queue`
 //! crate re-exports this one and knows their URL schemes through cargo features.
@@ -85,6 +87,7 @@ mod registry;
 pub mod retry;
 pub mod status;
 pub mod store;
+mod trace;
 mod worker;
 
 #[cfg(feature = "testkit")]

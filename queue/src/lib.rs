@@ -52,6 +52,9 @@ pub use queue_kafka as kafka;
 #[cfg(feature = "postgres")]
 pub use queue_postgres as postgres;
 
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
+
 /// Opens the [`Store`] named by `url`, for job status
 /// ([`JobStatuses::new`](status::JobStatuses::new)): `memory://` (this process only,
 /// bounded), `redis://…` (feature `redis`; the driver's URL) or `postgres://…` (feature

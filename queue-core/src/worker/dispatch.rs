@@ -154,6 +154,7 @@ pub(super) async fn run_one(
 ) {
     let (meters, prepared) = prepare(&inner, &d);
     let span = tracing::info_span!("job", queue = %inner.name, id = %d.id, job = %meters.job, attempt = d.attempt);
+    crate::trace::continue_trace(&span, &d.headers);
     let settled = run_one_inner(&inner, &d, force, &acks, turn.after, meters, prepared)
         .instrument(span)
         .await;
