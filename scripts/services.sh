@@ -186,16 +186,28 @@ tools_up() {
   log "cargo-fuzz $CARGO_FUZZ_VERSION is installed"
 }
 
+# Debian's chromium and chromedriver, for the dashboard's browser test
+# (queuectl/tests/browser.rs).
+browser_up() {
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    log "installing chromium and chromium-driver from Debian's packages"
+    apt_install chromium chromium-driver || die "apt-get install chromium chromium-driver failed"
+  fi
+  chromium --version >/dev/null 2>&1 || die "chromium does not run"
+  log "$(chromium --version 2>/dev/null | head -1) and $(chromedriver --version 2>/dev/null | cut -d' ' -f1-2) are installed"
+}
+
 status() {
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && echo "redis 127.0.0.1:6379: up" || echo "redis 127.0.0.1:6379: down"
   cluster_ok && echo "redis cluster 127.0.0.1:7001-7003: up" || echo "redis cluster 127.0.0.1:7001-7003: down"
   port_open $MOTO_PORT && echo "moto (sqs) 127.0.0.1:$MOTO_PORT: up" || echo "moto (sqs) 127.0.0.1:$MOTO_PORT: down"
   port_open $TANSU_PORT && echo "tansu (kafka) 127.0.0.1:$TANSU_PORT: up" || echo "tansu (kafka) 127.0.0.1:$TANSU_PORT: down"
+  command -v chromedriver >/dev/null 2>&1 && echo "chromium + chromedriver: installed" || echo "chromium + chromedriver: missing"
   pg_ready && echo "postgresql 127.0.0.1:$PG_PORT: up" || echo "postgresql 127.0.0.1:$PG_PORT: down"
 }
 
 case "${1:-up}" in
-  up) redis_up; redis_cluster_up; postgres_up; moto_up; tansu_up; tools_up ;;
+  up) redis_up; redis_cluster_up; postgres_up; moto_up; tansu_up; tools_up; browser_up ;;
   status) status ;;
   *) die "usage: $0 [up|status]" ;;
 esac
