@@ -63,6 +63,25 @@ async fn every_subcommand_on_memory() {
     let s = json(url, &["stats", "payments"]).await;
     assert_eq!(s[0]["ready"], 3, "{s}");
     assert_eq!(code(run(url, &["stats", "nosuch"]).await), 4);
+    let watched = run(
+        url,
+        &[
+            "stats",
+            "payments",
+            "--watch",
+            "--interval",
+            "10ms",
+            "--times",
+            "3",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        watched.matches("QUEUE").count(),
+        3,
+        "three refreshes: {watched}"
+    );
 
     // peek: in order, nothing taken.
     let p = json(url, &["peek", "payments", "-n", "2"]).await;

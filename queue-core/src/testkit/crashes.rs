@@ -90,6 +90,7 @@ pub async fn crash_mid_job_loses_nothing(h: &Harness) {
     .await;
     a.abort();
     drop(doomed);
+    tokio::time::sleep(h.crash_settle).await;
     let done = Arc::new(Mutex::new(HashMap::<u64, u32>::new()));
     let done2 = done.clone();
     let b = c

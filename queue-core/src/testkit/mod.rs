@@ -161,6 +161,7 @@ pub struct Harness {
     drain_count: usize,
     suffix: String,
     bad_urls: Vec<String>,
+    crash_settle: Duration,
     created: Created,
 }
 
@@ -201,6 +202,7 @@ impl Harness {
             drain_count: 10_000,
             suffix: String::new(),
             bad_urls: Vec::new(),
+            crash_settle: Duration::ZERO,
             created: Arc::default(),
         }
     }
@@ -214,6 +216,17 @@ impl Harness {
     /// How many messages `drain_10k` moves (default 10,000).
     pub fn drain_count(mut self, n: usize) -> Self {
         self.drain_count = n;
+        self
+    }
+
+    /// How long `crash_mid_job_loses_nothing` waits after a consumer crashed before it
+    /// starts the survivor (default none): the time the backend needs to notice the crash
+    /// when its leases are sessions. Kafka's harness sets its group session timeout plus a
+    /// margin, because the tansu broker the tests run on never rebalances a generation
+    /// formed with a member that then expires (docs/reliability.md): a survivor joining
+    /// while the crashed member's session lasts can be left without its partitions.
+    pub fn crash_settle(mut self, wait: Duration) -> Self {
+        self.crash_settle = wait;
         self
     }
 

@@ -37,6 +37,9 @@ pub fn harness() -> Harness {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2_000),
         )
+        // The group session (6 s) of the crashed consumer must end before the survivor
+        // joins: tansu does not rebalance when a member of a formed generation expires.
+        .crash_settle(std::time::Duration::from_secs(8))
         .bad_url("kafka://127.0.0.1:1")
         .bad_url("kafka://127.0.0.1:9092?partitions=zero")
         .bad_url("kafka://127.0.0.1:9092?partitions=5000")
