@@ -9,17 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
-use queue::{JobContext, JobError, RetryPolicy};
+mod common;
+
+use common::Charge;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Charge {
-    n: u32,
-}
-impl queue::Job for Charge {
-    const NAME: &'static str = "charge";
-}
 
 /// Kills the child process when the test ends, passed or not.
 struct Killed(Child);
@@ -74,23 +68,7 @@ async fn dashboard_in_a_browser() {
     for n in 1..=3 {
         q.enqueue(&Charge { n }).await.unwrap();
     }
-    let w = q
-        .worker()
-        .retry(RetryPolicy::new(1, queue::Backoff::Fixed(Duration::ZERO)))
-        .handle(|c: Charge, _: JobContext| async move {
-            match c.n {
-                1 => Err(JobError::permanent("card declined")),
-                2 => Err(JobError::retry("bank timed out")),
-                _ => Ok(()),
-            }
-        })
-        .start()
-        .unwrap();
-    queue::testkit::eventually_worker(&w, Duration::from_secs(20), "settled", |r| {
-        r.dead_lettered == 2 && r.succeeded == 1
-    })
-    .await;
-    w.shutdown().await;
+    common::work_charges(&q, 2, 1).await;
     q.enqueue(&Charge { n: 4 }).await.unwrap();
 
     let port = free_port();

@@ -5,18 +5,12 @@
 
 use std::time::Duration;
 
-use queue::{Backend, JobContext, JobError, JobStatuses, RetryPolicy};
+mod common;
+
+use queue::{Backend, JobStatuses};
 use serde_json::Value;
 
 const REDIS: &str = "redis://127.0.0.1:6379";
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Charge {
-    n: u32,
-}
-impl queue::Job for Charge {
-    const NAME: &'static str = "charge";
-}
 
 struct Run {
     code: i32,
@@ -106,24 +100,7 @@ async fn story(url: &str, can: Can) {
         assert!(peek.stderr.contains("cannot show"), "{}", peek.stderr);
     }
 
-    let w = q
-        .worker()
-        .poll_wait(Duration::from_secs(1))
-        .retry(RetryPolicy::new(1, queue::Backoff::Fixed(Duration::ZERO)))
-        .handle(|c: Charge, _: JobContext| async move {
-            match c.n {
-                1 => Err(JobError::permanent("card declined")),
-                2 => Err(JobError::retry("bank timed out")),
-                _ => Ok(()),
-            }
-        })
-        .start()
-        .expect("worker");
-    queue::testkit::eventually_worker(&w, Duration::from_secs(60), "3 jobs settled", |r| {
-        r.dead_lettered == 2 && r.succeeded == 1
-    })
-    .await;
-    w.shutdown().await;
+    common::work_charges(&q, 2, 1).await;
     stats_become(url, n, (0, 2)).await;
     assert_eq!(ok_json(url, &["job", &ids[2]]).await["state"], "succeeded");
     assert_eq!(ok_json(url, &["job", &ids[0]]).await["state"], "dead");

@@ -2,19 +2,12 @@
 //! (`memory://NAME` is shared by every connection of one process) with a memory status
 //! store attached the way an application embeds the tool.
 
+mod common;
+
 use clap::Parser;
-use queue::{JobContext, JobError, RetryPolicy};
 use queuectl::cli::{self, Cli};
 use queuectl::CliError;
 use serde_json::Value;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Charge {
-    n: u32,
-}
-impl queue::Job for Charge {
-    const NAME: &'static str = "charge";
-}
 
 async fn run(url: &str, args: &[&str]) -> Result<String, CliError> {
     let mut argv = vec!["queuectl", "--url", url];
@@ -95,29 +88,7 @@ async fn every_subcommand_on_memory() {
     assert_eq!(json(url, &["stats", "payments"]).await[0]["ready"], 3);
 
     // Three jobs: one permanent failure, one out of attempts, one done.
-    let w = q
-        .worker()
-        .retry(RetryPolicy::new(
-            1,
-            queue::Backoff::Fixed(std::time::Duration::ZERO),
-        ))
-        .handle(|c: Charge, _: JobContext| async move {
-            match c.n {
-                1 => Err(JobError::permanent("card declined")),
-                2 => Err(JobError::retry("bank timed out")),
-                _ => Ok(()),
-            }
-        })
-        .start()
-        .unwrap();
-    queue::testkit::eventually_worker(
-        &w,
-        std::time::Duration::from_secs(10),
-        "3 jobs settled",
-        |r| r.dead_lettered == 2 && r.succeeded == 1,
-    )
-    .await;
-    w.shutdown().await;
+    common::work_charges(&q, 2, 1).await;
 
     // dlq list / show
     let d = json(url, &["dlq", "list", "payments"]).await;

@@ -4,20 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
+use common::Charge;
 use common::{csrf, http, serve};
-use queue::{Backend, JobContext, JobError, JobStatuses, MemoryStore, Message, RetryPolicy};
+use queue::{Backend, JobStatuses, MemoryStore, Message};
 use queuectl::dashboard::Dashboard;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Charge {
-    n: u32,
-}
-impl queue::Job for Charge {
-    const NAME: &'static str = "charge";
-}
 
 /// A memory backend with queue `orders` holding one ready job and three dead letters:
 /// permanent (its error carrying markup), max-attempts, malformed. Returns the backend
@@ -31,27 +22,11 @@ async fn seeded(name: &str) -> (Backend, queue::MessageId) {
     let q = backend.queue("orders");
     q.create().await.unwrap();
     let done = q.enqueue(&Charge { n: 0 }).await.unwrap();
-    for n in 1..=2 {
+    for n in [2, 5] {
         q.enqueue(&Charge { n }).await.unwrap();
     }
     q.producer().send(Message::new("not a job")).await.unwrap();
-    let w = q
-        .worker()
-        .retry(RetryPolicy::new(1, queue::Backoff::Fixed(Duration::ZERO)))
-        .handle(|c: Charge, _: JobContext| async move {
-            match c.n {
-                1 => Err(JobError::permanent("<script>alert(1)</script> declined")),
-                2 => Err(JobError::retry("bank timed out")),
-                _ => Ok(()),
-            }
-        })
-        .start()
-        .unwrap();
-    queue::testkit::eventually_worker(&w, Duration::from_secs(10), "settled", |r| {
-        r.dead_lettered == 3 && r.succeeded == 1
-    })
-    .await;
-    w.shutdown().await;
+    common::work_charges(&q, 3, 1).await;
     q.enqueue(&Charge { n: 9 }).await.unwrap();
     (backend, done)
 }

@@ -90,3 +90,44 @@ pub fn csrf(page: &str) -> String {
     let at = page.find(r#"name="csrf" value=""#).expect("a form token") + 19;
     page[at..].split('"').next().unwrap().to_string()
 }
+
+/// The job every queuectl test sends.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Charge {
+    pub n: u32,
+}
+impl queue::Job for Charge {
+    const NAME: &'static str = "charge";
+}
+
+/// Works `q` until `dead` jobs are dead-lettered and `ok` succeeded, with one attempt per
+/// job: `n` 1 fails for good ("card declined"), 2 runs out of attempts ("bank timed
+/// out"), 5 fails for good with markup in its error, the rest succeed.
+pub async fn work_charges(q: &queue::Queue, dead: u64, ok: u64) {
+    use queue::{JobContext, JobError};
+    let w = q
+        .worker()
+        .poll_wait(std::time::Duration::from_secs(1))
+        .retry(queue::RetryPolicy::new(
+            1,
+            queue::Backoff::Fixed(std::time::Duration::ZERO),
+        ))
+        .handle(|c: Charge, _: JobContext| async move {
+            match c.n {
+                1 => Err(JobError::permanent("card declined")),
+                2 => Err(JobError::retry("bank timed out")),
+                5 => Err(JobError::permanent("<script>alert(1)</script> declined")),
+                _ => Ok(()),
+            }
+        })
+        .start()
+        .expect("worker starts");
+    queue::testkit::eventually_worker(
+        &w,
+        std::time::Duration::from_secs(60),
+        "jobs settled",
+        |r| r.dead_lettered == dead && r.succeeded == ok,
+    )
+    .await;
+    w.shutdown().await;
+}
