@@ -78,6 +78,7 @@ mod handle;
 pub mod idempotency;
 mod inspect;
 pub mod job;
+pub mod limit;
 pub mod memory;
 mod message;
 pub mod options;
@@ -102,6 +103,7 @@ pub use handle::{Backend, Queue};
 pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotency};
 pub use inspect::DeadLetter;
 pub use job::Job;
+pub use limit::{LimitKey, RateLimit};
 pub use memory::{MemoryConfig, MemoryQueue};
 pub use message::{
     from_unix_millis, headers, unix_millis, Delivery, Headers, Message, MessageId, Peeked,

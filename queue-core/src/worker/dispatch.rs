@@ -75,6 +75,7 @@ pub(super) async fn supervise<T: Send + 'static>(
                     permanent: false,
                     kind: DeadLetterKind::Timeout,
                     retry_after: None,
+                    rate_limited: None,
                 }));
             }
             _ = forced(&mut force) => {
@@ -208,6 +209,9 @@ pub(super) async fn run_one_inner(
             return false;
         }
     }
+    if let limits::Admit::Deferred = limits::admit(inner, d).await {
+        return false;
+    }
     let key = match claim(inner, d).await {
         Claim::Run(key) => key,
         Claim::Skip => {
@@ -251,6 +255,12 @@ pub(super) async fn run_one_inner(
                 settle_success(inner, d, key.as_deref(), acks, meters).await;
                 lifecycle::ended(inner, d, &tracked, JobState::Succeeded, None).await;
                 true
+            }
+            Some((_, f)) if f.rate_limited.is_some() => {
+                release(inner, key.as_deref()).await;
+                limits::back_off(inner, d, f.rate_limited.unwrap_or_default()).await;
+                lifecycle::ended(inner, d, &tracked, JobState::Queued, Some(f.error)).await;
+                false
             }
             Some((_, f)) if tracked.cancel.is_cancelled() => {
                 // Stopped by its cancel signal: settled, not retried.

@@ -21,6 +21,7 @@ pub struct JobError {
     pub(super) message: String,
     pub(super) permanent: bool,
     pub(super) retry_after: Option<Duration>,
+    pub(super) rate_limited: Option<Duration>,
 }
 
 impl JobError {
@@ -30,6 +31,7 @@ impl JobError {
             message: e.to_string(),
             permanent: false,
             retry_after: None,
+            rate_limited: None,
         }
     }
     /// A failure no retry can fix: the job goes straight to the dead-letter queue.
@@ -38,6 +40,19 @@ impl JobError {
             message: e.to_string(),
             permanent: true,
             retry_after: None,
+            rate_limited: None,
+        }
+    }
+    /// The remote service asked to be left alone for `pause` (an HTTP 429 with
+    /// Retry-After): with a per-key rate limit the job's key pauses for that long (with a
+    /// queue limit, the queue), and the job goes back to the queue until then *without
+    /// counting an attempt*. See [`crate::limit`].
+    pub fn rate_limited(pause: Duration) -> Self {
+        JobError {
+            message: format!("rate limited for {pause:?}"),
+            permanent: false,
+            retry_after: None,
+            rate_limited: Some(pause),
         }
     }
     /// Retry after `delay` instead of the policy's backoff (e.g. an HTTP 429's Retry-After).

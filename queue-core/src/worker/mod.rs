@@ -13,6 +13,8 @@
 //! | idempotency key already completed | ack without running |
 //! | shutdown grace ran out | given back with no delay: back in the queue at once |
 //! | idempotency key held by another worker | given back until its claim can end (one lease) |
+//! | over a rate limit ([`Worker::rate_limit`]) | waits for its slot, or given back until it (no attempt) |
+//! | [`JobError::rate_limited`] | its key paused; given back until the pause ends (no attempt) |
 //!
 //! An *attempt* is a delivery that reached its handler. A delivery given back without
 //! running (the last three rows above, and a per-key successor whose predecessor went
@@ -58,6 +60,7 @@ mod claims;
 mod dispatch;
 mod handler;
 mod lifecycle;
+mod limits;
 mod meters;
 mod receive;
 mod settle;
@@ -132,6 +135,9 @@ pub struct WorkerReport {
     /// Jobs cancelled through their status: skipped before they ran, or stopped by
     /// their cancel signal (acked either way).
     pub cancelled: u64,
+    /// Deliveries held or given back for a rate limit (or a handler's
+    /// [`JobError::rate_limited`]) before they ran.
+    pub rate_limited: u64,
     /// Backend calls that failed (receive, ack, nack, extend, dead-letter).
     pub backend_errors: u64,
     /// The worker's own loop died (a panic: in a driver's `receive`, or a bug) and it
@@ -150,6 +156,7 @@ struct Counters {
     duplicates_skipped: AtomicU64,
     returned: AtomicU64,
     cancelled: AtomicU64,
+    rate_limited: AtomicU64,
     backend_errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     crashed: std::sync::atomic::AtomicBool,
@@ -167,6 +174,7 @@ impl Counters {
             duplicates_skipped: r(&self.duplicates_skipped),
             returned: r(&self.returned),
             cancelled: r(&self.cancelled),
+            rate_limited: r(&self.rate_limited),
             backend_errors: r(&self.backend_errors),
             crashed: self.crashed.load(AtomicOrdering::Relaxed),
         }
@@ -216,6 +224,10 @@ pub struct Worker {
     mode: Mode,
     config: WorkerConfig,
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
+    limits: (
+        Option<crate::limit::RateLimit>,
+        Option<(crate::limit::RateLimit, crate::limit::LimitKey)>,
+    ),
 }
 
 impl fmt::Debug for Worker {
@@ -236,6 +248,7 @@ impl fmt::Debug for Worker {
             .field("handlers", &mode)
             .field("config", &self.config)
             .field("idempotency", &self.idempotency.as_ref().map(|(_, r)| r))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -250,6 +263,7 @@ impl Worker {
             },
             config: WorkerConfig::default(),
             idempotency: None,
+            limits: (None, None),
         }
     }
 
@@ -432,6 +446,13 @@ impl Worker {
                 }
             }
         }
+        if matches!(self.mode, Mode::Batch(_))
+            && (self.limits.0.is_some() || self.limits.1.is_some())
+        {
+            return Err(QueueError::InvalidOption(
+                "rate limits are not applied to batch handlers: use per-job handlers".into(),
+            ));
+        }
         check_native_dlq(&self.config, &self.mode, &caps)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
@@ -449,6 +470,11 @@ impl Worker {
             idempotency: self.idempotency,
             caps,
             counters: counters.clone(),
+            limits: limits::Limits::build(
+                self.limits.0,
+                self.limits.1,
+                self.queue.backend().status().map(|s| s.store().clone()),
+            ),
             status: self.queue.backend().status().cloned(),
             running: Mutex::new(HashMap::new()),
             never_cancelled: CancellationToken::new(),
@@ -663,6 +689,8 @@ struct Inner {
     meters: Meters,
     /// Job status, when the backend records it.
     status: Option<crate::status::JobStatuses>,
+    /// Rate limits, when set.
+    limits: Option<limits::Limits>,
     /// Cancel signals of the jobs running now, by id (only with job status on).
     running: Mutex<HashMap<String, CancellationToken>>,
     /// The cancel signal of every job when job status is off: never fired.

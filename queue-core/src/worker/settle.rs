@@ -23,6 +23,8 @@ pub(super) struct Failure {
     pub(super) permanent: bool,
     pub(super) kind: DeadLetterKind,
     pub(super) retry_after: Option<Duration>,
+    /// The handler's [`JobError::rate_limited`] pause.
+    pub(super) rate_limited: Option<Duration>,
 }
 
 impl Failure {
@@ -36,6 +38,7 @@ impl Failure {
             error: e.message,
             permanent: e.permanent,
             retry_after: e.retry_after,
+            rate_limited: e.rate_limited,
         }
     }
     pub(super) fn malformed(e: &DecodeError) -> Self {
@@ -44,6 +47,7 @@ impl Failure {
             permanent: true,
             kind: DeadLetterKind::Malformed,
             retry_after: None,
+            rate_limited: None,
         }
     }
     pub(super) fn retryable(error: String) -> Self {
@@ -52,6 +56,7 @@ impl Failure {
             permanent: false,
             kind: DeadLetterKind::MaxAttempts,
             retry_after: None,
+            rate_limited: None,
         }
     }
 }

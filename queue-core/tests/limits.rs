@@ -1,0 +1,215 @@
+//! Rate limits on the in-memory backend under tokio's paused clock: per key, per queue
+//! across two workers, a handler's back-off, and bad settings.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use queue_core::testkit::eventually_worker;
+use queue_core::{
+    Backend, JobError, JobStatuses, LimitKey, MemoryStore, Message, QueueError, RateLimit,
+    WorkerHandle,
+};
+use tokio::time::Instant;
+
+type Starts = Arc<Mutex<Vec<(String, Duration, u32)>>>;
+
+/// A worker on `q` that records (tenant, time since `t0`, attempt) per run; `fail_first`
+/// makes the first run of tenant `a` answer `rate_limited(5s)`.
+fn recorder(
+    q: &queue_core::Queue,
+    t0: Instant,
+    starts: &Starts,
+    configure: impl FnOnce(queue_core::Worker) -> queue_core::Worker,
+    fail_first: bool,
+) -> WorkerHandle {
+    let starts = starts.clone();
+    let w = q.worker().concurrency(10).handle_raw(move |d| {
+        let starts = starts.clone();
+        async move {
+            let tenant = d.headers.get("tenant").cloned().unwrap_or_default();
+            let mut s = starts.lock().unwrap();
+            let first_a = !s.iter().any(|(t, _, _)| t == "a");
+            s.push((tenant.clone(), t0.elapsed(), d.attempt));
+            if fail_first && first_a && tenant == "a" {
+                return Err(JobError::rate_limited(Duration::from_secs(5)));
+            }
+            Ok(())
+        }
+    });
+    configure(w).start().unwrap()
+}
+
+async fn send(q: &queue_core::Queue, tenant: &str, n: usize) {
+    let msgs = (0..n)
+        .map(|i| Message::new(format!("{tenant}{i}")).header("tenant", tenant))
+        .collect();
+    q.producer().send_batch(msgs).await.unwrap();
+}
+
+fn times(starts: &Starts, tenant: &str) -> Vec<Duration> {
+    let mut t: Vec<Duration> = starts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _, _)| k == tenant)
+        .map(|(_, at, _)| *at)
+        .collect();
+    t.sort();
+    t
+}
+
+/// No window of `per` holds more than `count` starts.
+fn within_limit(t: &[Duration], count: usize, per: Duration) {
+    for (i, start) in t.iter().enumerate() {
+        let n = t[i..].iter().take_while(|x| **x < *start + per).count();
+        assert!(
+            n <= count,
+            "{n} starts within {per:?} from {start:?}: {t:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_key_waits_its_turn_and_the_others_do_not() {
+    let backend = queue_core::connect("memory://limits-key").await.unwrap();
+    let q = backend.queue("emails");
+    q.create().await.unwrap();
+    send(&q, "a", 20).await;
+    send(&q, "b", 3).await;
+    let t0 = Instant::now();
+    let starts = Starts::default();
+    let limit = RateLimit::per_second(5).unwrap();
+    let w = recorder(
+        &q,
+        t0,
+        &starts,
+        |w| w.rate_limit_per_key(limit, LimitKey::Header("tenant".into())),
+        false,
+    );
+    eventually_worker(&w, Duration::from_secs(30), "23 jobs", |r| {
+        r.succeeded == 23
+    })
+    .await;
+    let r = w.shutdown().await;
+    let (a, b) = (times(&starts, "a"), times(&starts, "b"));
+    assert_eq!((a.len(), b.len()), (20, 3), "every job ran once");
+    assert!(
+        b[2] <= Duration::from_millis(450),
+        "b runs at its own pace from the start, not behind a's backlog: {b:?}"
+    );
+    within_limit(&a, 5, Duration::from_secs(1));
+    assert!(
+        a[19] <= Duration::from_millis(3_900),
+        "a runs at its pace (one per 200 ms), no slower: {a:?}"
+    );
+    assert!(
+        starts.lock().unwrap().iter().all(|(_, _, att)| *att == 1),
+        "waiting for a slot is no attempt"
+    );
+    assert_eq!((r.retried, r.dead_lettered), (0, 0), "{r:?}");
+    assert!(r.rate_limited >= 15, "{r:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_limit_holds_across_workers_sharing_the_store() {
+    let store = Arc::new(MemoryStore::new());
+    let backend: Backend = queue_core::connect("memory://limits-queue")
+        .await
+        .unwrap()
+        .with_status(JobStatuses::new(store));
+    let q = backend.queue("reports");
+    q.create().await.unwrap();
+    send(&q, "x", 12).await;
+    let t0 = Instant::now();
+    let starts = Starts::default();
+    let limit = RateLimit::per_second(4).unwrap().burst(1).unwrap();
+    let w1 = recorder(&q, t0, &starts, |w| w.rate_limit(limit), false);
+    let w2 = recorder(&q, t0, &starts, |w| w.rate_limit(limit), false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while starts.lock().unwrap().len() < 12 {
+        assert!(Instant::now() < deadline, "12 jobs never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w1.shutdown().await;
+    w2.shutdown().await;
+    let t = times(&starts, "x");
+    for pair in t.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(249),
+            "burst 1 at 4/s: a start every 250 ms across both workers: {t:?}"
+        );
+    }
+    assert!(t[11] <= Duration::from_millis(2_900), "{t:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_pauses_its_key_without_spending_an_attempt() {
+    let backend = queue_core::connect("memory://limits-backoff")
+        .await
+        .unwrap();
+    let q = backend.queue("api");
+    q.create().await.unwrap();
+    send(&q, "a", 1).await;
+    let t0 = Instant::now();
+    let starts = Starts::default();
+    let limit = RateLimit::per_second(100).unwrap();
+    let w = recorder(
+        &q,
+        t0,
+        &starts,
+        |w| w.rate_limit_per_key(limit, LimitKey::Header("tenant".into())),
+        true,
+    );
+    // The first job of a answers "back off for 5 s"; then more of a, and some of b.
+    eventually_worker(&w, Duration::from_secs(5), "a's first run", |r| {
+        r.rate_limited == 1
+    })
+    .await;
+    let paused_at = times(&starts, "a")[0];
+    send(&q, "a", 2).await;
+    send(&q, "b", 2).await;
+    eventually_worker(&w, Duration::from_secs(30), "5 jobs", |r| r.succeeded == 5).await;
+    let r = w.shutdown().await;
+    let a = times(&starts, "a");
+    assert_eq!(a.len(), 4, "three jobs of a, the first one twice: {a:?}");
+    assert!(
+        a[1..]
+            .iter()
+            .all(|t| *t >= paused_at + Duration::from_secs(5)),
+        "nothing of a starts while it is paused: {a:?}"
+    );
+    assert!(
+        a[3] <= paused_at + Duration::from_millis(5_100),
+        "and it resumes when the pause ends: {a:?}"
+    );
+    let b = times(&starts, "b");
+    assert!(
+        b[1] < paused_at + Duration::from_secs(1),
+        "b is not paused: {b:?}"
+    );
+    assert!(
+        starts.lock().unwrap().iter().all(|(_, _, att)| *att == 1),
+        "no attempt spent"
+    );
+    assert_eq!((r.retried, r.dead_lettered), (0, 0), "{r:?}");
+}
+
+#[tokio::test]
+async fn bad_limits_are_refused_at_configuration() {
+    assert!(matches!(
+        RateLimit::new(0, Duration::from_secs(1)),
+        Err(QueueError::InvalidOption(_))
+    ));
+    assert!(RateLimit::new(1, Duration::ZERO).is_err());
+    let backend = queue_core::connect("memory://limits-bad").await.unwrap();
+    let q = backend.queue("b");
+    let batch = q
+        .worker()
+        .rate_limit(RateLimit::per_second(1).unwrap())
+        .handle_batch(|_d| async { Vec::new() })
+        .start();
+    assert!(
+        matches!(batch, Err(QueueError::InvalidOption(_))),
+        "{batch:?}"
+    );
+}
