@@ -669,6 +669,7 @@ pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Resu
         }
         match k.as_str() {
             headers::IDEMPOTENCY_KEY => {}
+            headers::UNIQUE if crate::unique::valid_header(v) => {}
             headers::MAX_ATTEMPTS if v.parse::<u32>().is_ok_and(|n| n >= 1) => {}
             headers::MAX_ATTEMPTS => {
                 return Err(QueueError::InvalidOption(format!(

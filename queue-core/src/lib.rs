@@ -89,6 +89,7 @@ pub mod retry;
 pub mod status;
 pub mod store;
 mod trace;
+pub mod unique;
 mod worker;
 
 #[cfg(feature = "testkit")]
@@ -114,6 +115,7 @@ pub use registry::{connect, register, schemes};
 pub use retry::{Backoff, Decision, RetryPolicy};
 pub use status::{CancelOutcome, JobState, JobStatus, JobStatuses, Progress, Retention};
 pub use store::{MemoryStore, Store};
+pub use unique::{Enqueued, Unique, UniqueScope};
 pub use worker::{
     CancellationToken, ItemFailure, JobContext, JobError, JobResult, Worker, WorkerConfig,
     WorkerHandle, WorkerReport,

@@ -46,6 +46,9 @@ pub mod headers {
     /// headers): what was wrong. The worker dead-letters such a delivery as `malformed`
     /// instead of failing the whole receive. See [`crate::Delivery::malformed`].
     pub const MALFORMED: &str = "x-queue-malformed";
+    /// The unique-key lock a job holds, `<scope>:<lock>`, written by a unique send and
+    /// released by the worker (see [`crate::unique`]).
+    pub const UNIQUE: &str = "x-queue-unique";
 }
 
 /// A message id, assigned by the framework when a [`Message`] is built, so it is the same

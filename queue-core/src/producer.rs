@@ -7,6 +7,7 @@ use crate::error::{QueueError, Result};
 use crate::handle::Queue;
 use crate::job::{encode, Job};
 use crate::message::{headers, Message, MessageId};
+use crate::unique::{Enqueued, Unique};
 
 /// Per-send options for typed jobs (BullMQ's job options, mapped onto [`Message`]).
 ///
@@ -135,6 +136,67 @@ impl Producer {
     /// (their ids are lost to the caller; resend with the same dedup ids where it matters).
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
         self.send_named(messages, None).await
+    }
+
+    /// Enqueues a typed job unless its unique key is held (see [`crate::unique`]): returns
+    /// [`Enqueued::New`] with its id, or [`Enqueued::Duplicate`] with the holder's id and
+    /// nothing sent. Needs the backend's shared store ([`crate::Backend::with_status`]).
+    pub async fn enqueue_unique<J: Job>(
+        &self,
+        job: &J,
+        unique: Unique,
+        opts: SendOptions,
+    ) -> Result<Enqueued> {
+        let m = job_message(job, opts)?;
+        self.unique_named(vec![(m, unique)], Some(J::NAME))
+            .await?
+            .pop()
+            .ok_or_else(|| QueueError::backend(self.queue.backend().kind(), "send returned no id"))
+    }
+
+    /// Sends many messages, each under its unique key: those whose key is free are sent
+    /// (in one batch), the others are answered with their holder's id. A key repeated
+    /// within the batch is sent once.
+    pub async fn send_unique_batch(&self, batch: Vec<(Message, Unique)>) -> Result<Vec<Enqueued>> {
+        self.unique_named(batch, None).await
+    }
+
+    async fn unique_named(
+        &self,
+        mut batch: Vec<(Message, Unique)>,
+        job: Option<&str>,
+    ) -> Result<Vec<Enqueued>> {
+        let store = self
+            .queue
+            .backend()
+            .status()
+            .ok_or(QueueError::NoStatusStore)?
+            .store()
+            .clone();
+        let caps = self.queue.driver().capabilities();
+        for (m, _) in &batch {
+            crate::driver::validate(&caps, self.queue.backend().kind(), m)?;
+        }
+        let locked = crate::unique::lock(&store, self.queue.name(), &mut batch).await?;
+        let mut out = Vec::with_capacity(batch.len());
+        let mut send = Vec::new();
+        for ((m, _), l) in batch.into_iter().zip(locked) {
+            match l {
+                Ok(()) => {
+                    out.push(Enqueued::New(m.id.clone()));
+                    send.push(m);
+                }
+                Err(holder) => out.push(Enqueued::Duplicate(holder)),
+            }
+        }
+        if send.is_empty() {
+            return Ok(out);
+        }
+        if let Err(e) = self.send_named(send.clone(), job).await {
+            crate::unique::unlock_sent(&store, &send).await;
+            return Err(e);
+        }
+        Ok(out)
     }
 
     /// Sends, then records each job as `queued` where job status is on. A failed status

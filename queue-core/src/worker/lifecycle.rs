@@ -73,9 +73,10 @@ pub(super) async fn started(inner: &Inner, d: &Delivery, t: &Tracked) -> bool {
     {
         Ok(Start::Cancelled) => {
             tracing::info!("job was cancelled before it ran; acked without running");
+            release_unique(status, d, |_| true).await;
             return false;
         }
-        Ok(Start::Run) => {}
+        Ok(Start::Run) => release_unique(status, d, |at_start| at_start).await,
         Err(e) => {
             crate::status::write_failed("running", id, &e);
             backend_error(inner, "job status write failed", Some(&d.id), &e);
@@ -115,6 +116,20 @@ pub(super) async fn ended(
     if let Err(e) = status.finish(id, state, error, result).await {
         crate::status::write_failed(state.as_str(), id, &e);
         backend_error(inner, "job status write failed", Some(&d.id), &e);
+    }
+    if state.is_finished() {
+        release_unique(status, d, |_| true).await;
+    }
+}
+
+/// Releases the job's unique key ([`crate::unique`]) if `when(released at start?)` says
+/// this is the moment for its scope; a `For` key is left to expire.
+async fn release_unique(status: &JobStatuses, d: &Delivery, when: impl Fn(bool) -> bool) {
+    let Some(v) = d.headers.get(crate::headers::UNIQUE) else {
+        return;
+    };
+    if crate::unique::released_at_start(v).is_some_and(when) {
+        crate::unique::release(status.store(), v, d.id.as_str()).await;
     }
 }
 
