@@ -20,6 +20,8 @@
 //! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering, priority and
 //!   dedup semantics (`memory://NAME`).
 //! - `testkit` (feature `testkit`): the conformance kit every driver runs.
+//! - Feature `cron`: [`schedule`], cron and repeatable jobs in any time zone, safe with
+//!   many schedulers.
 //! - Feature `otel`: W3C trace context from the producer's span to the job's span, through
 //!   the message headers (OpenTelemetry through `tracing-opentelemetry`; see `trace.rs`).
 //!
@@ -86,6 +88,8 @@ pub mod pause;
 mod producer;
 mod registry;
 pub mod retry;
+#[cfg(feature = "cron")]
+pub mod schedule;
 pub mod status;
 pub mod store;
 mod trace;
