@@ -18,6 +18,11 @@
 //! tokio's monotonic time since, so that tests can run on tokio's paused clock; processes
 //! sharing a limit need clocks in step (NTP), as with every distributed limiter.
 //!
+//! Per-key concurrency ([`crate::Worker::concurrency_per_key`]) works the same way: at
+//! most `n` jobs of one key run at once across every worker sharing the store; a job of a
+//! key at its limit goes back to the queue for a moment ([`BUSY_KEY_DELAY`]) without
+//! counting an attempt, so the worker moves on to other keys.
+//!
 //! A handler can pause its key: [`crate::JobError::rate_limited`] (an HTTP 429's
 //! Retry-After) pushes the key's next slot past the pause, and gives the job back without
 //! counting an attempt.
@@ -28,6 +33,9 @@ use std::time::{Duration, SystemTime};
 use crate::error::{QueueError, Result};
 use crate::message::{unix_millis, Delivery};
 use crate::store::{self, MemoryStore, Store};
+
+/// How long a job of a key at its concurrency limit stays back in the queue.
+pub const BUSY_KEY_DELAY: Duration = Duration::from_millis(250);
 
 /// The longest a job waits in place for its slot; longer waits give it back to the queue.
 pub const WAIT_IN_PLACE: Duration = Duration::from_secs(2);
@@ -216,6 +224,85 @@ impl Limiter {
         Err(QueueError::backend(
             "rate limit store",
             format!("{CAS_TRIES} writers raced for rate:{scope}; try again"),
+        ))
+    }
+}
+
+/// At most `n` jobs of one key running at once, across every worker sharing the store:
+/// one record per key, `conc:<scope>`, holding the running jobs' ids and until when each
+/// holds its place (renewed while it runs, so a crashed worker's place frees itself).
+#[derive(Clone, Debug)]
+pub(crate) struct KeySlots {
+    pub(crate) n: u32,
+    pub(crate) store: Arc<dyn Store>,
+    /// How long a place is held without renewal.
+    pub(crate) hold: Duration,
+}
+
+impl KeySlots {
+    /// Takes a place for job `id` under `scope`; `false` when all `n` are taken.
+    pub(crate) async fn acquire(&self, scope: &str, id: &str) -> Result<bool> {
+        self.edit(scope, |holders, now| {
+            if holders.len() >= self.n as usize && !holders.contains_key(id) {
+                return None;
+            }
+            holders.insert(id.to_string(), now + self.hold.as_millis() as u64);
+            Some(())
+        })
+        .await
+        .map(|r| r.is_some())
+    }
+
+    /// Renews job `id`'s place under `scope`.
+    pub(crate) async fn renew(&self, scope: &str, id: &str) -> Result<()> {
+        self.edit(scope, |holders, now| {
+            holders.insert(id.to_string(), now + self.hold.as_millis() as u64);
+            Some(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Gives job `id`'s place back.
+    pub(crate) async fn release(&self, scope: &str, id: &str) -> Result<()> {
+        self.edit(scope, |holders, _| holders.remove(id).map(|_| ()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads the holders (dropping expired ones), lets `f` change them (`None`: no write),
+    /// writes them back by compare-and-set.
+    async fn edit(
+        &self,
+        scope: &str,
+        f: impl Fn(&mut std::collections::BTreeMap<String, u64>, u64) -> Option<()>,
+    ) -> Result<Option<()>> {
+        let key = format!("conc:{scope}");
+        for _ in 0..CAS_TRIES {
+            let now = now_ms();
+            let cur = self.store.get(&key).await?;
+            let mut holders: std::collections::BTreeMap<String, u64> = cur
+                .as_ref()
+                .and_then(|v| serde_json::from_slice(&v.value).ok())
+                .unwrap_or_default();
+            holders.retain(|_, until| *until > now);
+            if f(&mut holders, now).is_none() {
+                return Ok(None);
+            }
+            let bytes = serde_json::to_vec(&holders)
+                .map_err(|e| QueueError::backend("concurrency store", e))?;
+            let ttl = self.hold.max(Duration::from_millis(1));
+            let written = match &cur {
+                Some(v) => self.store.replace(&key, v.version, &bytes, ttl).await?,
+                None => self.store.insert(&key, &bytes, ttl).await?,
+            };
+            if written.is_some() {
+                return Ok(Some(()));
+            }
+        }
+        Err(QueueError::backend(
+            "concurrency store",
+            format!("{CAS_TRIES} writers raced for conc:{scope}; try again"),
         ))
     }
 }

@@ -213,3 +213,120 @@ async fn bad_limits_are_refused_at_configuration() {
         "{batch:?}"
     );
 }
+
+/// Runs `jobs` (tenant, count) through `workers` workers on one backend with at most `n`
+/// running per tenant; each job takes one second. Returns the most jobs of each tenant
+/// seen running at once, and when each tenant's last job finished.
+async fn run_per_key(
+    name: &str,
+    n: u32,
+    workers: usize,
+    jobs: &[(&str, usize)],
+) -> Vec<(String, usize, Duration)> {
+    let store = Arc::new(MemoryStore::new());
+    let backend: Backend = queue_core::connect(&format!("memory://{name}"))
+        .await
+        .unwrap()
+        .with_status(JobStatuses::new(store));
+    let q = backend.queue("jobs");
+    q.create().await.unwrap();
+    for (tenant, count) in jobs {
+        send(&q, tenant, *count).await;
+    }
+    let total: usize = jobs.iter().map(|(_, c)| c).sum();
+    let state = Arc::new(Mutex::new(std::collections::HashMap::<
+        String,
+        (usize, usize, Duration),
+    >::new()));
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let state = state.clone();
+        let w = q
+            .worker()
+            .concurrency(8)
+            .lease(Duration::from_secs(5))
+            .concurrency_per_key(n, LimitKey::Header("tenant".into()))
+            .handle_raw(move |d| {
+                let state = state.clone();
+                async move {
+                    let t = d.headers.get("tenant").cloned().unwrap_or_default();
+                    assert_eq!(d.attempt, 1, "stepping aside is no attempt");
+                    {
+                        let mut s = state.lock().unwrap();
+                        let e = s.entry(t.clone()).or_default();
+                        e.0 += 1;
+                        e.1 = e.1.max(e.0);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let mut s = state.lock().unwrap();
+                    let e = s.get_mut(&t).unwrap();
+                    e.0 -= 1;
+                    e.2 = t0.elapsed();
+                    Ok(())
+                }
+            })
+            .start()
+            .unwrap();
+        handles.push(w);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: u64 = {
+            let mut n = 0;
+            for h in &handles {
+                n += h.report().succeeded;
+            }
+            n
+        };
+        if done as usize == total {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of {total} done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for h in handles {
+        let r = h.shutdown().await;
+        assert_eq!((r.retried, r.dead_lettered), (0, 0), "{r:?}");
+    }
+    let s = state.lock().unwrap();
+    let mut out: Vec<_> = s.iter().map(|(k, v)| (k.clone(), v.1, v.2)).collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_runs_at_most_n_at_once_and_others_pass_it() {
+    let out = run_per_key("conc-one", 2, 1, &[("a", 10), ("b", 2)]).await;
+    let (a, b) = (&out[0], &out[1]);
+    assert_eq!(a.1, 2, "at most 2 of a at once: {out:?}");
+    assert!(
+        a.2 >= Duration::from_secs(5),
+        "10 one-second jobs, 2 at a time: {out:?}"
+    );
+    assert!(
+        b.2 <= Duration::from_millis(2_500),
+        "b is not stuck behind a's backlog: {out:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_per_key_limit_holds_across_workers() {
+    let out = run_per_key("conc-two", 3, 3, &[("a", 12)]).await;
+    assert_eq!(
+        out[0].1, 3,
+        "three workers, still at most 3 of a at once: {out:?}"
+    );
+}
+
+#[tokio::test]
+async fn zero_per_key_concurrency_is_refused() {
+    let backend = queue_core::connect("memory://conc-zero").await.unwrap();
+    let r = backend
+        .queue("q")
+        .worker()
+        .concurrency_per_key(0, LimitKey::Header("t".into()))
+        .handle_raw(|_| async { Ok(()) })
+        .start();
+    assert!(matches!(r, Err(QueueError::InvalidOption(_))), "{r:?}");
+}

@@ -209,9 +209,11 @@ pub(super) async fn run_one_inner(
             return false;
         }
     }
-    if let limits::Admit::Deferred = limits::admit(inner, d).await {
-        return false;
-    }
+    // A per-key place, if any, is held until this function returns.
+    let _place = match limits::admit(inner, d).await {
+        limits::Admit::Run(place) => place,
+        limits::Admit::Deferred => return false,
+    };
     let key = match claim(inner, d).await {
         Claim::Run(key) => key,
         Claim::Skip => {

@@ -1,23 +1,78 @@
-//! The worker's side of rate limits ([`crate::limit`]): taking a slot before a job runs,
-//! waiting for it or giving the job back until it, honouring a slot reserved on an
-//! earlier delivery, and pausing a key when a handler says the remote asked for it.
+//! The worker's side of rate limits and per-key concurrency ([`crate::limit`]): taking
+//! a slot (and a place) before a job runs, waiting for it or giving the job back until
+//! it, honouring a slot reserved on an earlier delivery, and pausing a key when a handler
+//! says the remote asked for it.
 
 use super::*;
-use crate::limit::{LimitKey, Limiter, RateLimit, Slot, WAIT_IN_PLACE};
+use crate::limit::{KeySlots, LimitKey, Limiter, RateLimit, Slot, BUSY_KEY_DELAY, WAIT_IN_PLACE};
+
+/// The limits a worker was configured with.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Settings {
+    rate: Option<RateLimit>,
+    rate_per_key: Option<(RateLimit, LimitKey)>,
+    concurrency_per_key: Option<(u32, LimitKey)>,
+}
+
+impl Settings {
+    pub(super) fn any(&self) -> bool {
+        self.rate.is_some() || self.rate_per_key.is_some() || self.concurrency_per_key.is_some()
+    }
+
+    pub(super) fn check(&self) -> QResult<()> {
+        if matches!(self.concurrency_per_key, Some((0, _))) {
+            return Err(QueueError::InvalidOption(
+                "concurrency_per_key must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A worker's limits, built when it starts.
 pub(super) struct Limits {
     queue: Option<Limiter>,
     per_key: Option<(Limiter, LimitKey)>,
+    conc: Option<(KeySlots, LimitKey)>,
+    /// Places held now: job id → scope.
+    held: Arc<Mutex<HashMap<String, String>>>,
     store: Arc<dyn crate::Store>,
 }
 
 /// What the limits decided for one delivery.
 pub(super) enum Admit {
-    /// Run it now.
-    Run,
-    /// It went back to the queue until its slot; nothing else to do.
+    /// Run it now, holding this place (if any) until the guard drops.
+    Run(Option<Place>),
+    /// It went back to the queue; nothing else to do.
     Deferred,
+}
+
+/// A held per-key concurrency place; dropping it gives the place back.
+pub(super) struct Place {
+    slots: KeySlots,
+    scope: String,
+    id: String,
+    held: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        let slots = self.slots.clone();
+        let (scope, id) = (
+            std::mem::take(&mut self.scope),
+            std::mem::take(&mut self.id),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = slots.release(&scope, &id).await {
+                tracing::warn!(id, error = %e,
+                    "could not give a per-key place back; it frees itself when its hold ends");
+            }
+        });
+    }
 }
 
 impl Worker {
@@ -26,7 +81,7 @@ impl Worker {
     /// this process's workers). A job over the limit waits for its slot: it consumes no
     /// attempt and is never dead-lettered for it (see [`crate::limit`]).
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
-        self.limits.0 = Some(limit);
+        self.limits.rate = Some(limit);
         self
     }
 
@@ -35,18 +90,30 @@ impl Worker {
     /// limited only by [`Worker::rate_limit`], if set. Keys do not hold each other up: a
     /// key over its limit waits while the others run.
     pub fn rate_limit_per_key(mut self, limit: RateLimit, key: LimitKey) -> Self {
-        self.limits.1 = Some((limit, key));
+        self.limits.rate_per_key = Some((limit, key));
+        self
+    }
+
+    /// At most `n` jobs *of one key* run at once, across every worker sharing the store
+    /// (as for [`Worker::rate_limit`]). A job whose key is at its limit goes back to the
+    /// queue for about [`crate::limit::BUSY_KEY_DELAY`] without counting an attempt, and
+    /// the worker moves on: one key's backlog cannot take every slot (what this buys and
+    /// costs is measured in docs/benchmarks.md). A place is held while its job runs,
+    /// renewed every third of the lease, so a crashed worker's places free themselves
+    /// within a lease. `n` of 0 is refused by [`Worker::start`].
+    pub fn concurrency_per_key(mut self, n: u32, key: LimitKey) -> Self {
+        self.limits.concurrency_per_key = Some((n, key));
         self
     }
 }
 
 impl Limits {
     pub(super) fn build(
-        queue: Option<RateLimit>,
-        per_key: Option<(RateLimit, LimitKey)>,
+        s: Settings,
         store: Option<Arc<dyn crate::Store>>,
+        lease: Duration,
     ) -> Option<Self> {
-        if queue.is_none() && per_key.is_none() {
+        if !s.any() {
             return None;
         }
         let store = store.unwrap_or_else(crate::limit::local_store);
@@ -54,12 +121,75 @@ impl Limits {
             limit,
             store: store.clone(),
         };
+        let conc = s.concurrency_per_key.map(|(n, k)| {
+            let slots = KeySlots {
+                n,
+                store: store.clone(),
+                hold: lease,
+            };
+            (slots, k)
+        });
         Some(Limits {
-            queue: queue.map(limiter),
-            per_key: per_key.map(|(l, k)| (limiter(l), k)),
+            queue: s.rate.map(limiter),
+            per_key: s.rate_per_key.map(|(l, k)| (limiter(l), k)),
+            conc,
+            held: Arc::default(),
             store,
         })
     }
+}
+
+/// Renews the places this worker holds every third of the lease, until dropped.
+pub(super) async fn renew_places(inner: Arc<Inner>) {
+    let Some(Limits {
+        conc: Some((slots, _)),
+        held,
+        ..
+    }) = &inner.limits
+    else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(slots.hold / 3).await;
+        let now: Vec<(String, String)> = held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(i, s)| (i.clone(), s.clone()))
+            .collect();
+        for (id, scope) in now {
+            if let Err(e) = slots.renew(&scope, &id).await {
+                tracing::warn!(id, error = %e, "could not renew a per-key place");
+            }
+        }
+    }
+}
+
+/// A per-key place for `d`: `Ok(Some(None))` when its key has no limit, `Ok(None)` when
+/// the key is at its limit.
+async fn place(inner: &Inner, limits: &Limits, d: &Delivery) -> QResult<Option<Option<Place>>> {
+    let Some((slots, key)) = &limits.conc else {
+        return Ok(Some(None));
+    };
+    let Some(k) = key.of(d) else {
+        return Ok(Some(None));
+    };
+    let scope = format!("{}:{k}", inner.name);
+    let id = d.id.as_str().to_string();
+    if !slots.acquire(&scope, &id).await? {
+        return Ok(None);
+    }
+    limits
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), scope.clone());
+    Ok(Some(Some(Place {
+        slots: slots.clone(),
+        scope,
+        id,
+        held: limits.held.clone(),
+    })))
 }
 
 fn reservation(inner: &Inner, d: &Delivery) -> String {
@@ -70,7 +200,33 @@ fn reservation(inner: &Inner, d: &Delivery) -> String {
 /// a far one. A store that fails lets the job run (logged): a limit is not worth a job.
 pub(super) async fn admit(inner: &Inner, d: &Delivery) -> Admit {
     let Some(limits) = &inner.limits else {
-        return Admit::Run;
+        return Admit::Run(None);
+    };
+    let place = match place(inner, limits, d).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            // The key is at its concurrency limit: step aside for a moment.
+            bump(&inner.counters.rate_limited);
+            let delay = clamp_delay(&inner.caps, BUSY_KEY_DELAY.mul_f64(0.5 + fastrand::f64()));
+            if let Err(e) = inner.driver.give_back(d, delay).await {
+                backend_error(
+                    inner,
+                    "could not defer a job of a busy key; it comes back when its lease ends",
+                    Some(&d.id),
+                    &e,
+                );
+            }
+            return Admit::Deferred;
+        }
+        Err(e) => {
+            backend_error(
+                inner,
+                "concurrency store failed; running the job unlimited",
+                Some(&d.id),
+                &e,
+            );
+            None
+        }
     };
     let horizon = inner
         .caps
@@ -86,11 +242,11 @@ pub(super) async fn admit(inner: &Inner, d: &Delivery) -> Admit {
                 Some(&d.id),
                 &e,
             );
-            return Admit::Run;
+            return Admit::Run(place);
         }
     };
     if wait.is_zero() {
-        return Admit::Run;
+        return Admit::Run(place);
     }
     bump(&inner.counters.rate_limited);
     // A job waiting in place holds a concurrency slot: fine for a queue's own limit
@@ -103,8 +259,9 @@ pub(super) async fn admit(inner: &Inner, d: &Delivery) -> Admit {
     };
     if wait <= in_place {
         tokio::time::sleep(wait).await;
-        return Admit::Run;
+        return Admit::Run(place);
     }
+    drop(place);
     // Record the reservation so that whoever receives the job at its slot runs it
     // without taking another.
     let due = crate::limit::now_ms() + wait.as_millis() as u64;

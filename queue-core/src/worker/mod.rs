@@ -224,10 +224,7 @@ pub struct Worker {
     mode: Mode,
     config: WorkerConfig,
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
-    limits: (
-        Option<crate::limit::RateLimit>,
-        Option<(crate::limit::RateLimit, crate::limit::LimitKey)>,
-    ),
+    limits: limits::Settings,
 }
 
 impl fmt::Debug for Worker {
@@ -263,7 +260,7 @@ impl Worker {
             },
             config: WorkerConfig::default(),
             idempotency: None,
-            limits: (None, None),
+            limits: limits::Settings::default(),
         }
     }
 
@@ -446,16 +443,18 @@ impl Worker {
                 }
             }
         }
-        if matches!(self.mode, Mode::Batch(_))
-            && (self.limits.0.is_some() || self.limits.1.is_some())
-        {
+        if matches!(self.mode, Mode::Batch(_)) && self.limits.any() {
             return Err(QueueError::InvalidOption(
-                "rate limits are not applied to batch handlers: use per-job handlers".into(),
+                "rate limits and per-key concurrency are not applied to batch handlers: use \
+                 per-job handlers"
+                    .into(),
             ));
         }
+        self.limits.check()?;
         check_native_dlq(&self.config, &self.mode, &caps)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
+        let lease = self.config.lease;
         let names: Vec<String> = match &self.mode {
             Mode::Jobs { jobs, .. } => jobs.keys().cloned().collect(),
             Mode::Batch(_) => Vec::new(),
@@ -471,9 +470,9 @@ impl Worker {
             caps,
             counters: counters.clone(),
             limits: limits::Limits::build(
-                self.limits.0,
-                self.limits.1,
+                self.limits,
                 self.queue.backend().status().map(|s| s.store().clone()),
+                lease,
             ),
             status: self.queue.backend().status().cloned(),
             running: Mutex::new(HashMap::new()),

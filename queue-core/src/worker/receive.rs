@@ -17,6 +17,7 @@ pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> W
     aux.spawn(acker(inner.clone(), ack_rx));
     // Dropped (aborted) when this loop ends.
     let _cancels = AbortOnDrop(tokio::spawn(lifecycle::watch_cancels(inner.clone())));
+    let _places = AbortOnDrop(tokio::spawn(limits::renew_places(inner.clone())));
     // The queue's paused state (crate::pause), read before the first receive so that a
     // pause survives a restart, then kept current by a watcher aborted with this loop.
     let (paused_tx, mut paused) = watch::channel(false);
