@@ -287,6 +287,14 @@ pub(super) async fn admit(inner: &Inner, d: &Delivery) -> Admit {
 /// The longest a job waits in place for a per-key slot.
 const IN_PLACE_KEYED: Duration = Duration::from_millis(10);
 
+/// How late a job may come back for its reserved slot and still take it: half the
+/// shortest interval between two jobs of the limits in force.
+fn late_ok(limits: &Limits) -> Duration {
+    let a = limits.queue.as_ref().map(|l| l.limit.interval());
+    let b = limits.per_key.as_ref().map(|(l, _)| l.limit.interval());
+    a.into_iter().chain(b).min().unwrap_or_default() / 2
+}
+
 /// How long until the delivery may run (zero: now), and whether a key's limit (rather
 /// than the queue's) decided it.
 async fn slot(
@@ -302,11 +310,16 @@ async fn slot(
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let now = crate::limit::now_ms();
-        if due <= now {
-            limits.store.delete(&held).await?;
+        if now < due {
+            return Ok((Duration::from_millis(due - now), true));
+        }
+        limits.store.delete(&held).await?;
+        // Back in time for its slot: run. Back late (a backend whose delays are coarse,
+        // Kafka's delay topic): the slot is gone, and running now could crowd the slots
+        // of others, so it takes a new one like any job.
+        if now - due <= late_ok(limits).as_millis() as u64 {
             return Ok((Duration::ZERO, false));
         }
-        return Ok((Duration::from_millis(due - now), true));
     }
     let mut wait = Duration::ZERO;
     let mut keyed = false;

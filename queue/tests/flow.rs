@@ -1,0 +1,148 @@
+//! Flow control on every backend, against the real servers `scripts/services.sh` starts
+//! (state in a Redis store): a per-key rate limit paces one key and not the other, a
+//! per-key concurrency limit holds, and a unique key refuses a second job. Jobs that wait
+//! go back through each backend's own delay (Redis ZSET, SQS visibility, Kafka delay
+//! topic, memory timers), so this is where the backends differ.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use queue::{Backend, Enqueued, JobStatuses, LimitKey, Message, RateLimit, Unique, UniqueScope};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+type Log = Arc<Mutex<Vec<(String, Duration, Duration, u32)>>>;
+
+async fn backend(url: &str) -> Backend {
+    let store = queue::connect_store(REDIS).await.expect("redis store");
+    queue::connect(url)
+        .await
+        .expect("backend up")
+        .with_status(JobStatuses::new(store))
+}
+
+async fn send(q: &queue::Queue, tenant: &str, n: usize) {
+    let msgs = (0..n)
+        .map(|i| Message::new(format!("{tenant}{i}")).header("tenant", tenant))
+        .collect();
+    q.producer().send_batch(msgs).await.unwrap();
+}
+
+async fn flow(url: &str) {
+    let b = backend(url).await;
+    let q = b.queue(queue::testkit::unique("flow"));
+    q.create().await.unwrap();
+
+    // Unique: a second job with the key is refused while the first waits.
+    let u = || Unique::new("only-one", UniqueScope::WhileQueued).unwrap();
+    let first = q
+        .producer()
+        .send_unique_batch(vec![(Message::new("u1").header("tenant", "u"), u())])
+        .await
+        .unwrap();
+    let second = q
+        .producer()
+        .send_unique_batch(vec![(Message::new("u2").header("tenant", "u"), u())])
+        .await
+        .unwrap();
+    assert!(matches!(first[0], Enqueued::New(_)), "{first:?}");
+    assert_eq!(
+        second[0],
+        Enqueued::Duplicate(first[0].id().clone()),
+        "{url}"
+    );
+
+    send(&q, "a", 8).await;
+    send(&q, "b", 2).await;
+    let t0 = Instant::now();
+    let log = Log::default();
+    let running = Arc::new(Mutex::new(0usize));
+    let log2 = log.clone();
+    let w = q
+        .worker()
+        .concurrency(8)
+        .poll_wait(Duration::from_secs(1))
+        .rate_limit_per_key(
+            RateLimit::per_second(4).unwrap(),
+            LimitKey::Header("tenant".into()),
+        )
+        .concurrency_per_key(2, LimitKey::Header("tenant".into()))
+        .handle_raw(move |d| {
+            let (log, running) = (log2.clone(), running.clone());
+            async move {
+                let t = d.headers.get("tenant").cloned().unwrap_or_default();
+                let start = t0.elapsed();
+                *running.lock().unwrap() += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                *running.lock().unwrap() -= 1;
+                log.lock()
+                    .unwrap()
+                    .push((t, start, t0.elapsed(), d.attempt));
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    queue::testkit::eventually_worker(&w, Duration::from_secs(90), "11 jobs", |r| {
+        r.succeeded == 11
+    })
+    .await;
+    let r = w.shutdown().await;
+    let log = log.lock().unwrap().clone();
+    let of = |k: &str| {
+        let mut v: Vec<(Duration, Duration)> = log
+            .iter()
+            .filter(|e| e.0 == k)
+            .map(|e| (e.1, e.2))
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b_) = (of("a"), of("b"));
+    assert_eq!(
+        (a.len(), b_.len()),
+        (8, 2),
+        "{url}: every job once: {log:?}"
+    );
+    for (i, (s, _)) in a.iter().enumerate() {
+        let n = a[i..]
+            .iter()
+            .take_while(|(x, _)| *x < *s + Duration::from_millis(950))
+            .count();
+        assert!(n <= 4, "{url}: at most 4 of a per second: {a:?}");
+    }
+    for (s, _) in &a {
+        let at_once = a.iter().filter(|(x, e)| x <= s && e > s).count();
+        assert!(at_once <= 2, "{url}: at most 2 of a at once: {a:?}");
+    }
+    assert!(
+        b_[1].0 < a[7].0,
+        "{url}: b is not held up behind a's backlog: a {a:?}, b {b_:?}"
+    );
+    assert!(
+        log.iter().all(|e| e.3 == 1),
+        "{url}: waiting spends no attempt: {log:?}"
+    );
+    assert_eq!((r.retried, r.dead_lettered), (0, 0), "{url}: {r:?}");
+    q.delete().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory() {
+    flow("memory://flow").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis() {
+    flow(REDIS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs() {
+    flow("sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka() {
+    flow("kafka://127.0.0.1:9092").await;
+}
