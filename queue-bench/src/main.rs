@@ -19,6 +19,11 @@
 //!   the figures to read are p50/p99 from enqueue to handler start, framework beside raw.
 //! - any mode with `--status URL`: the framework side records job status in that store
 //!   (`queue_core::status`), so its ratio to raw shows what job status costs.
+//! - any mode with `--rate-limit N` or `--per-key-concurrency N` (messages spread over
+//!   `--keys` tenants): the framework side runs with that limit active, so its ratio to
+//!   raw shows what the limiter costs.
+//! - **fairness** (`--fairness N`): N jobs of one tenant, then 10 of another; how long until
+//!   the small tenant is done, with a plain worker and with per-key concurrency.
 //! - **in flight** (`--in-flight N`): N jobs whose handlers all wait until the N-th has
 //!   started (concurrency N); reports the worker's resident memory for N jobs in flight
 //!   (framework only: the raw clients have no notion of a job in flight).
@@ -42,6 +47,7 @@ use queue_core::{Delivery, Message};
 use serde::Serialize;
 
 mod chart;
+mod fairness;
 mod inflight;
 mod raw;
 mod status;
@@ -98,6 +104,21 @@ struct Args {
     /// redis://…, postgres://…): the ratio to raw then includes job status.
     #[arg(long)]
     status: Option<String>,
+    /// Framework side: a queue rate limit of this many jobs per second, with a burst of as
+    /// many (set it above the workload's rate to measure what an active limiter costs).
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Framework side: at most this many jobs of one key at once (messages carry one of
+    /// `--keys` tenants in a header).
+    #[arg(long)]
+    per_key_concurrency: Option<u32>,
+    /// Tenants the messages are spread over (with --per-key-concurrency).
+    #[arg(long, default_value_t = 100)]
+    keys: usize,
+    /// Fairness mode: a backlog of this many jobs of one tenant, then 10 of another; how
+    /// long until the small tenant's jobs are done, without and with per-key concurrency.
+    #[arg(long)]
+    fairness: Option<usize>,
     /// Redis URL.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -388,11 +409,23 @@ async fn framework(a: &Args, kind: &str) -> Result<Run, String> {
     let cost = Cost::parse(&a.handler)?;
     let rss = RssSampler::start();
     let p2 = probe.clone();
-    let worker = queue
+    let mut worker = queue
         .worker()
         .concurrency(a.consumers)
         .poll_wait(Duration::from_secs(1))
-        .lease(Duration::from_secs(120))
+        .lease(Duration::from_secs(120));
+    if let Some(n) = a.rate_limit {
+        // A burst of a second's worth: the limiter is consulted for every job (its cost
+        // is what this measures) without pacing jobs tokio's 1 ms timer cannot resolve.
+        let limit = queue_core::RateLimit::per_second(n)
+            .and_then(|l| l.burst(n))
+            .map_err(|e| e.to_string())?;
+        worker = worker.rate_limit(limit);
+    }
+    if let Some(n) = a.per_key_concurrency {
+        worker = worker.concurrency_per_key(n, queue_core::LimitKey::Header("tenant".into()));
+    }
+    let worker = worker
         .handle_raw(move |d: Delivery| {
             p2.record(&d.payload);
             async move {
@@ -405,10 +438,18 @@ async fn framework(a: &Args, kind: &str) -> Result<Run, String> {
     let t0 = Instant::now();
     let producer = queue.producer();
     let size = a.payload;
+    let keys = a.keys.max(1);
+    let sent = Arc::new(AtomicUsize::new(0));
     let send = produce(a, move |k| {
         let producer = producer.clone();
+        let sent = sent.clone();
         async move {
-            let msgs = (0..k).map(|_| Message::new(payload(size))).collect();
+            let msgs = (0..k)
+                .map(|_| {
+                    let t = sent.fetch_add(1, AO::Relaxed) % keys;
+                    Message::new(payload(size)).header("tenant", format!("t{t}"))
+                })
+                .collect();
             producer
                 .send_batch(msgs)
                 .await
@@ -487,6 +528,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
         return in_flight_mode(&a, n).await;
+    }
+    if let Some(n) = a.fairness {
+        return fairness::run(&a, n).await;
     }
     if let Some(rate) = a.steady_rate {
         if rate == 0 || a.duration == 0 {

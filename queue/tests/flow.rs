@@ -146,3 +146,35 @@ async fn sqs() {
 async fn kafka() {
     flow("kafka://127.0.0.1:9092").await;
 }
+
+/// Two schedulers on two connections share one schedule set in Redis: every tick of an
+/// every-second schedule is one job, whichever scheduler got there first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_share_a_schedule_through_redis() {
+    use queue::schedule::{Schedule, Scheduler};
+    let (b1, b2) = (backend(REDIS).await, backend(REDIS).await);
+    let name = queue::testkit::unique("cron");
+    let q = b1.queue(name.clone());
+    q.create().await.unwrap();
+    let set = queue::testkit::unique("set");
+    let s1 = Scheduler::new(&b1, &set).unwrap();
+    s1.add(Schedule::every("tick", &name, Duration::from_secs(1)).unwrap())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let (h1, h2) = (
+        s1.clone().start(),
+        Scheduler::new(&b2, &set).unwrap().start(),
+    );
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    h1.stop().await;
+    h2.stop().await;
+    let secs = t0.elapsed().as_secs();
+    let n = q.stats().await.unwrap().ready;
+    assert!(
+        n + 1 >= secs && n <= secs,
+        "one job per tick from two schedulers: {n} jobs in {secs} s"
+    );
+    assert!(s1.remove("tick").await.unwrap());
+    q.delete().await.ok();
+}
