@@ -16,6 +16,9 @@
 //! - [`status`]: job status by id (queued, running, succeeded, failed, dead, cancelled),
 //!   progress, results and cancellation, over a [`Store`] ([`MemoryStore`] here, Redis and
 //!   PostgreSQL in their crates); turned on with [`Backend::with_status`].
+//! - Flow control over the same store, on every backend: [`limit`] (rate limits per queue
+//!   and per key, per-key concurrency, a handler's back-off), [`unique`] (one job per
+//!   key), [`pause`] (a queue paused for all its workers).
 //! - [`driver`]: the interface a backend implements ([`Driver`]), for driver authors.
 //! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering, priority and
 //!   dedup semantics (`memory://NAME`).
