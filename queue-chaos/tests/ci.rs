@@ -110,8 +110,11 @@ fn network_faults_lose_nothing_and_recover_within_10_s() {
 #[test]
 fn poison_is_dead_lettered_and_costs_little() {
     chaos(&["poison", "--backends", "redis", "--jobs", "20000"]);
-    // tansu and moto slow down with many unread messages: smaller queues there.
-    chaos(&["poison", "--backends", "kafka", "--jobs", "5000"]);
+    // tansu and moto slow down with many unread messages: smaller queues there. Kafka at
+    // 2,500: on the machine of 2026-11-30 tansu stopped serving the poisoned drain at 5,000
+    // (no record fetched for four minutes, twice, with this session's code and with the
+    // code before it), see docs/reliability.md.
+    chaos(&["poison", "--backends", "kafka", "--jobs", "2500"]);
     chaos(&["poison", "--backends", "sqs", "--jobs", "1000"]);
 }
 
