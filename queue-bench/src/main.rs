@@ -119,6 +119,9 @@ struct Args {
     /// long until the small tenant's jobs are done, without and with per-key concurrency.
     #[arg(long)]
     fairness: Option<usize>,
+    /// Shards of the fair run in fairness mode (2 to 256; big and small must not share one).
+    #[arg(long, default_value_t = 8)]
+    fair_shards: u16,
     /// Redis URL.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,

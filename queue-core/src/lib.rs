@@ -79,6 +79,7 @@
 
 pub mod driver;
 mod error;
+pub mod fair;
 mod handle;
 pub mod idempotency;
 mod inspect;
@@ -107,6 +108,7 @@ pub use driver::{
     ReceiveOptions,
 };
 pub use error::{redact, BoxError, DecodeError, QueueError, Result};
+pub use fair::{FairKey, Fairness};
 pub use handle::{Backend, Queue};
 pub use idempotency::{Begin, IdempotencyStore, MemoryIdempotency};
 pub use inspect::DeadLetter;

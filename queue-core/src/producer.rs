@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{QueueError, Result};
+use crate::fair::Fairness;
 use crate::handle::Queue;
 use crate::job::{encode, Job};
 use crate::message::{headers, Message, MessageId};
@@ -90,19 +91,28 @@ impl SendOptions {
 #[derive(Clone)]
 pub struct Producer {
     queue: Queue,
+    fair: Option<Fairness>,
 }
 
 impl fmt::Debug for Producer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Producer")
             .field("queue", &self.queue)
+            .field("fair", &self.fair)
             .finish()
     }
 }
 
 impl Producer {
     pub(crate) fn new(queue: Queue) -> Self {
-        Producer { queue }
+        Producer { queue, fair: None }
+    }
+
+    /// Sends each message to its key's shard of the queue (see [`crate::fair`]); the
+    /// queue's workers must be made [`fair`](crate::Worker::fair) with the same shard count.
+    pub fn fair(mut self, fairness: Fairness) -> Self {
+        self.fair = Some(fairness);
+        self
     }
 
     /// The queue it sends to.
@@ -206,15 +216,61 @@ impl Producer {
         messages: Vec<Message>,
         job: Option<&str>,
     ) -> Result<Vec<MessageId>> {
-        let ids = self.queue.send_checked(messages).await?;
+        let sent: Vec<(MessageId, String)> = match &self.fair {
+            None => {
+                let ids = self.queue.send_checked(messages).await?;
+                let name = self.queue.name();
+                ids.into_iter().map(|id| (id, name.to_string())).collect()
+            }
+            Some(f) => self.send_fair(f, messages).await?,
+        };
         if let Some(status) = self.queue.backend().status() {
-            for id in &ids {
-                if let Err(e) = status.queued(id.as_str(), self.queue.name(), job).await {
+            for (id, queue) in &sent {
+                if let Err(e) = status.queued(id.as_str(), queue, job).await {
                     crate::status::write_failed("queued", id.as_str(), &e);
                 }
             }
         }
-        Ok(ids)
+        Ok(sent.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Sends each message to its shard: one batch per shard, all validated first, ids
+    /// returned in the caller's order.
+    async fn send_fair(
+        &self,
+        f: &Fairness,
+        messages: Vec<Message>,
+    ) -> Result<Vec<(MessageId, String)>> {
+        let caps = self.queue.driver().capabilities();
+        for m in &messages {
+            crate::driver::validate(&caps, self.queue.backend().kind(), m)?;
+        }
+        let n = messages.len();
+        let mut by_shard: Vec<(String, Vec<usize>, Vec<Message>)> = Vec::new();
+        for (i, m) in messages.into_iter().enumerate() {
+            let q = f.route(self.queue.name(), &m);
+            match by_shard.iter_mut().find(|(name, _, _)| *name == q) {
+                Some((_, at, ms)) => {
+                    at.push(i);
+                    ms.push(m);
+                }
+                None => by_shard.push((q, vec![i], vec![m])),
+            }
+        }
+        let mut out: Vec<Option<(MessageId, String)>> = vec![None; n];
+        for (name, at, ms) in by_shard {
+            let ids = self.queue.backend().queue(&name).send_checked(ms).await?;
+            for (i, id) in at.into_iter().zip(ids) {
+                out[i] = Some((id, name.clone()));
+            }
+        }
+        out.into_iter()
+            .map(|o| {
+                o.ok_or_else(|| {
+                    QueueError::backend(self.queue.backend().kind(), "send returned too few ids")
+                })
+            })
+            .collect()
     }
 }
 

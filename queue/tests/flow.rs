@@ -1,6 +1,7 @@
 //! Flow control on every backend, against the real servers `scripts/services.sh` starts
 //! (state in a Redis store): a per-key rate limit paces one key and not the other, a
-//! per-key concurrency limit holds, and a unique key refuses a second job. Jobs that wait
+//! per-key concurrency limit holds, a unique key refuses a second job, and a fair worker
+//! serves a small tenant before a big tenant's backlog. Jobs that wait
 //! go back through each backend's own delay (Redis ZSET, SQS visibility, Kafka delay
 //! topic, memory timers), so this is where the backends differ.
 
@@ -127,24 +128,92 @@ async fn flow(url: &str) {
     q.delete().await.ok();
 }
 
+/// Fair sharing over the backend's own queues: 60 jobs of tenant big, then 3 of small,
+/// through a fair producer and worker over 4 shards (big and small on different shards):
+/// small's jobs finish before most of big's backlog. (Without fairness they finish after
+/// all 60: see queue-core/tests/fair.rs.)
+async fn fair(url: &str) {
+    let b = backend(url).await;
+    let q = b.queue(queue::testkit::unique("fair"));
+    let fair = queue::Fairness::by_header(4, "tenant").unwrap();
+    assert_ne!(fair.shard_of("big"), fair.shard_of("small"));
+    fair.create(&q).await.unwrap();
+    let producer = q.producer().fair(fair.clone());
+    let msgs = (0..60)
+        .map(|i| Message::new(format!("big{i}")).header("tenant", "big"))
+        .chain((0..3).map(|i| Message::new(format!("small{i}")).header("tenant", "small")))
+        .collect();
+    producer.send_batch(msgs).await.unwrap();
+    let done = Arc::new(Mutex::new(Vec::<String>::new()));
+    let d2 = done.clone();
+    let w = q
+        .worker()
+        .concurrency(4)
+        .poll_wait(Duration::from_secs(1))
+        .fair(fair.clone())
+        .handle_raw(move |d| {
+            let done = d2.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let t = d.headers.get("tenant").cloned().unwrap_or_default();
+                done.lock().unwrap().push(t);
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    queue::testkit::eventually_worker(&w, Duration::from_secs(120), "63 jobs", |r| {
+        r.succeeded == 63
+    })
+    .await;
+    let r = w.shutdown().await;
+    let done = done.lock().unwrap().clone();
+    let last_small = done.iter().rposition(|t| t == "small").unwrap();
+    let big_first = done[..last_small].iter().filter(|t| *t == "big").count();
+    eprintln!("{url}: {big_first} of big's 60 jobs finished before small's 3");
+    assert!(
+        big_first <= 30,
+        "{url}: {big_first} of big's 60 finished before small's 3: {done:?}"
+    );
+    assert_eq!(
+        (r.succeeded, r.retried, r.dead_lettered),
+        (63, 0, 0),
+        "{url}: {r:?}"
+    );
+    for s in fair.queues(&q) {
+        assert_eq!(
+            s.stats().await.unwrap().ready,
+            0,
+            "{url}: {} drained",
+            s.name()
+        );
+        s.delete().await.ok();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory() {
     flow("memory://flow").await;
+    fair("memory://fair").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis() {
     flow(REDIS).await;
+    fair(REDIS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs() {
-    flow("sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566").await;
+    let url = "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566";
+    flow(url).await;
+    fair(url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka() {
     flow("kafka://127.0.0.1:9092").await;
+    fair("kafka://127.0.0.1:9092").await;
 }
 
 /// Two schedulers on two connections share one schedule set in Redis: every tick of an

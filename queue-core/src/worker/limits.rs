@@ -145,7 +145,7 @@ pub(super) async fn renew_places(inner: Arc<Inner>) {
         conc: Some((slots, _)),
         held,
         ..
-    }) = &inner.limits
+    }) = inner.limits.as_deref()
     else {
         return;
     };
@@ -174,7 +174,7 @@ async fn place(inner: &Inner, limits: &Limits, d: &Delivery) -> QResult<Option<O
     let Some(k) = key.of(d) else {
         return Ok(Some(None));
     };
-    let scope = format!("{}:{k}", inner.name);
+    let scope = format!("{}:{k}", inner.home);
     let id = d.id.as_str().to_string();
     if !slots.acquire(&scope, &id).await? {
         return Ok(None);
@@ -193,7 +193,7 @@ async fn place(inner: &Inner, limits: &Limits, d: &Delivery) -> QResult<Option<O
 }
 
 fn reservation(inner: &Inner, d: &Delivery) -> String {
-    format!("rate-slot:{}:{}", inner.name, d.id)
+    format!("rate-slot:{}:{}", inner.home, d.id)
 }
 
 /// Takes the delivery's slot(s); waits in place for a near one, gives the job back until
@@ -324,13 +324,13 @@ async fn slot(
     let mut wait = Duration::ZERO;
     let mut keyed = false;
     if let Some(l) = &limits.queue {
-        if let Slot::In(w) = l.take(&inner.name, horizon).await? {
+        if let Slot::In(w) = l.take(&inner.home, horizon).await? {
             wait = wait.max(w);
         }
     }
     if let Some((l, key)) = &limits.per_key {
         if let Some(k) = key.of(d) {
-            if let Slot::In(w) = l.take(&format!("{}:{k}", inner.name), horizon).await? {
+            if let Slot::In(w) = l.take(&format!("{}:{k}", inner.home), horizon).await? {
                 keyed = w > wait;
                 wait = wait.max(w);
             }
@@ -347,10 +347,10 @@ pub(super) async fn back_off(inner: &Inner, d: &Delivery, pause: Duration) {
         let keyed = limits
             .per_key
             .as_ref()
-            .and_then(|(l, k)| Some((l, format!("{}:{}", inner.name, k.of(d)?))));
+            .and_then(|(l, k)| Some((l, format!("{}:{}", inner.home, k.of(d)?))));
         let r = match (keyed, &limits.queue) {
             (Some((l, scope)), _) => l.pause(&scope, pause).await,
-            (None, Some(l)) => l.pause(&inner.name, pause).await,
+            (None, Some(l)) => l.pause(&inner.home, pause).await,
             (None, None) => Ok(()),
         };
         if let Err(e) = r {

@@ -185,11 +185,13 @@ fn bump(a: &AtomicU64) {
     a.fetch_add(1, AtomicOrdering::Relaxed);
 }
 
+#[derive(Clone)]
 struct Registered {
     run: JobFn,
     retry: Option<RetryPolicy>,
 }
 
+#[derive(Clone)]
 enum Mode {
     Jobs {
         jobs: HashMap<String, Registered>,
@@ -225,6 +227,7 @@ pub struct Worker {
     config: WorkerConfig,
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
     limits: limits::Settings,
+    fair: Option<crate::fair::Fairness>,
 }
 
 impl fmt::Debug for Worker {
@@ -246,6 +249,7 @@ impl fmt::Debug for Worker {
             .field("config", &self.config)
             .field("idempotency", &self.idempotency.as_ref().map(|(_, r)| r))
             .field("limits", &self.limits)
+            .field("fair", &self.fair)
             .finish()
     }
 }
@@ -261,7 +265,18 @@ impl Worker {
             config: WorkerConfig::default(),
             idempotency: None,
             limits: limits::Settings::default(),
+            fair: None,
         }
+    }
+
+    /// Reads every shard of the queue in turn, sharing this worker's slots between them,
+    /// so that one key's backlog does not starve the others (see [`crate::fair`]). Pair it
+    /// with a producer made [`fair`](crate::Producer::fair) with the same shard count.
+    /// [`start`](Worker::start) refuses fewer slots ([`concurrency`](Worker::concurrency))
+    /// than shards: each empty shard's long poll holds one.
+    pub fn fair(mut self, fairness: crate::fair::Fairness) -> Self {
+        self.fair = Some(fairness);
+        self
     }
 
     /// Registers the handler for job type `J`.
@@ -452,6 +467,14 @@ impl Worker {
         }
         self.limits.check()?;
         check_native_dlq(&self.config, &self.mode, &caps)?;
+        let shards = self.fair.as_ref().map_or(1, |f| f.shards());
+        if usize::from(shards) > self.config.concurrency {
+            return Err(QueueError::InvalidOption(format!(
+                "a fair worker over {shards} shards needs at least {shards} slots \
+                 (concurrency {}): each empty shard's long poll holds one",
+                self.config.concurrency
+            )));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let lease = self.config.lease;
@@ -459,46 +482,65 @@ impl Worker {
             Mode::Jobs { jobs, .. } => jobs.keys().cloned().collect(),
             Mode::Batch(_) => Vec::new(),
         };
-        let inner = Arc::new(Inner {
-            meters: Meters::new(self.queue.name(), names.iter()),
-            driver: self.queue.driver().clone(),
-            shutdown: CancellationToken::new(),
-            name: self.queue.name().to_string(),
-            mode: self.mode,
-            config: self.config,
-            idempotency: self.idempotency,
-            caps,
-            counters: counters.clone(),
-            limits: limits::Limits::build(
-                self.limits,
-                self.queue.backend().status().map(|s| s.store().clone()),
-                lease,
-            ),
-            status: self.queue.backend().status().cloned(),
-            running: Mutex::new(HashMap::new()),
-            never_cancelled: CancellationToken::new(),
-        });
+        let home = self.queue.name().to_string();
+        let limits = limits::Limits::build(
+            self.limits,
+            self.queue.backend().status().map(|s| s.store().clone()),
+            lease,
+        )
+        .map(Arc::new);
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let meters = Arc::new(Meters::new(&home, names.iter()));
+        let shutdown = CancellationToken::new();
+        let inners: Vec<Arc<Inner>> = (0..shards)
+            .map(|i| {
+                Arc::new(Inner {
+                    meters: meters.clone(),
+                    driver: self.queue.driver().clone(),
+                    shutdown: shutdown.clone(),
+                    name: crate::fair::Fairness::shard_name(&home, i),
+                    home: home.clone(),
+                    primary: i == 0,
+                    mode: self.mode.clone(),
+                    config: self.config.clone(),
+                    idempotency: self.idempotency.clone(),
+                    caps: caps.clone(),
+                    counters: counters.clone(),
+                    limits: limits.clone(),
+                    status: self.queue.backend().status().cloned(),
+                    running: Mutex::new(HashMap::new()),
+                    never_cancelled: CancellationToken::new(),
+                })
+            })
+            .collect();
         let watched = counters.clone();
         let join = tokio::spawn(async move {
-            // The loop runs in its own task so that a panic in it is caught and reported
+            // Each loop runs in its own task so that a panic in it is caught and reported
             // (WorkerReport::crashed, last_error) instead of leaving a silent dead worker.
-            // Aborting this task drops the guard, which aborts the loop with it.
-            let mut guard = AbortOnDrop(tokio::spawn(run(inner, stop_rx)));
-            match (&mut guard.0).await {
-                Ok(report) => report,
-                Err(e) => {
-                    let why = if e.is_panic() {
-                        panic_message(e.into_panic())
-                    } else {
-                        "cancelled".to_string()
-                    };
-                    tracing::error!(error = %why, "worker loop died; the worker stopped");
-                    watched.crashed.store(true, AtomicOrdering::Relaxed);
-                    *watched.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(format!("worker loop died: {why}"));
-                    watched.snapshot()
-                }
+            // Aborting this task drops the set, which aborts the loops with it.
+            let mut loops = JoinSet::new();
+            for inner in inners {
+                loops.spawn(run(inner, stop_rx.clone(), slots.clone()));
             }
+            while let Some(done) = loops.join_next().await {
+                let Err(e) = done else { continue };
+                if watched.crashed.load(AtomicOrdering::Relaxed) {
+                    continue; // a loop aborted below
+                }
+                let why = if e.is_panic() {
+                    panic_message(e.into_panic())
+                } else {
+                    "cancelled".to_string()
+                };
+                tracing::error!(error = %why, "worker loop died; the worker stopped");
+                watched.crashed.store(true, AtomicOrdering::Relaxed);
+                *watched.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("worker loop died: {why}"));
+                // A fair worker's other loops stop with it, as one loop would.
+                loops.abort_all();
+            }
+            // The loops share one set of counters.
+            watched.snapshot()
         });
         Ok(WorkerHandle {
             stop: stop_tx,
@@ -679,17 +721,23 @@ fn backend_error(inner: &Inner, what: &str, id: Option<&MessageId>, e: &QueueErr
 struct Inner {
     driver: Arc<dyn Driver>,
     shutdown: CancellationToken,
+    /// The queue this loop receives from: the worker's queue, or one of its fair shards.
     name: String,
+    /// The worker's queue: what pause, rate limits and metrics are kept under.
+    home: String,
+    /// The first of a fair worker's loops (the only loop of any other worker): runs the
+    /// tasks the loops share.
+    primary: bool,
     mode: Mode,
     config: WorkerConfig,
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
     caps: Capabilities,
     counters: Arc<Counters>,
-    meters: Meters,
+    meters: Arc<Meters>,
     /// Job status, when the backend records it.
     status: Option<crate::status::JobStatuses>,
     /// Rate limits, when set.
-    limits: Option<limits::Limits>,
+    limits: Option<Arc<limits::Limits>>,
     /// Cancel signals of the jobs running now, by id (only with job status on).
     running: Mutex<HashMap<String, CancellationToken>>,
     /// The cancel signal of every job when job status is off: never fired.

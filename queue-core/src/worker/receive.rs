@@ -4,30 +4,36 @@
 use super::*;
 
 /// Main loop. Dropping (aborting) this future drops every job task with it.
-pub(super) async fn run(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) -> WorkerReport {
+/// `slots` is the worker's pool of concurrency slots, shared by a fair worker's loops.
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    mut stop: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
+) -> WorkerReport {
     if let Err(e) = inner.driver.start_receiving(&inner.name).await {
         backend_error(&inner, "start_receiving failed", None, &e);
     }
     let batch_mode = matches!(inner.mode, Mode::Batch(_));
     let max_batch = inner.caps.max_batch.max(1);
-    let slots = Arc::new(Semaphore::new(inner.config.concurrency));
     let (force_tx, force_rx) = watch::channel(false);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Receipt>();
     let mut aux = JoinSet::new();
     aux.spawn(acker(inner.clone(), ack_rx));
     // Dropped (aborted) when this loop ends.
     let _cancels = AbortOnDrop(tokio::spawn(lifecycle::watch_cancels(inner.clone())));
-    let _places = AbortOnDrop(tokio::spawn(limits::renew_places(inner.clone())));
+    let _places = inner
+        .primary
+        .then(|| AbortOnDrop(tokio::spawn(limits::renew_places(inner.clone()))));
     // The queue's paused state (crate::pause), read before the first receive so that a
     // pause survives a restart, then kept current by a watcher aborted with this loop.
     let (paused_tx, mut paused) = watch::channel(false);
     let _pause = match &inner.status {
         Some(s) => {
             let store = s.store().clone();
-            if let Ok(true) = crate::pause::is_paused(&*store, &inner.name).await {
+            if let Ok(true) = crate::pause::is_paused(&*store, &inner.home).await {
                 paused_tx.send_replace(true);
             }
-            let task = crate::pause::watch(store, inner.name.to_string(), paused_tx);
+            let task = crate::pause::watch(store, inner.home.to_string(), paused_tx);
             Some(AbortOnDrop(tokio::spawn(task)))
         }
         None => None,
