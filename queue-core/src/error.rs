@@ -119,6 +119,18 @@ pub enum QueueError {
         /// The state it finished in.
         state: crate::status::JobState,
     },
+    /// What the backend holds is not laid out the way this driver expects: its schema was
+    /// written by a newer version of the driver, or a table it needs is gone (dropped by
+    /// hand). Nothing was written. The reason says what to do.
+    #[error("{backend} schema {schema:?}: {reason}")]
+    Schema {
+        /// Backend name.
+        backend: &'static str,
+        /// The schema (or namespace) concerned.
+        schema: String,
+        /// What does not match, and what to do.
+        reason: String,
+    },
     /// An operation needs job status, and the backend was not given a status store
     /// ([`crate::Backend::with_status`]).
     #[error(

@@ -1,11 +1,44 @@
 //! # queue-postgres
 //!
-//! PostgreSQL for [`queue_core`]: [`PostgresStore`], the store the layers above the queue
-//! share state through (job status: [`queue_core::status`]), in a table of a schema the
-//! URL chooses. Any queue backend can use it: Redis, SQS or Kafka queues with job status
-//! in the PostgreSQL the application already runs.
+//! PostgreSQL for [`queue_core`], in tables of a schema the URL chooses:
 //!
-//! ## Mapping
+//! - [`PostgresQueue`], a queue driver (`postgres://` URLs): receive with
+//!   `FOR UPDATE SKIP LOCKED`, leases as visibility timestamps, long polls woken by
+//!   `LISTEN`/`NOTIFY`, and [transactional enqueue](crate::txn): a job sent inside the
+//!   application's own transaction exists only if that transaction commits.
+//! - [`PostgresStore`], the store the layers above the queue share state through (job
+//!   status: [`queue_core::status`]). Any queue backend can use it: Redis, SQS or Kafka
+//!   queues with job status in the PostgreSQL the application already runs.
+//!
+//! ## The queue's mapping
+//!
+//! | primitive | PostgreSQL |
+//! |---|---|
+//! | queues | a row in `<schema>.queues`; its messages and dedup marks reference it (`ON DELETE CASCADE`) |
+//! | message | a row of `<schema>.messages`: `seq` (identity: FIFO order), `id`, `payload bytea`, `headers jsonb`, `okey` (ordering key), `priority`, `enqueued_at`, `visible_at`, `leased`, `attempt`, `generation` |
+//! | send | one `INSERT … SELECT FROM unnest(…)` per batch; a statement trigger sends `NOTIFY` with the queue's name, delivered at commit (so a transactional enqueue wakes workers only if it commits) |
+//! | receive | `WITH c AS (SELECT … WHERE visible_at <= now() … ORDER BY priority DESC, seq LIMIT n FOR UPDATE SKIP LOCKED) UPDATE … SET visible_at = now() + lease, leased, attempt + 1, generation + 1` |
+//! | lease | `visible_at` of a leased row; when it passes, the row is receivable again (`attempt + 1`) |
+//! | receipt | `seq.generation`: a receipt whose generation moved on, or whose lease passed, is [`queue_core::QueueError::ReceiptExpired`] and changes nothing |
+//! | ack | `DELETE … USING unnest(seqs, generations)` for the current receipts |
+//! | nack / give back | `UPDATE … SET leased = false, visible_at = now() + delay` (a give-back also takes the attempt back) |
+//! | extend | `UPDATE … SET visible_at = now() + lease` |
+//! | long poll | waits on a `LISTEN` connection's notification for the queue, the next due row's time, or `poll_interval` (default 1 s: the bound when notifications are lost, e.g. while the listening connection reconnects), whichever comes first |
+//! | delay | `visible_at` in the future, up to a year |
+//! | ordering | per key: a row with an ordering key is receivable only while no older row of its key is left (one in flight per key, in send order, like SQS FIFO groups) |
+//! | priority | higher first, FIFO within a priority |
+//! | dedup | `<schema>.dedup (queue, dedup_id, id, expires_at)`, claimed in the send's own statement (window `dedup_window`, default 5 minutes) |
+//! | DLQ | the `{queue}-dlq` queue; a dead-lettered row is moved in one statement (deleted from the queue, its copy inserted), so a crash leaves it in one place or the other |
+//! | stats | exact: one `count(*) FILTER (…)` over the queue's rows |
+//! | peek | the next ready rows, read without a lock |
+//! | purge / delete | `DELETE FROM messages` / `DELETE FROM queues` (cascading) |
+//!
+//! The schema is created on connect and versioned (`<schema>.schema_version`): a schema
+//! written by a newer driver is refused with [`queue_core::QueueError::Schema`], an older
+//! one is migrated, each under an advisory lock so that processes starting together do
+//! not race. A table dropped by hand is reported as `Schema` too (reconnect to recreate).
+//!
+//! ## The store's mapping
 //!
 //! | primitive | PostgreSQL |
 //! |---|---|
@@ -17,86 +50,67 @@
 //! | retention | `expires_at` from the database's clock; reads never see an expired row, and the store deletes expired rows in batches of 1,000 at most once per `sweep_interval` (default a minute), as it inserts, so the table does not grow without bound |
 //!
 //! Statements are prepared once per connection. A lost connection is reopened by the next
-//! call (that call fails with [`QueueError::Connection`]; nothing was half-written, every
-//! write is one statement).
+//! call (that call fails with [`queue_core::QueueError::Connection`]; nothing was
+//! half-written, every write is one statement).
 //!
 //! ## URLs
 //!
-//! `postgres://user:password@host:port/database[?schema=queue&connect_timeout=5s&sweep_interval=1m&application_name=queue-postgres]`
+//! `postgres://user:password@host:port/database[?schema=queue&connect_timeout=5s&application_name=queue-postgres]`
 //! (`postgresql://` too). `schema` (default `queue`) is a lower-case identifier of at most
-//! 63 bytes. Options are parsed by [`queue_core::options::UrlOptions`]: an unknown one is
-//! an error.
+//! 63 bytes. The queue driver also takes `max_message_size` (default 1 MiB, at most
+//! 64 MiB), `dedup_window` (default 5m) and `poll_interval` (default 1s, 10ms to 1m); the
+//! store takes `sweep_interval`. Options are parsed by [`queue_core::options::UrlOptions`]:
+//! an unknown one is an error.
 //!
 //! ## What it cannot do
 //! - No TLS: `sslmode=require` is refused with an error (loopback and private networks
 //!   only, or a TLS-terminating proxy).
-//! - One connection per store: concurrent calls are pipelined on it. Open more stores to
-//!   spread load over more connections.
+//! - One connection per driver or store for its statements (pipelined), plus one
+//!   listening connection per driver: open more drivers to spread load over more
+//!   connections.
+//! - Rows are deleted when acked: a busy queue table needs vacuum to keep up (autovacuum
+//!   does, unless a long transaction holds back the horizon): see docs/benchmarks.md.
 #![warn(missing_docs, missing_debug_implementations)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use queue_core::options::UrlOptions;
-use queue_core::store::{Store, Versioned};
 use queue_core::{QueueError, Result};
-use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Statement};
+
+mod driver;
+mod listen;
+mod schema;
+mod sql;
+mod store;
+pub mod txn;
+
+pub use driver::{PostgresConfig, PostgresQueue};
+pub use store::PostgresStore;
 
 const BACKEND: &str = "postgres";
 
-/// A [`Store`] in a PostgreSQL table. See the [crate docs](crate) for the mapping.
-pub struct PostgresStore {
-    config: tokio_postgres::Config,
-    schema: String,
-    conn: Mutex<Option<Arc<Conn>>>,
-    last_sweep: std::sync::Mutex<tokio::time::Instant>,
-    sweep_every: Duration,
-}
-
-impl std::fmt::Debug for PostgresStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The config holds the password: only the schema is shown.
-        f.debug_struct("PostgresStore")
-            .field("schema", &self.schema)
-            .finish_non_exhaustive()
+/// Registers the `postgres://` and `postgresql://` schemes with [`queue_core::connect`].
+pub fn register() {
+    for scheme in ["postgres", "postgresql"] {
+        queue_core::register(scheme, |url| {
+            Box::pin(async move {
+                let q = PostgresQueue::connect(url.as_str()).await?;
+                Ok(std::sync::Arc::new(q) as std::sync::Arc<dyn queue_core::Driver>)
+            })
+        });
     }
 }
 
-struct Conn {
-    client: Client,
-    get: Statement,
-    insert: Statement,
-    replace: Statement,
-    delete: Statement,
+/// Where to connect, from a URL: the connection settings and the schema.
+pub(crate) struct Target {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) schema: String,
 }
 
-fn map_err(e: tokio_postgres::Error) -> QueueError {
-    use tokio_postgres::error::SqlState;
-    if let Some(code) = e.code() {
-        if *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        {
-            return QueueError::Auth {
-                backend: BACKEND,
-                source: Box::new(e),
-            };
-        }
-    }
-    if e.is_closed() || e.code().is_none() {
-        // No SQLSTATE: the connection, not the statement, failed.
-        return QueueError::Connection {
-            backend: BACKEND,
-            source: Box::new(e),
-        };
-    }
-    QueueError::backend(BACKEND, e)
-}
-
-impl PostgresStore {
-    /// Connects, and creates the schema and table when missing.
-    pub async fn connect(url: &str) -> Result<Self> {
+impl Target {
+    /// Parses the options every user of the URL shares; the caller reads its own from
+    /// the returned options, then calls `finish`.
+    pub(crate) fn parse(url: &str) -> Result<(Target, UrlOptions)> {
         let parsed =
             url::Url::parse(url).map_err(|e| QueueError::invalid_url(url, e.to_string()))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
@@ -128,21 +142,13 @@ impl PostgresStore {
         if let Some(mode) = o.string("sslmode")? {
             if mode != "disable" && mode != "prefer" {
                 return Err(o.error(format!(
-                    "sslmode={mode}: this store has no TLS; use disable (or prefer)"
+                    "sslmode={mode}: this driver has no TLS; use disable (or prefer)"
                 )));
             }
         }
         let app_name = o
             .string("application_name")?
             .unwrap_or_else(|| "queue-postgres".into());
-        let sweep_every = o
-            .duration_within(
-                "sweep_interval",
-                Duration::from_millis(1),
-                Duration::from_secs(24 * 3600),
-            )?
-            .unwrap_or(Duration::from_secs(60));
-        o.finish()?;
         let host = parsed
             .host_str()
             .ok_or_else(|| QueueError::invalid_url(url, "no host"))?;
@@ -162,119 +168,30 @@ impl PostgresStore {
         if !db.is_empty() {
             config.dbname(decode(db));
         }
-        let store = PostgresStore {
-            config,
-            schema,
-            conn: Mutex::new(None),
-            last_sweep: std::sync::Mutex::new(tokio::time::Instant::now()),
-            sweep_every,
-        };
-        store.conn().await?;
-        Ok(store)
+        Ok((Target { config, schema }, o))
     }
+}
 
-    /// The schema holding the table.
-    pub fn schema(&self) -> &str {
-        &self.schema
-    }
-
-    /// The open connection, or a new one (with the table ensured) after a loss.
-    async fn conn(&self) -> Result<Arc<Conn>> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            if !c.client.is_closed() {
-                return Ok(c.clone());
-            }
-            tracing::warn!("postgres store: connection lost, reconnecting");
-        }
-        let (mut client, connection) = self.config.connect(NoTls).await.map_err(map_err)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "postgres store: connection ended");
-            }
-        });
-        let s = &self.schema;
-        let tx = client.transaction().await.map_err(map_err)?;
-        // One creator at a time: concurrent CREATE … IF NOT EXISTS can still collide.
-        tx.execute("SELECT pg_advisory_xact_lock(7253010411)", &[])
-            .await
-            .map_err(map_err)?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{s}\";
-             CREATE TABLE IF NOT EXISTS \"{s}\".kv (
-                 key text PRIMARY KEY,
-                 value bytea NOT NULL,
-                 version bigint NOT NULL,
-                 expires_at timestamptz NOT NULL);
-             CREATE INDEX IF NOT EXISTS kv_expires_at ON \"{s}\".kv (expires_at);"
-        ))
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        let ttl = "now() + $3::float8 * interval '1 millisecond'";
-        let get = client
-            .prepare(&format!(
-                "SELECT value, version FROM \"{s}\".kv WHERE key = $1 AND expires_at > now()"
-            ))
-            .await
-            .map_err(map_err)?;
-        let insert = client
-            .prepare(&format!(
-                "INSERT INTO \"{s}\".kv AS t (key, value, version, expires_at)
-                 VALUES ($1, $2, 1, {ttl})
-                 ON CONFLICT (key) DO UPDATE
-                   SET value = EXCLUDED.value, version = 1, expires_at = EXCLUDED.expires_at
-                   WHERE t.expires_at <= now()
-                 RETURNING version"
-            ))
-            .await
-            .map_err(map_err)?;
-        let replace = client
-            .prepare(&format!(
-                "UPDATE \"{s}\".kv SET value = $2, version = version + 1,
-                   expires_at = now() + $4::float8 * interval '1 millisecond'
-                 WHERE key = $1 AND version = $3 AND expires_at > now()
-                 RETURNING version"
-            ))
-            .await
-            .map_err(map_err)?;
-        let delete = client
-            .prepare(&format!(
-                "DELETE FROM \"{s}\".kv WHERE key = $1 RETURNING expires_at > now()"
-            ))
-            .await
-            .map_err(map_err)?;
-        let c = Arc::new(Conn {
-            client,
-            get,
-            insert,
-            replace,
-            delete,
-        });
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
-    /// Deletes up to 1,000 expired rows, at most once per `sweep_interval`.
-    async fn sweep(&self, c: &Conn) {
+pub(crate) fn map_err(e: tokio_postgres::Error) -> QueueError {
+    use tokio_postgres::error::SqlState;
+    if let Some(code) = e.code() {
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
         {
-            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-            if last.elapsed() < self.sweep_every {
-                return;
-            }
-            *last = tokio::time::Instant::now();
-        }
-        let s = &self.schema;
-        let sql = format!(
-            "DELETE FROM \"{s}\".kv WHERE key IN
-               (SELECT key FROM \"{s}\".kv WHERE expires_at <= now() LIMIT 1000)"
-        );
-        match c.client.execute(&sql, &[]).await {
-            Ok(n) if n > 0 => tracing::debug!(rows = n, "postgres store: expired rows deleted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "postgres store: sweeping expired rows failed"),
+            return QueueError::Auth {
+                backend: BACKEND,
+                source: Box::new(e),
+            };
         }
     }
+    if e.is_closed() || e.code().is_none() {
+        // No SQLSTATE: the connection, not the statement, failed.
+        return QueueError::Connection {
+            backend: BACKEND,
+            source: Box::new(e),
+        };
+    }
+    QueueError::backend(BACKEND, e)
 }
 
 /// Percent-decodes a URL part (user, password, database).
@@ -286,61 +203,4 @@ fn decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn version(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-#[async_trait]
-impl Store for PostgresStore {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>> {
-        let c = self.conn().await?;
-        let row = c.client.query_opt(&c.get, &[&key]).await.map_err(map_err)?;
-        Ok(row.map(|r| Versioned::new(r.get(0), version(r.get(1)))))
-    }
-
-    async fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<u64>> {
-        let c = self.conn().await?;
-        self.sweep(&c).await;
-        let row = c
-            .client
-            .query_opt(&c.insert, &[&key, &value, &millis(ttl)])
-            .await
-            .map_err(map_err)?;
-        Ok(row.map(|r| version(r.get(0))))
-    }
-
-    async fn replace(
-        &self,
-        key: &str,
-        version_now: u64,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<Option<u64>> {
-        let Ok(expected) = i64::try_from(version_now) else {
-            return Ok(None); // no row has such a version
-        };
-        let c = self.conn().await?;
-        let row = c
-            .client
-            .query_opt(&c.replace, &[&key, &value, &expected, &millis(ttl)])
-            .await
-            .map_err(map_err)?;
-        Ok(row.map(|r| version(r.get(0))))
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool> {
-        let c = self.conn().await?;
-        let row = c
-            .client
-            .query_opt(&c.delete, &[&key])
-            .await
-            .map_err(map_err)?;
-        Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
-    }
 }

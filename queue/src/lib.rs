@@ -1,7 +1,7 @@
 //! # queue
 //!
 //! One API for background jobs and message queues, on the embedded in-memory backend,
-//! Redis, AWS SQS or Kafka, chosen by a URL. This crate is [`queue_core`] (re-exported
+//! Redis, AWS SQS, Kafka or PostgreSQL, chosen by a URL. This crate is [`queue_core`] (re-exported
 //! whole) plus the bundled drivers behind cargo features, so that [`connect`] knows
 //! their URL schemes without any registration:
 //!
@@ -16,6 +16,7 @@
 //! | `redis` | `redis://host:6379[?cluster=true]` (`rediss://` with `redis-tls`) | `queue-redis` |
 //! | `sqs` | `sqs://[KEY:SECRET@]REGION[?endpoint=…&fifo=true]` | `queue-sqs` |
 //! | `kafka` | `kafka://host:9092[?group=…&partitions=…]` | `queue-kafka` |
+//! | `postgres` | `postgres://user:pass@host:5432/db[?schema=queue]` | `queue-postgres` |
 //!
 //! A URL whose scheme needs a feature this build lacks fails with
 //! [`QueueError::UnknownScheme`], listing the schemes it knows.
@@ -48,7 +49,7 @@ pub use queue_sqs as sqs;
 #[cfg(feature = "kafka")]
 pub use queue_kafka as kafka;
 
-/// The PostgreSQL store (feature `postgres`).
+/// The PostgreSQL driver and store (feature `postgres`).
 #[cfg(feature = "postgres")]
 pub use queue_postgres as postgres;
 
@@ -120,5 +121,7 @@ pub fn register_bundled() {
         queue_sqs::register();
         #[cfg(feature = "kafka")]
         queue_kafka::register();
+        #[cfg(feature = "postgres")]
+        queue_postgres::register();
     });
 }
