@@ -154,16 +154,10 @@ impl Shared {
     fn err(&self, e: tokio_postgres::Error, queue: Option<&str>) -> QueueError {
         match e.code() {
             Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::UNDEFINED_FUNCTION => {
-                QueueError::Schema {
-                    backend: BACKEND,
-                    schema: self.settings.schema.clone(),
-                    reason: format!(
-                        "{}: a table was dropped while in use; a new connection (reconnect, \
-                         or restart) recreates it",
-                        e.as_db_error()
-                            .map_or(e.to_string(), |d| d.message().to_string())
-                    ),
-                }
+                let what = e
+                    .as_db_error()
+                    .map_or(e.to_string(), |d| d.message().to_string());
+                schema::missing(&self.settings.schema, &what)
             }
             Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
                 QueueError::UnknownQueue(queue.unwrap_or_default().to_string())

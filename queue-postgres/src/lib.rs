@@ -184,14 +184,27 @@ pub(crate) fn map_err(e: tokio_postgres::Error) -> QueueError {
             };
         }
     }
-    if e.is_closed() || e.code().is_none() {
-        // No SQLSTATE: the connection, not the statement, failed.
+    // No SQLSTATE: the connection, not the statement, failed. Class 08 (connection
+    // exception) and 57P0x (the server shutting down or terminating this session) are
+    // the connection too.
+    let lost = e.code().is_none_or(|c| {
+        let c = c.code();
+        c.starts_with("08") || c.starts_with("57P0")
+    });
+    if e.is_closed() || lost {
         return QueueError::Connection {
             backend: BACKEND,
             source: Box::new(e),
         };
     }
-    QueueError::backend(BACKEND, e)
+    match e.as_db_error() {
+        // "db error" alone says nothing: carry the server's message and code.
+        Some(db) => QueueError::backend(
+            BACKEND,
+            format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        ),
+        None => QueueError::backend(BACKEND, e),
+    }
 }
 
 /// Percent-decodes a URL part (user, password, database).

@@ -113,6 +113,34 @@ pub(crate) async fn ensure(client: &mut Client, s: &str) -> Result<()> {
         .map_err(map_err)?;
         tracing::info!(schema = s, version, "postgres queue schema migrated");
     }
+    // A table dropped by hand: refuse, rather than recreate it empty under a version that
+    // says the schema is whole.
+    for table in ["queues", "messages", "dedup"] {
+        let there: bool = tx
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!(r#""{s}".{table}"#)],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0);
+        if !there {
+            return Err(missing(s, table));
+        }
+    }
     tx.commit().await.map_err(map_err)?;
     Ok(())
+}
+
+/// The error for a table of `schema` that is gone.
+pub(crate) fn missing(schema: &str, what: &str) -> QueueError {
+    QueueError::Schema {
+        backend: BACKEND,
+        schema: schema.to_string(),
+        reason: format!(
+            "{what} is missing (dropped by hand?): restore it from a backup, or drop the \
+             schema (DROP SCHEMA \"{schema}\" CASCADE: every queue in it is lost) and \
+             connect again to start afresh"
+        ),
+    }
 }
