@@ -91,6 +91,7 @@ pub mod options;
 pub mod pause;
 mod producer;
 mod registry;
+pub mod relay;
 pub mod retry;
 #[cfg(feature = "cron")]
 pub mod schedule;
