@@ -5,7 +5,7 @@
 //! that holds across machines.
 //!
 //! ```text
-//! cargo run --release -p queue-bench -- --backends memory,redis,sqs,kafka --json bench.json --chart bench.svg
+//! cargo run --release -p queue-bench -- --backends memory,redis,sqs,kafka,postgres --json bench.json --chart bench.svg
 //! cargo run -p queue-bench -- --quick --backends memory
 //! cargo run --release -p queue-bench -- --backends redis --steady-rate 1000 --duration 30
 //! cargo run --release -p queue-bench -- --backends memory,redis --in-flight 100000
@@ -46,6 +46,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use queue_core::{Delivery, Message};
 use serde::Serialize;
 
+mod bloat;
 mod chart;
 mod fairness;
 mod inflight;
@@ -115,6 +116,14 @@ struct Args {
     /// Tenants the messages are spread over (with --per-key-concurrency).
     #[arg(long, default_value_t = 100)]
     keys: usize,
+    /// PostgreSQL bloat mode: this many seconds of steady flow through the postgres
+    /// driver, reporting throughput, table and index size and dead rows every 5 s.
+    #[arg(long)]
+    pg_bloat: Option<u64>,
+    /// With --pg-bloat: hold a transaction's snapshot open this long, from a third of the
+    /// way in.
+    #[arg(long, default_value_t = 60)]
+    hold: u64,
     /// Fairness mode: a backlog of this many jobs of one tenant, then 10 of another; how
     /// long until the small tenant's jobs are done, without and with per-key concurrency.
     #[arg(long)]
@@ -134,6 +143,12 @@ struct Args {
     /// Kafka URL (tansu on loopback by default).
     #[arg(long, default_value = "kafka://127.0.0.1:9092")]
     kafka_url: String,
+    /// PostgreSQL URL (the test role and database on loopback by default).
+    #[arg(
+        long,
+        default_value = "postgres://queue:queue@127.0.0.1:5432/queue_test?schema=bench"
+    )]
+    postgres_url: String,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -391,6 +406,7 @@ fn url_for(a: &Args, backend: &str) -> Result<String, String> {
         "redis" => a.redis_url.clone(),
         "sqs" => a.sqs_url.clone(),
         "kafka" => a.kafka_url.clone(),
+        "postgres" => a.postgres_url.clone(),
         other => return Err(format!("unknown backend {other}")),
     })
 }
@@ -525,6 +541,7 @@ async fn main() -> std::process::ExitCode {
     queue_redis::register();
     queue_sqs::register();
     queue_kafka::register();
+    queue_postgres::register();
     if let Some(n) = a.in_flight {
         if n == 0 || n > 100_000 {
             eprintln!("--in-flight must be 1 to 100000 (the worker's concurrency limit)");
@@ -534,6 +551,13 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(n) = a.fairness {
         return fairness::run(&a, n).await;
+    }
+    if let Some(secs) = a.pg_bloat {
+        if !(15..=24 * 3600).contains(&secs) {
+            eprintln!("--pg-bloat must be 15 s to a day");
+            return std::process::ExitCode::FAILURE;
+        }
+        return bloat::run(&a, secs, a.hold).await;
     }
     if let Some(rate) = a.steady_rate {
         if rate == 0 || a.duration == 0 {

@@ -275,9 +275,94 @@ pub(crate) async fn raw(a: &Args, backend: &str) -> Result<Run, String> {
             stop.store(true, AO::Relaxed);
             (send, None)
         }
+        "postgres" => postgres(a, &probe, cost).await?,
         other => return Err(format!("unknown backend {other}")),
     };
     probe.wait_for(a.messages, Duration::from_secs(900)).await?;
     let e2e = t0.elapsed();
     Ok(summarize(a, send, e2e, &probe, requests, rss.finish()))
+}
+
+/// The PostgreSQL baseline: the plainest SKIP LOCKED queue (a table of payloads; a
+/// consumer deletes up to 10 rows as it takes them: no lease, no attempts, no ordering,
+/// no notification, a 1 ms sleep when empty) on one pipelined connection per side.
+async fn postgres(
+    a: &Args,
+    probe: &Arc<Probe>,
+    cost: Cost,
+) -> Result<(Duration, Option<u64>), String> {
+    let url = url::Url::parse(&a.postgres_url).map_err(|e| e.to_string())?;
+    let conninfo = format!(
+        "host={} port={} user={} password={} dbname={}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432),
+        url.username(),
+        url.password().unwrap_or(""),
+        url.path().trim_start_matches('/')
+    );
+    let connect = || async {
+        let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok::<_, String>(Arc::new(client))
+    };
+    let (producer, consumer) = (connect().await?, connect().await?);
+    let table = unique("bench_raw").replace('-', "_");
+    producer
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, payload bytea NOT NULL)"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let take = consumer
+        .prepare(&format!(
+            "DELETE FROM {table} WHERE id IN
+               (SELECT id FROM {table} ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED)
+             RETURNING payload"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for _ in 0..a.consumers.min(4) {
+        let (client, take, probe, stop) =
+            (consumer.clone(), take.clone(), probe.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(AO::Relaxed) {
+                match client.query(&take, &[]).await {
+                    Ok(rows) if !rows.is_empty() => {
+                        for r in rows {
+                            let p: Vec<u8> = r.get(0);
+                            probe.record(&p);
+                            cost.pay().await;
+                        }
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        });
+    }
+    let insert = producer
+        .prepare(&format!(
+            "INSERT INTO {table} (payload) SELECT unnest($1::bytea[])"
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let size = a.payload;
+    let send = produce(a, move |k| {
+        let (client, insert) = (producer.clone(), insert.clone());
+        async move {
+            let vals: Vec<Vec<u8>> = (0..k).map(|_| payload(size)).collect();
+            client
+                .execute(&insert, &[&vals])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await?;
+    probe.wait_for(a.messages, Duration::from_secs(900)).await?;
+    stop.store(true, AO::Relaxed);
+    let _ = consumer.batch_execute(&format!("DROP TABLE {table}")).await;
+    Ok((send, None))
 }

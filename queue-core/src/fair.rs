@@ -18,15 +18,19 @@
 //!   that has waited longest for one (tokio's semaphore is first-in first-out), so busy
 //!   shards take turns: a shard holding one key's backlog gets one turn in `shards`, and a
 //!   key alone on its shard waits for at most one turn of the others, not for the backlog.
+//!   A busy shard is polled without waiting; once it comes back empty its loop waits for
+//!   the next message (a long poll for one) without holding a slot, so idle shards leave
+//!   every slot to the busy ones.
 //!
 //! What it costs and what it cannot do (decisions, written down):
 //! - Fairness is between shards, not between keys: keys that hash to the same shard share
 //!   its line in FIFO order. With `shards` shards and a few heavy keys, the chance that a
 //!   light key shares a heavy key's shard is about (heavy keys / shards); pick `shards` well
 //!   above the number of heavy tenants (up to 256).
-//! - A loop waiting on an empty shard holds one slot for its long poll, so a worker needs
-//!   at least as many slots as shards ([`crate::Worker::start`] refuses fewer, a typed
-//!   error), and an idle worker makes one long poll per shard instead of one.
+//! - An idle worker makes one long poll per shard instead of one (on SQS, requests are
+//!   billed). A message that an idle shard's long poll brings waits, leased, for the next
+//!   free slot (at most one job's run while every slot is busy); a busy shard's loop takes
+//!   no more than it has slots for, like any worker.
 //! - The shards are queues: create them before use where the backend needs it
 //!   ([`Fairness::create`]), and each has its own stats and dead-letter queue
 //!   ([`Fairness::queues`] lists them for operators and `queuectl`). Pause, rate limits and

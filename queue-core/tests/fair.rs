@@ -1,12 +1,12 @@
 //! Fair sharing between keys (queue_core::fair) on the in-memory backend under tokio's
 //! paused clock: a small tenant behind a big tenant's backlog finishes early with a fair
 //! producer and worker, and last without; the worker's slots stay its concurrency; pause
-//! stops every shard; bad settings are typed errors.
+//! stops every shard.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use queue_core::{Backend, Fairness, JobStatuses, MemoryStore, Message, Queue, QueueError};
+use queue_core::{Backend, Fairness, JobStatuses, MemoryStore, Message, Queue};
 use tokio::time::Instant;
 
 const BIG: usize = 200;
@@ -186,19 +186,55 @@ async fn pausing_the_queue_pauses_every_shard() {
     w.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_fair_worker_needs_a_slot_per_shard() {
-    let q = backend("fair-slots").await.queue("slots");
+#[tokio::test(start_paused = true)]
+async fn idle_shards_leave_every_slot_to_a_busy_one() {
+    let b = backend("fair-idle").await;
     let fair = Fairness::by_header(8, "tenant").unwrap();
-    let err = q
+    let q = b.queue("idle");
+    fair.create(&q).await.unwrap();
+    let msgs: Vec<Message> = (0..80)
+        .map(|i| Message::new(format!("{i}")).header("tenant", "big"))
+        .collect();
+    q.producer()
+        .fair(fair.clone())
+        .send_batch(msgs)
+        .await
+        .unwrap();
+    let running = Arc::new(Mutex::new((0usize, 0usize, 0usize)));
+    let r2 = running.clone();
+    let t0 = Instant::now();
+    let w = q
         .worker()
-        .concurrency(4)
+        .concurrency(8)
         .fair(fair)
-        .handle_raw(|_| async { Ok(()) })
+        .handle_raw(move |_| {
+            let r = r2.clone();
+            async move {
+                {
+                    let mut r = r.lock().unwrap();
+                    r.0 += 1;
+                    r.1 = r.1.max(r.0);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let mut r = r.lock().unwrap();
+                r.0 -= 1;
+                r.2 += 1;
+                Ok(())
+            }
+        })
         .start()
-        .unwrap_err();
-    assert!(
-        matches!(err, QueueError::InvalidOption(ref m) if m.contains("8 shards")),
-        "{err}"
+        .unwrap();
+    while running.lock().unwrap().2 < 80 {
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = t0.elapsed();
+    w.shutdown().await;
+    let max = running.lock().unwrap().1;
+    // 80 jobs of 10 ms on 8 slots: 100 ms when the seven idle shards hold none.
+    assert_eq!(
+        max, 8,
+        "the busy shard ran at most {max} at once on 8 slots"
     );
+    assert!(took < Duration::from_millis(300), "took {took:?}");
 }

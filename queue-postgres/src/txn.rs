@@ -18,6 +18,9 @@
 //! are checked against the driver's capabilities before anything is written, like any
 //! send.
 //!
+//! With the `sqlx` feature, [`send_sqlx`] does the same on an sqlx connection or
+//! transaction (`&mut *tx`).
+//!
 //! Decisions, written down:
 //! - Dedup ids are refused ([`QueueError::Unsupported`]): the transaction is the
 //!   deduplication (a retried transaction that committed once has its job; one that did
@@ -29,7 +32,6 @@
 //!   on another database fails with [`QueueError::Schema`] and writes nothing.
 
 use queue_core::{Driver, Job, Message, MessageId, QueueError, Result, SendOptions};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::GenericClient;
 
 use crate::sql::{columns, send_sql};
@@ -43,8 +45,24 @@ pub async fn send<C: GenericClient>(
     queue: &str,
     messages: Vec<Message>,
 ) -> Result<Vec<MessageId>> {
+    check(pg, &messages)?;
+    let q = queue.to_string();
+    let cols = columns(&messages);
+    let schema = pg.schema();
+    client
+        .execute(&send_sql(schema), &cols.params(&q))
+        .await
+        .map_err(|e| {
+            let code = e.code().map(|c| c.code().to_string());
+            classify(code.as_deref(), schema, queue).unwrap_or_else(|| map_err(e))
+        })?;
+    Ok(messages.into_iter().map(|m| m.id).collect())
+}
+
+/// Checks a transactional batch before anything is written.
+fn check(pg: &PostgresQueue, messages: &[Message]) -> Result<()> {
     let caps = pg.capabilities();
-    for m in &messages {
+    for m in messages {
         if m.dedup_id.is_some() {
             return Err(QueueError::unsupported(
                 BACKEND,
@@ -60,22 +78,61 @@ pub async fn send<C: GenericClient>(
             messages.len()
         )));
     }
-    let q = queue.to_string();
-    let cols = columns(&messages);
+    Ok(())
+}
+
+/// The typed error for a failed transactional insert's SQLSTATE, where it has one.
+fn classify(code: Option<&str>, schema: &str, queue: &str) -> Option<QueueError> {
+    match code? {
+        // undefined_table
+        "42P01" => Some(QueueError::Schema {
+            backend: BACKEND,
+            schema: schema.to_string(),
+            reason: "no queue tables here: is the transaction on the driver's database?".into(),
+        }),
+        // foreign_key_violation: no such queue
+        "23503" => Some(QueueError::UnknownQueue(queue.to_string())),
+        _ => None,
+    }
+}
+
+/// [`send`] on an sqlx connection or transaction (feature `sqlx`):
+/// `txn::send_sqlx(&mut *tx, &pg, "emails", messages)`.
+#[cfg(feature = "sqlx")]
+pub async fn send_sqlx(
+    conn: &mut sqlx::PgConnection,
+    pg: &PostgresQueue,
+    queue: &str,
+    messages: Vec<Message>,
+) -> Result<Vec<MessageId>> {
+    check(pg, &messages)?;
+    let c = columns(&messages);
     let schema = pg.schema();
-    client
-        .execute(&send_sql(schema), &cols.params(&q))
+    sqlx::query(&send_sql(schema))
+        .bind(queue)
+        .bind(&c.ids)
+        .bind(&c.payloads)
+        .bind(&c.headers)
+        .bind(&c.keys)
+        .bind(&c.priorities)
+        .bind(&c.delays)
+        .bind(&c.enqueued)
+        .execute(conn)
         .await
-        .map_err(|e| match e.code() {
-            Some(c) if *c == SqlState::UNDEFINED_TABLE => QueueError::Schema {
-                backend: BACKEND,
-                schema: schema.to_string(),
-                reason: "no queue tables here: is the transaction on the driver's database?".into(),
-            },
-            Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
-                QueueError::UnknownQueue(queue.to_string())
-            }
-            _ => map_err(e),
+        .map_err(|e| {
+            let code = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .map(|c| c.into_owned());
+            classify(code.as_deref(), schema, queue).unwrap_or_else(|| match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                    QueueError::Connection {
+                        backend: BACKEND,
+                        source: Box::new(e),
+                    }
+                }
+                e => QueueError::backend(BACKEND, e),
+            })
         })?;
     Ok(messages.into_iter().map(|m| m.id).collect())
 }

@@ -272,8 +272,6 @@ impl Worker {
     /// Reads every shard of the queue in turn, sharing this worker's slots between them,
     /// so that one key's backlog does not starve the others (see [`crate::fair`]). Pair it
     /// with a producer made [`fair`](crate::Producer::fair) with the same shard count.
-    /// [`start`](Worker::start) refuses fewer slots ([`concurrency`](Worker::concurrency))
-    /// than shards: each empty shard's long poll holds one.
     pub fn fair(mut self, fairness: crate::fair::Fairness) -> Self {
         self.fair = Some(fairness);
         self
@@ -468,13 +466,6 @@ impl Worker {
         self.limits.check()?;
         check_native_dlq(&self.config, &self.mode, &caps)?;
         let shards = self.fair.as_ref().map_or(1, |f| f.shards());
-        if usize::from(shards) > self.config.concurrency {
-            return Err(QueueError::InvalidOption(format!(
-                "a fair worker over {shards} shards needs at least {shards} slots \
-                 (concurrency {}): each empty shard's long poll holds one",
-                self.config.concurrency
-            )));
-        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let lease = self.config.lease;
@@ -501,6 +492,7 @@ impl Worker {
                     name: crate::fair::Fairness::shard_name(&home, i),
                     home: home.clone(),
                     primary: i == 0,
+                    fair: shards > 1,
                     mode: self.mode.clone(),
                     config: self.config.clone(),
                     idempotency: self.idempotency.clone(),
@@ -728,6 +720,9 @@ struct Inner {
     /// The first of a fair worker's loops (the only loop of any other worker): runs the
     /// tasks the loops share.
     primary: bool,
+    /// One of a fair worker's loops: it polls without waiting while its shard is busy,
+    /// and waits for the next message without a slot once it is empty.
+    fair: bool,
     mode: Mode,
     config: WorkerConfig,
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,

@@ -42,6 +42,9 @@ pub(super) async fn run(
     let mut errors_in_row = 0u32;
     // Per ordering key, the settle signal of the last delivery of that key started here.
     let mut lines: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
+    // A fair loop whose shard came back empty (see below), and what its wait brought.
+    let mut idle = false;
+    let mut pending = None;
 
     'outer: while !*stop.borrow() {
         if *paused.borrow() {
@@ -51,51 +54,101 @@ pub(super) async fn run(
             }
             continue;
         }
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => break,
-        };
-        let mut permits = vec![first];
-        tokio::task::yield_now().await;
-        let want = if batch_mode {
-            inner.config.batch_size.min(max_batch)
-        } else {
-            while permits.len() < max_batch {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
+        // A fair worker's loop on a shard that came back empty waits for its next message
+        // without holding a slot, so that idle shards do not keep slots from busy ones;
+        // the message it gets then waits for a slot (the next one to free up: the pool is
+        // first-in first-out), leased but unstarted for at most that long.
+        if idle {
+            // Let it finish, like any receive (bounded by `poll_wait`).
+            let opts = ReceiveOptions {
+                max: 1,
+                wait: inner.config.poll_wait,
+                lease: inner.config.lease,
+            };
+            let got = inner.driver.receive(&inner.name, opts).await;
+            let deliveries = match got {
+                Ok(d) if d.is_empty() => continue,
+                Ok(d) => d,
+                Err(e) => {
+                    backend_error(&inner, "receive failed", None, &e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        _ = stop.changed() => break,
+                    }
                 }
-            }
-            permits.len()
-        };
-        let opts = ReceiveOptions {
-            max: want,
-            wait: inner.config.poll_wait,
-            lease: inner.config.lease,
-        };
-        // A receive in progress is allowed to finish (it is bounded by `poll_wait`), so that
-        // messages the backend already leased to us are returned below, not left to expire.
-        let got = inner.driver.receive(&inner.name, opts).await;
-        while tasks.try_join_next().is_some() {}
-        let deliveries = match got {
-            Ok(d) => {
-                errors_in_row = 0;
-                d
-            }
-            Err(e) => {
-                backend_error(&inner, "receive failed", None, &e);
-                errors_in_row += 1;
-                let pause = crate::retry::Backoff::exponential(
-                    Duration::from_millis(100),
-                    Duration::from_secs(5),
-                )
-                .delay(errors_in_row);
-                tracing::warn!(queue = %inner.name, error = %e, retry_in = ?pause, "receive failed");
-                drop(permits);
-                tokio::select! {
-                    _ = tokio::time::sleep(pause) => continue 'outer,
-                    _ = stop.changed() => break 'outer,
+            };
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => p.ok(),
+                _ = stop.changed() => None,
+            };
+            let Some(permit) = permit else {
+                for d in deliveries {
+                    give_back(&inner, &d).await;
                 }
+                break;
+            };
+            idle = false;
+            pending = Some((deliveries, vec![permit]));
+        }
+        let (deliveries, mut permits) = match pending.take() {
+            Some(p) => p,
+            None => {
+                let first = tokio::select! {
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = stop.changed() => break,
+                };
+                let mut permits = vec![first];
+                tokio::task::yield_now().await;
+                let want = if batch_mode {
+                    inner.config.batch_size.min(max_batch)
+                } else {
+                    while permits.len() < max_batch {
+                        match slots.clone().try_acquire_owned() {
+                            Ok(p) => permits.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    permits.len()
+                };
+                let opts = ReceiveOptions {
+                    max: want,
+                    // A fair loop polls without waiting while its shard is busy, then goes idle.
+                    wait: if inner.fair {
+                        Duration::ZERO
+                    } else {
+                        inner.config.poll_wait
+                    },
+                    lease: inner.config.lease,
+                };
+                // A receive in progress is allowed to finish (it is bounded by `poll_wait`), so that
+                // messages the backend already leased to us are returned below, not left to expire.
+                let got = inner.driver.receive(&inner.name, opts).await;
+                while tasks.try_join_next().is_some() {}
+                let deliveries = match got {
+                    Ok(d) => {
+                        errors_in_row = 0;
+                        if d.is_empty() && inner.fair {
+                            idle = true;
+                        }
+                        d
+                    }
+                    Err(e) => {
+                        backend_error(&inner, "receive failed", None, &e);
+                        errors_in_row += 1;
+                        let pause = crate::retry::Backoff::exponential(
+                            Duration::from_millis(100),
+                            Duration::from_secs(5),
+                        )
+                        .delay(errors_in_row);
+                        tracing::warn!(queue = %inner.name, error = %e, retry_in = ?pause, "receive failed");
+                        drop(permits);
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => continue 'outer,
+                            _ = stop.changed() => break 'outer,
+                        }
+                    }
+                };
+                (deliveries, permits)
             }
         };
         inner
