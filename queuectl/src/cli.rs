@@ -9,7 +9,7 @@ use queue::{Backend, DeadLetterKind, JobStatuses, Message, QueueError};
 use crate::error::CliError;
 use crate::output::{self, Output};
 
-/// Operate queues on any backend: Redis, SQS, Kafka or memory.
+/// Operate queues on any backend: Redis, SQS, Kafka, PostgreSQL or memory.
 ///
 /// Exit codes: 0 done; 1 the backend failed (down, refused credentials); 2 bad usage or
 /// input; 3 the backend cannot do this; 4 not found (queue, job or message); 5 refused
@@ -17,7 +17,8 @@ use crate::output::{self, Output};
 #[derive(Debug, Parser)]
 #[command(name = "queuectl", version, about, long_about)]
 pub struct Cli {
-    /// The backend, e.g. redis://127.0.0.1:6379, sqs://..., kafka://..., memory://.
+    /// The backend, e.g. redis://127.0.0.1:6379, sqs://..., kafka://..., postgres://...,
+    /// memory://.
     #[arg(long, env = "QUEUE_URL", global = true, hide_env_values = true)]
     pub url: Option<String>,
     /// Where job status and the paused state live (redis://, postgres://): the store
