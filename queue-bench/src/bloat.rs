@@ -24,7 +24,9 @@ pub async fn run(a: &Args, secs: u64, hold: u64) -> std::process::ExitCode {
     }
 }
 
-async fn connect(a: &Args) -> Result<tokio_postgres::Client, String> {
+/// A plain connection to `--postgres-url`'s database (for the raw baseline and the
+/// measurements the driver does not make).
+pub(crate) async fn connect(a: &Args) -> Result<tokio_postgres::Client, String> {
     let url = url::Url::parse(&a.postgres_url).map_err(|e| e.to_string())?;
     let conninfo = format!(
         "host={} port={} user={} password={} dbname={}",

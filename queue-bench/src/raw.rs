@@ -291,23 +291,10 @@ async fn postgres(
     probe: &Arc<Probe>,
     cost: Cost,
 ) -> Result<(Duration, Option<u64>), String> {
-    let url = url::Url::parse(&a.postgres_url).map_err(|e| e.to_string())?;
-    let conninfo = format!(
-        "host={} port={} user={} password={} dbname={}",
-        url.host_str().unwrap_or("127.0.0.1"),
-        url.port().unwrap_or(5432),
-        url.username(),
-        url.password().unwrap_or(""),
-        url.path().trim_start_matches('/')
+    let (producer, consumer) = (
+        Arc::new(crate::bloat::connect(a).await?),
+        Arc::new(crate::bloat::connect(a).await?),
     );
-    let connect = || async {
-        let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        Ok::<_, String>(Arc::new(client))
-    };
-    let (producer, consumer) = (connect().await?, connect().await?);
     let table = unique("bench_raw").replace('-', "_");
     producer
         .batch_execute(&format!(

@@ -34,6 +34,10 @@ pub struct PostgresConfig {
     /// (`?poll_interval=`, default 1 s): the bound on a wake-up lost while the listening
     /// connection reconnects, or sent by something that does not notify.
     pub poll_interval: Duration,
+    /// The longest the driver goes without vacuuming its table when it settled messages
+    /// since the last time (`?vacuum_interval=`, default 30 s; it also vacuums after every
+    /// 20,000 rows it settles; `0s` leaves it all to autovacuum). See `vacuum.rs` for why.
+    pub vacuum_interval: Duration,
 }
 
 /// The PostgreSQL queue driver. See the [crate docs](crate) for its mapping.
@@ -41,11 +45,16 @@ pub struct PostgresQueue {
     shared: Arc<Shared>,
     /// The listening task, stopped with the driver.
     listener: tokio::task::JoinHandle<()>,
+    /// The vacuum task, if any, stopped with the driver.
+    vacuum: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for PostgresQueue {
     fn drop(&mut self) {
         self.listener.abort();
+        if let Some(v) = &self.vacuum {
+            v.abort();
+        }
     }
 }
 
@@ -58,9 +67,11 @@ impl std::fmt::Debug for PostgresQueue {
     }
 }
 
-struct Shared {
-    pg: tokio_postgres::Config,
-    settings: PostgresConfig,
+pub(crate) struct Shared {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) settings: PostgresConfig,
+    /// Rows deleted (acked, dead-lettered, purged) since the last vacuum.
+    pub(crate) settled: AtomicU64,
     current: Mutex<Option<Arc<Conn>>>,
     reconnect: tokio::sync::Mutex<()>,
     wakers: Arc<Wakers>,
@@ -84,6 +95,14 @@ impl PostgresQueue {
                 Duration::from_secs(60),
             )?
             .unwrap_or(Duration::from_secs(1));
+        let vacuum_interval = match o.duration("vacuum_interval")? {
+            None => Duration::from_secs(30),
+            Some(d) if d.is_zero() => Duration::ZERO,
+            Some(d) if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) => {
+                return Err(o.error(format!("vacuum_interval={d:?}: want 0s (off) or 1s to 24h")))
+            }
+            Some(d) => d,
+        };
         o.finish()?;
         let Target { config, schema } = target;
         let settings = PostgresConfig {
@@ -91,6 +110,7 @@ impl PostgresQueue {
             max_message_size,
             dedup_window,
             poll_interval,
+            vacuum_interval,
         };
         let wakers = Arc::new(Wakers::default());
         let shared = Arc::new(Shared {
@@ -100,6 +120,7 @@ impl PostgresQueue {
             reconnect: tokio::sync::Mutex::new(()),
             wakers: wakers.clone(),
             requests: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
         });
         shared.conn().await?;
         let listener = tokio::spawn(listen::run(
@@ -107,7 +128,13 @@ impl PostgresQueue {
             schema::channel(&shared.settings.schema),
             wakers,
         ));
-        Ok(PostgresQueue { shared, listener })
+        let vacuum = (!vacuum_interval.is_zero())
+            .then(|| tokio::spawn(crate::vacuum::run(Arc::downgrade(&shared), vacuum_interval)));
+        Ok(PostgresQueue {
+            shared,
+            listener,
+            vacuum,
+        })
     }
 
     /// The settings read from the URL.
@@ -280,13 +307,15 @@ impl Driver for PostgresQueue {
         }
         let s = &self.shared.settings.schema;
         self.shared.count();
-        c.client
+        let n = c
+            .client
             .execute(
                 &format!(r#"DELETE FROM "{s}".messages WHERE queue = $1"#),
                 &[&queue],
             )
             .await
             .map_err(|e| self.shared.err(e, Some(queue)))?;
+        self.shared.settled.fetch_add(n, AO::Relaxed);
         Ok(())
     }
 
@@ -493,6 +522,9 @@ impl Driver for PostgresQueue {
             .await
             .map_err(|e| self.shared.err(e, Some(queue)))?;
         let done: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+        self.shared
+            .settled
+            .fetch_add(done.len() as u64, AO::Relaxed);
         self.shared.wakers.wake(queue);
         let failed: Vec<usize> = (0..seqs.len())
             .filter(|i| !done.contains(&seqs[*i]))
@@ -583,6 +615,7 @@ impl Driver for PostgresQueue {
         if rows.is_empty() {
             return Err(self.shared.unmatched(&c, &d.queue).await);
         }
+        self.shared.settled.fetch_add(1, AO::Relaxed);
         self.shared.wakers.wake(&d.queue);
         Ok(())
     }

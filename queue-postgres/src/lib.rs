@@ -58,8 +58,8 @@
 //! `postgres://user:password@host:port/database[?schema=queue&connect_timeout=5s&application_name=queue-postgres]`
 //! (`postgresql://` too). `schema` (default `queue`) is a lower-case identifier of at most
 //! 63 bytes. The queue driver also takes `max_message_size` (default 1 MiB, at most
-//! 64 MiB), `dedup_window` (default 5m) and `poll_interval` (default 1s, 10ms to 1m); the
-//! store takes `sweep_interval`. Options are parsed by [`queue_core::options::UrlOptions`]:
+//! 64 MiB), `dedup_window` (default 5m), `poll_interval` (default 1s, 10ms to 1m) and
+//! `vacuum_interval` (default 30s, `0s` off); the store takes `sweep_interval`. Options are parsed by [`queue_core::options::UrlOptions`]:
 //! an unknown one is an error.
 //!
 //! ## What it cannot do
@@ -68,8 +68,12 @@
 //! - One connection per driver or store for its statements (pipelined), plus one
 //!   listening connection per driver: open more drivers to spread load over more
 //!   connections.
-//! - Rows are deleted when acked: a busy queue table needs vacuum to keep up (autovacuum
-//!   does, unless a long transaction holds back the horizon): see docs/benchmarks.md.
+//! - Rows are deleted when acked: a busy queue table needs vacuum to keep up. The driver
+//!   vacuums its table itself every `vacuum_interval` in which it settled messages (one
+//!   process at a time), since autovacuum's defaults wait too long (or are off); no vacuum
+//!   removes rows a transaction open elsewhere may still see, so a long-open transaction
+//!   still grows the table and slows receives until it ends (measured in
+//!   docs/benchmarks.md; set `idle_in_transaction_session_timeout`).
 #![warn(missing_docs, missing_debug_implementations)]
 
 use std::time::Duration;
@@ -83,6 +87,7 @@ mod schema;
 mod sql;
 mod store;
 pub mod txn;
+mod vacuum;
 
 pub use driver::{PostgresConfig, PostgresQueue};
 pub use store::PostgresStore;

@@ -34,6 +34,7 @@ fn harness() -> Harness {
     .bad_url("postgres://queue:queue@127.0.0.1:5432/queue_test?schema=Bad-Name")
     .bad_url("postgres://queue:queue@127.0.0.1:5432/queue_test?max_message_size=1GiB")
     .bad_url("postgres://queue:queue@127.0.0.1:5432/queue_test?poll_interval=0s")
+    .bad_url("postgres://queue:queue@127.0.0.1:5432/queue_test?vacuum_interval=500ms")
 }
 
 queue_core::conformance_suite!(harness);
