@@ -25,11 +25,15 @@
 //!   so a resend within the window is dropped; elsewhere (SQS standard, Kafka) consumers
 //!   see the duplicate and must be idempotent, as with any at-least-once queue.
 //! - **Per-key order.** On a source that hands out one message per ordering key at a
-//!   time ([`Ordering::PerKey`](crate::Ordering::PerKey): PostgreSQL, Redis, memory, SQS
-//!   FIFO), a key's next message is not received until the previous one is acked (sent)
-//!   or dead-lettered, so the target receives each key's messages in order, however many
+//!   time ([`Ordering::PerKey`](crate::Ordering::PerKey): PostgreSQL, memory, SQS FIFO),
+//!   a key's next message is not received until the previous one is acked (sent) or
+//!   dead-lettered, so the target receives each key's messages in order, however many
 //!   relays run at once. A resend after a crash can repeat a message (the target may see
-//!   1, 2, 2, 3), never reorder it. The key is kept on the copy. A target that cannot
+//!   1, 2, 2, 3), never reorder it, as long as a send finishes within the relay's lease
+//!   (default 2 minutes, kept alive by the worker's heartbeats; a send still in flight
+//!   when its lease is lost can land after the next relay's copy of the key's later
+//!   messages). A key's messages move one receive, send and ack at a time: a source
+//!   with few keys relays slowly. The key is kept on the copy. A target that cannot
 //!   order by key (Redis, SQS standard) refuses keyed messages, which then go to the
 //!   source's dead-letter queue with that reason instead of being sent out of order,
 //!   unless [`Relay::without_ordering_keys`] says to send them without their key (into
@@ -40,11 +44,17 @@
 //! - **Failures.** A message the target refuses (too large, an option it cannot honour)
 //!   is dead-lettered in the source at once (`permanent`); a failed send (the target is
 //!   down) is retried with backoff, by default for about a day (1,000 attempts, backoff
-//!   1 s to 1 min), then dead-lettered (`max-attempts`). Redrive brings them back.
+//!   1 s to 1 min; a message's own max-attempts header is for its final consumer and
+//!   does not shorten this), then dead-lettered (`max-attempts`). Redrive brings them
+//!   back. The framework's own headers of the source (`x-queue-…`: first-enqueued and
+//!   redrive times, dead-letter records) stay behind; the job's idempotency key, unique
+//!   key and max attempts travel with it.
 //! - **Lag.** [`RelayHandle::report`] gives how far behind the relay is: the age (since
-//!   its first send) of the oldest message of the last batch forwarded, and zero once the
-//!   source is empty (its stats are read every `lag_every`). Also exported as the gauge
-//!   `queue_relay_lag_seconds{queue}`.
+//!   its first send) of the oldest message of the last batch it tried to forward, sent or
+//!   not (so it keeps growing while the target is down), and zero once the source is
+//!   empty (its stats are read every `lag_every`: an exact count on PostgreSQL, so keep
+//!   it coarse on big backlogs). Also exported as the gauge
+//!   `queue_relay_lag_seconds{queue}`. The age is measured from the producer's clock.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -72,14 +82,14 @@ pub struct Relay {
 
 impl Relay {
     /// A relay from `source` to `target`, with batches of up to 100 messages, 2 batches
-    /// in flight, a 30 s lease and the retry policy described in the module docs.
+    /// in flight, a 2-minute lease and the retry policy described in the module docs.
     pub fn new(source: Queue, target: Queue) -> Self {
         Relay {
             source,
             target,
             batch: 100,
             concurrency: 2,
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(120),
             retry: RetryPolicy::new(
                 1000,
                 Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60)),
@@ -153,6 +163,7 @@ impl Relay {
             .concurrency(self.concurrency)
             .lease(self.lease)
             .retry(self.retry)
+            .own_attempts_only()
             .handle_batch(move |batch| fwd.clone().send(batch))
             .start()?;
         let source = self.source.clone();
@@ -204,6 +215,16 @@ impl Forward {
             let mut m = Message::new(d.payload);
             m.id = d.id;
             m.headers = d.headers;
+            // The source's framework headers stay behind; the job's own travel on.
+            m.headers.retain(|k, _| {
+                !k.starts_with("x-queue-")
+                    || [
+                        crate::headers::IDEMPOTENCY_KEY,
+                        crate::headers::UNIQUE,
+                        crate::headers::MAX_ATTEMPTS,
+                    ]
+                    .contains(&k.as_str())
+            });
             m.ordering_key = d.ordering_key;
             if self.strip_keys && caps.ordering == crate::Ordering::None {
                 m.ordering_key = None;
@@ -223,19 +244,16 @@ impl Forward {
                 )),
             }
         }
+        // Set before the send: while the target is down the lag keeps growing.
+        self.gauge.set(oldest.as_secs_f64());
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = Some(oldest);
         if !send.is_empty() {
-            match self.target.producer().send_batch(send).await {
-                Ok(_) => {
-                    self.gauge.set(oldest.as_secs_f64());
-                    *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = Some(oldest);
-                }
-                Err(e) => {
-                    let why = format!("relay send to {} failed: {e}", self.target.name());
-                    failures.extend(
-                        at.into_iter()
-                            .map(|i| ItemFailure::new(i, JobError::retry(&why))),
-                    );
-                }
+            if let Err(e) = self.target.producer().send_batch(send).await {
+                let why = format!("relay send to {} failed: {e}", self.target.name());
+                failures.extend(
+                    at.into_iter()
+                        .map(|i| ItemFailure::new(i, JobError::retry(&why))),
+                );
             }
         }
         failures

@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     pub(crate) settings: PostgresConfig,
     /// Rows deleted (acked, dead-lettered, purged) since the last vacuum.
     pub(crate) settled: AtomicU64,
+    /// The database's name and its server's system identifier, read on connect.
+    identity: std::sync::OnceLock<(String, i64)>,
     current: Mutex<Option<Arc<Conn>>>,
     reconnect: tokio::sync::Mutex<()>,
     wakers: Arc<Wakers>,
@@ -121,8 +123,18 @@ impl PostgresQueue {
             wakers: wakers.clone(),
             requests: AtomicU64::new(0),
             settled: AtomicU64::new(0),
+            identity: std::sync::OnceLock::new(),
         });
-        shared.conn().await?;
+        let c = shared.conn().await?;
+        let row = c
+            .client
+            .query_one(
+                "SELECT current_database()::text, (SELECT system_identifier FROM pg_control_system())",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        let _ = shared.identity.set((row.get(0), row.get(1)));
         let listener = tokio::spawn(listen::run(
             config,
             schema::channel(&shared.settings.schema),
@@ -145,6 +157,12 @@ impl PostgresQueue {
     /// The schema holding the tables.
     pub fn schema(&self) -> &str {
         &self.shared.settings.schema
+    }
+
+    /// The database's name and its server's system identifier (what a transactional
+    /// send checks its transaction against).
+    pub(crate) fn identity(&self) -> (String, i64) {
+        self.shared.identity.get().cloned().unwrap_or_default()
     }
 }
 
@@ -180,7 +198,11 @@ impl Shared {
     /// queue row (the foreign key) [`QueueError::UnknownQueue`].
     fn err(&self, e: tokio_postgres::Error, queue: Option<&str>) -> QueueError {
         match e.code() {
-            Some(c) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::UNDEFINED_FUNCTION => {
+            Some(c)
+                if *c == SqlState::UNDEFINED_TABLE
+                    || *c == SqlState::UNDEFINED_FUNCTION
+                    || *c == SqlState::UNDEFINED_COLUMN =>
+            {
                 let what = e
                     .as_db_error()
                     .map_or(e.to_string(), |d| d.message().to_string());
@@ -322,6 +344,9 @@ impl Driver for PostgresQueue {
     async fn send(&self, queue: &str, batch: Vec<Message>) -> Result<Vec<MessageId>> {
         if batch.is_empty() {
             return Ok(Vec::new());
+        }
+        for m in &batch {
+            check_text(m)?;
         }
         let c = self.shared.conn().await?;
         let q = queue.to_string();
@@ -471,8 +496,10 @@ impl Driver for PostgresQueue {
             }
             let mut until = deadline.min(now + self.shared.settings.poll_interval);
             if let Some(due_ms) = info.get::<_, Option<f64>>(1) {
-                let due = Duration::from_secs_f64((due_ms.max(0.0) + 1.0) / 1000.0);
-                until = until.min(now + due);
+                // An 'infinity' a hand-edited row holds is no due time at all.
+                if let Ok(due) = Duration::try_from_secs_f64((due_ms.max(0.0) + 1.0) / 1000.0) {
+                    until = until.min(now + due.min(MAX_DELAY));
+                }
             }
             let _ = tokio::time::timeout_at(until, notified).await;
         }
@@ -521,7 +548,12 @@ impl Driver for PostgresQueue {
             .query(&c.ack, &[&queue, &seqs, &gens])
             .await
             .map_err(|e| self.shared.err(e, Some(queue)))?;
-        let done: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+        // The -1 row is the statement's notification, not a receipt.
+        let done: std::collections::HashSet<i64> = rows
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .filter(|s| *s > 0)
+            .collect();
         self.shared
             .settled
             .fetch_add(done.len() as u64, AO::Relaxed);

@@ -36,7 +36,8 @@
 //! The schema is created on connect and versioned (`<schema>.schema_version`): a schema
 //! written by a newer driver is refused with [`queue_core::QueueError::Schema`], an older
 //! one is migrated, each under an advisory lock so that processes starting together do
-//! not race. A table dropped by hand is reported as `Schema` too (reconnect to recreate).
+//! not race. A table dropped by hand is reported as `Schema` too, at run time and on
+//! connect (the driver does not recreate it empty: restore it, or drop the schema).
 //!
 //! ## The store's mapping
 //!
@@ -51,13 +52,15 @@
 //!
 //! Statements are prepared once per connection. A lost connection is reopened by the next
 //! call (that call fails with [`queue_core::QueueError::Connection`]; nothing was
-//! half-written, every write is one statement).
+//! half-written, every write is one statement). A send whose reply was lost may have
+//! committed: resend with the same dedup id where a duplicate matters (a transactional
+//! send has no such window: its transaction's outcome is the answer).
 //!
 //! ## URLs
 //!
 //! `postgres://user:password@host:port/database[?schema=queue&connect_timeout=5s&application_name=queue-postgres]`
 //! (`postgresql://` too). `schema` (default `queue`) is a lower-case identifier of at most
-//! 63 bytes. The queue driver also takes `max_message_size` (default 1 MiB, at most
+//! 57 bytes (its notification channel `queue_<schema>` must fit PostgreSQL's 63). The queue driver also takes `max_message_size` (default 1 MiB, at most
 //! 64 MiB), `dedup_window` (default 5m), `poll_interval` (default 1s, 10ms to 1m) and
 //! `vacuum_interval` (default 30s, `0s` off); the store takes `sweep_interval`. Options are parsed by [`queue_core::options::UrlOptions`]:
 //! an unknown one is an error.
@@ -67,7 +70,18 @@
 //!   only, or a TLS-terminating proxy).
 //! - One connection per driver or store for its statements (pipelined), plus one
 //!   listening connection per driver: open more drivers to spread load over more
-//!   connections.
+//!   connections. A statement that waits on a lock (a `delete_queue` behind an open
+//!   transaction that sent to the queue, a dedup claim behind an uncommitted one) holds
+//!   up the driver's other statements, heartbeats included.
+//! - Each receive walks the queue's rows in order and skips those leased, delayed or
+//!   behind an older row of their key: a key with a long backlog ahead of the others
+//!   makes receives slower (spread work over keys, or use fairness shards).
+//! - A transaction that sends keyed messages holds those keys (a transaction-level
+//!   advisory lock per key, so that `seq` follows commit order) until it ends: send a
+//!   transaction's keyed messages in one call, or in the same key order everywhere, or
+//!   PostgreSQL may end one of two such transactions with a deadlock error.
+//! - Every send's trigger and every keyed ack `NOTIFY`: PostgreSQL serializes the commits
+//!   of notifying transactions.
 //! - Rows are deleted when acked: a busy queue table needs vacuum to keep up. The driver
 //!   vacuums its table itself every `vacuum_interval` in which it settled messages (one
 //!   process at a time), since autovacuum's defaults wait too long (or are off); no vacuum
@@ -127,14 +141,15 @@ impl Target {
         let mut o = UrlOptions::new(&parsed);
         let schema = o.string("schema")?.unwrap_or_else(|| "queue".into());
         let valid = !schema.is_empty()
-            && schema.len() <= 63
+            && schema.len() <= 57
             && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && schema
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
             return Err(o.error(format!(
-                "schema={schema:?}: want a lower-case identifier (a-z, 0-9, _) of at most 63 bytes"
+                "schema={schema:?}: want a lower-case identifier (a-z, 0-9, _) of at most 57 bytes \
+                 (its notification channel, queue_<schema>, must fit PostgreSQL's 63)"
             )));
         }
         let connect_timeout = o

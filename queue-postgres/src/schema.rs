@@ -98,6 +98,25 @@ pub(crate) async fn ensure(client: &mut Client, s: &str) -> Result<()> {
             ),
         });
     }
+    if found == 0 {
+        let there: bool = tx
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!(r#""{s}".messages"#)],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0);
+        if there {
+            return Err(QueueError::Schema {
+                backend: BACKEND,
+                schema: s.to_string(),
+                reason: "its tables are there but its schema_version record is gone: \
+                         restore the record, or drop the schema to start afresh"
+                    .into(),
+            });
+        }
+    }
     let steps: [fn(&str) -> String; 1] = [v1];
     for (i, step) in steps.iter().enumerate() {
         let version = i as i32 + 1;

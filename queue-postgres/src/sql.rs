@@ -44,8 +44,11 @@ pub(crate) async fn prepare(
          SELECT $1, t.id, t.payload, t.headers::jsonb, t.okey, t.priority,
                 to_timestamp(t.enqueued), now() + t.delay_ms * interval '1 millisecond'"
     );
+    let locks = key_locks(s);
     let send = client
-        .prepare(&format!("{insert} FROM {input} ORDER BY t.ord"))
+        .prepare(&format!(
+            "WITH {locks} {insert} FROM {input}, key_locks ORDER BY t.ord"
+        ))
         .await?;
     // With dedup ids ($9, NULL where none; $10 the window): claim each id in the same
     // statement as the insert, so a crash leaves both or neither. The last SELECT reads
@@ -64,8 +67,9 @@ pub(crate) async fn prepare(
                    SET id = EXCLUDED.id, expires_at = EXCLUDED.expires_at
                    WHERE x.expires_at <= now()
                  RETURNING dedup_id),
+               {locks},
                ins AS (
-                 {insert} FROM t
+                 {insert} FROM t, key_locks
                  WHERE t.dedup IS NULL OR t.dedup IN (SELECT dedup_id FROM claimed)
                  ORDER BY t.ord
                  RETURNING 1)
@@ -154,7 +158,7 @@ pub(crate) async fn prepare(
                WHERE {valid} RETURNING m.seq)
              INSERT INTO {m} (queue, id, payload, headers, okey, enqueued_at, visible_at)
              SELECT $4, $5, $6, $7::text::jsonb, $8, to_timestamp($9::float8), now() FROM gone
-             RETURNING seq"
+             RETURNING seq, pg_notify('{chan}', $1)"
         ))
         .await?;
     let peek = client
@@ -201,17 +205,18 @@ pub(crate) fn epoch_secs(t: SystemTime) -> f64 {
 }
 
 pub(crate) fn from_epoch_secs(s: f64) -> SystemTime {
-    if s.is_finite() && s > 0.0 {
-        UNIX_EPOCH + Duration::from_secs_f64(s)
-    } else {
-        UNIX_EPOCH
-    }
+    // Hand-edited rows can hold anything ('infinity' included): never panic on them.
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .and_then(|d| UNIX_EPOCH.checked_add(d))
+        .unwrap_or(UNIX_EPOCH)
 }
 
 pub(crate) fn parse_receipt(r: &Receipt) -> Result<(i64, i64)> {
     let text = receipt_str(r);
     text.split_once('.')
         .and_then(|(s, g)| Some((s.parse::<i64>().ok()?, g.parse::<i64>().ok()?)))
+        .filter(|(s, g)| *s > 0 && *g > 0)
         .ok_or_else(|| QueueError::invalid_receipt(BACKEND, format!("{text:?}")))
 }
 
@@ -302,16 +307,54 @@ impl Columns {
     }
 }
 
+/// The CTE `key_locks` of a send ($1 the queue, $5 the ordering keys): a transaction
+/// lock on each distinct key, taken in key order before any row is numbered, so that two
+/// transactions sending to one key get their `seq` in commit order (without it, a
+/// transaction open longer could commit an older `seq` after a younger one was already
+/// delivered, breaking the key's order). A transaction sending keyed messages holds
+/// their keys until it ends; rows without a key take no lock.
+fn key_locks(s: &str) -> String {
+    format!(
+        "key_locks AS MATERIALIZED (
+           SELECT count(*) AS n FROM (
+             SELECT pg_advisory_xact_lock(hashtext('{s}'), hashtext($1 || '/' || k))
+             FROM (SELECT DISTINCT k FROM unnest($5::text[]) AS u(k)
+                   WHERE k IS NOT NULL ORDER BY k) keys) taken)"
+    )
+}
+
 /// The SQL of a plain send in `schema` (for transactional enqueue, which runs it on the
-/// application's own connection).
+/// application's own connection). Delays count from the statement's clock, not the
+/// start of the application's transaction.
 pub(crate) fn send_sql(s: &str) -> String {
     format!(
-        r#"INSERT INTO "{s}".messages (queue, id, payload, headers, okey, priority, enqueued_at, visible_at)
+        r#"WITH {locks}
+           INSERT INTO "{s}".messages (queue, id, payload, headers, okey, priority, enqueued_at, visible_at)
            SELECT $1, t.id, t.payload, t.headers::jsonb, t.okey, t.priority,
-                  to_timestamp(t.enqueued), now() + t.delay_ms * interval '1 millisecond'
+                  to_timestamp(t.enqueued), clock_timestamp() + t.delay_ms * interval '1 millisecond'
            FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[], $6::int2[],
                        $7::float8[], $8::float8[]) WITH ORDINALITY
-                AS t(id, payload, headers, okey, priority, delay_ms, enqueued, ord)
-           ORDER BY t.ord"#
+                AS t(id, payload, headers, okey, priority, delay_ms, enqueued, ord),
+                key_locks
+           ORDER BY t.ord"#,
+        locks = key_locks(s)
     )
+}
+
+/// PostgreSQL's `text` and `jsonb` hold no NUL character: refuse one in an id, a key or a
+/// header before anything is written.
+pub(crate) fn check_text(m: &Message) -> Result<()> {
+    let nul = |s: &str| s.contains('\0');
+    let bad = nul(m.id.as_str())
+        || m.ordering_key.as_deref().is_some_and(nul)
+        || m.dedup_id.as_deref().is_some_and(nul)
+        || m.headers.iter().any(|(k, v)| nul(k) || nul(v));
+    if bad {
+        return Err(QueueError::InvalidOption(
+            "PostgreSQL text cannot hold a NUL character (in the id, ordering key, dedup id \
+             or a header)"
+                .into(),
+        ));
+    }
+    Ok(())
 }

@@ -28,8 +28,15 @@
 //! - Job status (`queued` records) is not written: the status store is not in the
 //!   transaction, and a record for a job that rolled back would lie. Workers record
 //!   `running` and what follows as usual.
-//! - The transaction must be on the database (and see the schema) the driver uses: one
-//!   on another database fails with [`QueueError::Schema`] and writes nothing.
+//! - The transaction must be on the database (and server) the driver uses: one on another
+//!   database, or on a copy of it elsewhere (a server with another system identifier),
+//!   fails with [`QueueError::Schema`] and writes nothing. The checks before the insert
+//!   (that database, the queue's existence, ids, keys and headers free of NUL characters)
+//!   cannot fail as statements, so they leave the transaction usable; an insert that
+//!   fails anyway (a lost connection, a deadlock on a key) fails the transaction, as any
+//!   failed statement does.
+//! - Keyed messages lock their keys until the transaction ends (see the crate docs), so
+//!   that a key's jobs are numbered in commit order.
 
 use queue_core::{Driver, Job, Message, MessageId, QueueError, Result, SendOptions};
 use tokio_postgres::GenericClient;
@@ -49,6 +56,28 @@ pub async fn send<C: GenericClient>(
     let q = queue.to_string();
     let cols = columns(&messages);
     let schema = pg.schema();
+    // Checked with statements that cannot fail, so that a wrong database or queue leaves
+    // the caller's transaction usable.
+    let here = client
+        .query_one(IDENTITY, &[&format!(r#""{schema}".queues"#)])
+        .await
+        .map_err(map_err)?;
+    let tables: bool = here.get(2);
+    let identity = (here.get::<_, String>(0), here.get::<_, i64>(1));
+    if !tables || identity != pg.identity() {
+        return Err(elsewhere(schema, &identity.0));
+    }
+    let known: bool = client
+        .query_one(
+            &format!(r#"SELECT EXISTS (SELECT 1 FROM "{schema}".queues WHERE name = $1)"#),
+            &[&q],
+        )
+        .await
+        .map_err(map_err)?
+        .get(0);
+    if !known {
+        return Err(QueueError::UnknownQueue(queue.to_string()));
+    }
     client
         .execute(&send_sql(schema), &cols.params(&q))
         .await
@@ -59,10 +88,27 @@ pub async fn send<C: GenericClient>(
     Ok(messages.into_iter().map(|m| m.id).collect())
 }
 
+/// This session's database, server and whether the schema's tables are there ($1 the
+/// queues table's name).
+const IDENTITY: &str = "SELECT current_database()::text, \
+     (SELECT system_identifier FROM pg_control_system()), to_regclass($1) IS NOT NULL";
+
+fn elsewhere(schema: &str, database: &str) -> QueueError {
+    QueueError::Schema {
+        backend: BACKEND,
+        schema: schema.to_string(),
+        reason: format!(
+            "the transaction is on database {database:?}, not the queue driver's database \
+             (or its schema has no queue tables): its jobs would never be read"
+        ),
+    }
+}
+
 /// Checks a transactional batch before anything is written.
 fn check(pg: &PostgresQueue, messages: &[Message]) -> Result<()> {
     let caps = pg.capabilities();
     for m in messages {
+        crate::sql::check_text(m)?;
         if m.dedup_id.is_some() {
             return Err(QueueError::unsupported(
                 BACKEND,
@@ -108,6 +154,33 @@ pub async fn send_sqlx(
     check(pg, &messages)?;
     let c = columns(&messages);
     let schema = pg.schema();
+    let sqlx_err = |e: sqlx::Error| match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            QueueError::Connection {
+                backend: BACKEND,
+                source: Box::new(e),
+            }
+        }
+        e => QueueError::backend(BACKEND, e),
+    };
+    let (database, system, tables): (String, i64, bool) = sqlx::query_as(IDENTITY)
+        .bind(format!(r#""{schema}".queues"#))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sqlx_err)?;
+    if !tables || (database.clone(), system) != pg.identity() {
+        return Err(elsewhere(schema, &database));
+    }
+    let (known,): (bool,) = sqlx::query_as(&format!(
+        r#"SELECT EXISTS (SELECT 1 FROM "{schema}".queues WHERE name = $1)"#
+    ))
+    .bind(queue)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(sqlx_err)?;
+    if !known {
+        return Err(QueueError::UnknownQueue(queue.to_string()));
+    }
     sqlx::query(&send_sql(schema))
         .bind(queue)
         .bind(&c.ids)
@@ -124,15 +197,7 @@ pub async fn send_sqlx(
                 .as_database_error()
                 .and_then(|d| d.code())
                 .map(|c| c.into_owned());
-            classify(code.as_deref(), schema, queue).unwrap_or_else(|| match e {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                    QueueError::Connection {
-                        backend: BACKEND,
-                        source: Box::new(e),
-                    }
-                }
-                e => QueueError::backend(BACKEND, e),
-            })
+            classify(code.as_deref(), schema, queue).unwrap_or_else(|| sqlx_err(e))
         })?;
     Ok(messages.into_iter().map(|m| m.id).collect())
 }

@@ -150,8 +150,10 @@ async fn bad_input_is_typed_and_writes_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(e, QueueError::UnknownQueue(_)), "{e}");
-    drop(tx);
-    let tx = client.transaction().await.unwrap();
+    let e = txn::send(&tx, &pg, &q, vec![Message::new("x").header("h", "a\0b")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, QueueError::InvalidOption(_)), "{e}");
     let e = txn::send(&tx, &pg, &q, vec![Message::new("x").dedup_id("d")])
         .await
         .unwrap_err();
@@ -159,7 +161,13 @@ async fn bad_input_is_typed_and_writes_nothing() {
     let big = Message::new(vec![0u8; 2 * 1024 * 1024]);
     let e = txn::send(&tx, &pg, &q, vec![big]).await.unwrap_err();
     assert!(matches!(e, QueueError::Oversize { .. }), "{e}");
+    // None of those failed the application's transaction: it goes on and commits.
+    txn::send(&tx, &pg, &q, vec![Message::new("ok")])
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
+    assert_eq!(pg.stats(&q).await.unwrap().ready, 1);
+    pg.purge(&q).await.unwrap();
     // A transaction on another database (where the queue's tables are not).
     let other = app("host=127.0.0.1 port=5432 user=queue password=queue dbname=postgres").await;
     let e = txn::send(&other, &pg, &q, vec![Message::new("x")])
@@ -266,5 +274,56 @@ async fn a_killed_process_loses_nothing_and_sends_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(orders, 1);
+    pg.delete_queue(&q).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_jobs_are_delivered_in_commit_order() {
+    let pg = std::sync::Arc::new(driver(URL).await);
+    let q = unique("txn-order");
+    pg.create_queue(&q).await.unwrap();
+    let mut a = app(APP).await;
+    let first = a.transaction().await.unwrap();
+    txn::send(
+        &first,
+        &pg,
+        &q,
+        vec![Message::new("first").ordering_key("k")],
+    )
+    .await
+    .unwrap();
+    // A second transaction sends to the same key and commits while the first is open.
+    let (pg2, q2) = (pg.clone(), q.clone());
+    let second = tokio::spawn(async move {
+        let mut b = app(APP).await;
+        let tx = b.transaction().await.unwrap();
+        txn::send(
+            &tx,
+            &pg2,
+            &q2,
+            vec![Message::new("second").ordering_key("k")],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early = pg
+        .receive(
+            &q,
+            ReceiveOptions::new(10, Duration::from_millis(200), Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        early.is_empty(),
+        "the key's later job was delivered before the earlier transaction committed"
+    );
+    first.commit().await.unwrap();
+    second.await.unwrap();
+    assert_eq!(
+        drain(&pg, &q, Duration::from_secs(2)).await,
+        ["first", "second"]
+    );
     pg.delete_queue(&q).await.unwrap();
 }

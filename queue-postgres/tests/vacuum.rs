@@ -1,5 +1,6 @@
 //! The driver vacuums its own table (see `vacuum.rs`): after settling messages it runs
-//! `VACUUM` within `vacuum_interval`, and never with `vacuum_interval=0s`. PostgreSQL
+//! `VACUUM` within `vacuum_interval` and deletes expired dedup marks, and does neither
+//! with `vacuum_interval=0s`. PostgreSQL
 //! counts manual vacuums apart from autovacuum's (`vacuum_count`), so the server's own
 //! autovacuum cannot make this pass or fail.
 
@@ -31,7 +32,9 @@ async fn settle(url: &str) -> PostgresQueue {
         panic!("PostgreSQL is not reachable: {e}. Start the test servers with scripts/services.sh")
     });
     pg.create_queue("q").await.unwrap();
-    let msgs = (0..10).map(|i| Message::new(format!("{i}"))).collect();
+    let msgs = (0..10)
+        .map(|i| Message::new(format!("{i}")).dedup_id(format!("d{i}")))
+        .collect();
     pg.send("q", msgs).await.unwrap();
     let got = pg
         .receive(
@@ -51,8 +54,15 @@ async fn the_driver_vacuums_what_it_settled_and_not_when_off() {
     tokio::spawn(conn);
     let on = unique("vac").replace('-', "_");
     let off = unique("novac").replace('-', "_");
-    let _a = settle(&format!("{BASE}?schema={on}&vacuum_interval=1s")).await;
-    let _b = settle(&format!("{BASE}?schema={off}&vacuum_interval=0s")).await;
+    // Dedup marks that expire at once: only the driver's vacuum deletes them.
+    let _a = settle(&format!(
+        "{BASE}?schema={on}&vacuum_interval=1s&dedup_window=1ms"
+    ))
+    .await;
+    let _b = settle(&format!(
+        "{BASE}?schema={off}&vacuum_interval=0s&dedup_window=1ms"
+    ))
+    .await;
     let until = tokio::time::Instant::now() + Duration::from_secs(15);
     while vacuums(&client, &on).await == 0 {
         assert!(

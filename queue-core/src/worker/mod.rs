@@ -228,6 +228,9 @@ pub struct Worker {
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,
     limits: limits::Settings,
     fair: Option<crate::fair::Fairness>,
+    /// The relay's worker: a message's own max-attempts header is for its final
+    /// consumer, not for forwarding it.
+    own_attempts_only: bool,
 }
 
 impl fmt::Debug for Worker {
@@ -266,7 +269,15 @@ impl Worker {
             idempotency: None,
             limits: limits::Settings::default(),
             fair: None,
+            own_attempts_only: false,
         }
+    }
+
+    /// Retries by this worker's policies only, ignoring messages' max-attempts headers
+    /// (the relay's worker: those are for the final consumer).
+    pub(crate) fn own_attempts_only(mut self) -> Self {
+        self.own_attempts_only = true;
+        self
     }
 
     /// Reads every shard of the queue in turn, sharing this worker's slots between them,
@@ -493,6 +504,7 @@ impl Worker {
                     home: home.clone(),
                     primary: i == 0,
                     fair: shards > 1,
+                    own_attempts_only: self.own_attempts_only,
                     mode: self.mode.clone(),
                     config: self.config.clone(),
                     idempotency: self.idempotency.clone(),
@@ -723,6 +735,8 @@ struct Inner {
     /// One of a fair worker's loops: it polls without waiting while its shard is busy,
     /// and waits for the next message without a slot once it is empty.
     fair: bool,
+    /// Ignore messages' max-attempts headers (the relay's worker).
+    own_attempts_only: bool,
     mode: Mode,
     config: WorkerConfig,
     idempotency: Option<(Arc<dyn IdempotencyStore>, Duration)>,

@@ -102,6 +102,7 @@ pub(super) async fn settle_failure(
         .headers
         .get(headers::MAX_ATTEMPTS)
         .and_then(|v| v.parse::<u32>().ok())
+        .filter(|_| !inner.own_attempts_only)
     {
         policy.max_attempts = n.max(1);
     }
