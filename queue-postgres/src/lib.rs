@@ -16,7 +16,7 @@
 //! |---|---|
 //! | queues | a row in `<schema>.queues`; its messages and dedup marks reference it (`ON DELETE CASCADE`) |
 //! | message | a row of `<schema>.messages`: `seq` (identity: FIFO order), `id`, `payload bytea`, `headers jsonb`, `okey` (ordering key), `priority`, `enqueued_at`, `visible_at`, `leased`, `attempt`, `generation` |
-//! | send | one `INSERT … SELECT FROM unnest(…)` per batch; a statement trigger sends `NOTIFY` with the queue's name, delivered at commit (so a transactional enqueue wakes workers only if it commits) |
+//! | send | one `INSERT … SELECT FROM unnest(…)` per batch, after a transaction advisory lock per ordering key in the batch (so a key's `seq` follows commit order); a statement trigger sends `NOTIFY` with the queue's name, delivered at commit (so a transactional enqueue wakes workers only if it commits) |
 //! | receive | `WITH c AS (SELECT … WHERE visible_at <= now() … ORDER BY priority DESC, seq LIMIT n FOR UPDATE SKIP LOCKED) UPDATE … SET visible_at = now() + lease, leased, attempt + 1, generation + 1` |
 //! | lease | `visible_at` of a leased row; when it passes, the row is receivable again (`attempt + 1`) |
 //! | receipt | `seq.generation`: a receipt whose generation moved on, or whose lease passed, is [`queue_core::QueueError::ReceiptExpired`] and changes nothing |
@@ -32,6 +32,7 @@
 //! | stats | exact: one `count(*) FILTER (…)` over the queue's rows |
 //! | peek | the next ready rows, read without a lock |
 //! | purge / delete | `DELETE FROM messages` / `DELETE FROM queues` (cascading) |
+//! | vacuum | the driver's own `VACUUM` of `messages` after 20,000 settled rows and at least every `vacuum_interval`, one process per schema, plus a sweep of expired dedup marks (`vacuum.rs` says why) |
 //!
 //! The schema is created on connect and versioned (`<schema>.schema_version`): a schema
 //! written by a newer driver is refused with [`queue_core::QueueError::Schema`], an older
@@ -60,10 +61,12 @@
 //!
 //! `postgres://user:password@host:port/database[?schema=queue&connect_timeout=5s&application_name=queue-postgres]`
 //! (`postgresql://` too). `schema` (default `queue`) is a lower-case identifier of at most
-//! 57 bytes (its notification channel `queue_<schema>` must fit PostgreSQL's 63). The queue driver also takes `max_message_size` (default 1 MiB, at most
-//! 64 MiB), `dedup_window` (default 5m), `poll_interval` (default 1s, 10ms to 1m) and
-//! `vacuum_interval` (default 30s, `0s` off); the store takes `sweep_interval`. Options are parsed by [`queue_core::options::UrlOptions`]:
-//! an unknown one is an error.
+//! 57 bytes (its notification channel `queue_<schema>` must fit PostgreSQL's 63). The
+//! queue driver also takes `max_message_size` (default 1 MiB, at most 64 MiB),
+//! `dedup_window` (default 5m), `poll_interval` (default 1s, 10ms to 1m) and
+//! `vacuum_interval` (default 30s, 1s to 24h, `0s` off); the store takes
+//! `sweep_interval`. Options are parsed by [`queue_core::options::UrlOptions`]: an
+//! unknown one is an error.
 //!
 //! ## What it cannot do
 //! - No TLS: `sslmode=require` is refused with an error (loopback and private networks
