@@ -35,21 +35,8 @@ pub(crate) async fn prepare(
     let lease_until = "now() + $3::float8 * interval '1 millisecond'";
     let cols = "m.seq, m.generation, m.id, m.payload, m.headers::text, m.okey, m.attempt, \
                 extract(epoch from m.enqueued_at)::float8";
-    // $1 queue, then one array per column; rows keep the arrays' order (seq by ordinality).
-    let input = "unnest($2::text[], $3::bytea[], $4::text[], $5::text[], $6::int2[], \
-                 $7::float8[], $8::float8[]) WITH ORDINALITY \
-                 AS t(id, payload, headers, okey, priority, delay_ms, enqueued, ord)";
-    let insert = format!(
-        "INSERT INTO {m} (queue, id, payload, headers, okey, priority, enqueued_at, visible_at)
-         SELECT $1, t.id, t.payload, t.headers::jsonb, t.okey, t.priority,
-                to_timestamp(t.enqueued), now() + t.delay_ms * interval '1 millisecond'"
-    );
-    let locks = key_locks(s);
-    let send = client
-        .prepare(&format!(
-            "WITH {locks} {insert} FROM {input}, key_locks ORDER BY t.ord"
-        ))
-        .await?;
+    let (input, insert, locks) = (INPUT, insert_sql(s), key_locks(s));
+    let send = client.prepare(&send_sql(s)).await?;
     // With dedup ids ($9, NULL where none; $10 the window): claim each id in the same
     // statement as the insert, so a crash leaves both or neither. The last SELECT reads
     // the statement's snapshot: a live mark's holder, or NULL for one claimed meanwhile
@@ -323,21 +310,29 @@ fn key_locks(s: &str) -> String {
     )
 }
 
-/// The SQL of a plain send in `schema` (for transactional enqueue, which runs it on the
-/// application's own connection). Delays count from the statement's clock, not the
-/// start of the application's transaction.
+/// A send's input ($1 the queue, then one array per column); rows keep the arrays'
+/// order (`seq` by ordinality).
+const INPUT: &str = "unnest($2::text[], $3::bytea[], $4::text[], $5::text[], $6::int2[], \
+                     $7::float8[], $8::float8[]) WITH ORDINALITY \
+                     AS t(id, payload, headers, okey, priority, delay_ms, enqueued, ord)";
+
+/// The insert of a send's rows `t` (its `FROM` follows). Delays count from the
+/// statement's clock, not the start of an application's transaction.
+fn insert_sql(s: &str) -> String {
+    format!(
+        r#"INSERT INTO "{s}".messages (queue, id, payload, headers, okey, priority, enqueued_at, visible_at)
+           SELECT $1, t.id, t.payload, t.headers::jsonb, t.okey, t.priority,
+                  to_timestamp(t.enqueued), clock_timestamp() + t.delay_ms * interval '1 millisecond'"#
+    )
+}
+
+/// The SQL of a plain send in `schema`: the driver's prepared send, and transactional
+/// enqueue's on the application's own connection.
 pub(crate) fn send_sql(s: &str) -> String {
     format!(
-        r#"WITH {locks}
-           INSERT INTO "{s}".messages (queue, id, payload, headers, okey, priority, enqueued_at, visible_at)
-           SELECT $1, t.id, t.payload, t.headers::jsonb, t.okey, t.priority,
-                  to_timestamp(t.enqueued), clock_timestamp() + t.delay_ms * interval '1 millisecond'
-           FROM unnest($2::text[], $3::bytea[], $4::text[], $5::text[], $6::int2[],
-                       $7::float8[], $8::float8[]) WITH ORDINALITY
-                AS t(id, payload, headers, okey, priority, delay_ms, enqueued, ord),
-                key_locks
-           ORDER BY t.ord"#,
-        locks = key_locks(s)
+        "WITH {locks} {insert} FROM {INPUT}, key_locks ORDER BY t.ord",
+        locks = key_locks(s),
+        insert = insert_sql(s)
     )
 }
 
