@@ -25,6 +25,7 @@ const BACKEND: &str = "mybackend";
 pub struct MyDriver {
     client: MemoryQueue,
     max_message_size: usize,
+    dedup_window: Duration,
 }
 
 impl MyDriver {
@@ -34,16 +35,26 @@ impl MyDriver {
         let max_message_size = o
             .size_within("max_message_size", 1, 16 << 20)? // 65536, 256KiB, 1MiB
             .unwrap_or(1 << 20);
+        let dedup_window = o
+            .duration_within(
+                "dedup_window",
+                Duration::from_millis(1),
+                Duration::from_secs(3600),
+            )?
+            .unwrap_or(Duration::from_secs(300));
         o.finish()?; // an option nobody asked for is an error
         let broker = url
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| o_error(&url, "missing the broker name"))?;
         // Connect with your client here; fail now, typed, if the server does not answer.
-        let client = MemoryQueue::named(broker, MemoryConfig::default());
+        let mut config = MemoryConfig::default();
+        config.dedup_window = dedup_window;
+        let client = MemoryQueue::named(broker, config);
         Ok(MyDriver {
             client,
             max_message_size,
+            dedup_window,
         })
     }
 }
@@ -92,7 +103,7 @@ impl Driver for MyDriver {
             .with_max_nack_delay(Some(Duration::from_secs(3600)))
             .with_ordering(Ordering::PerKey)
             .with_priority(true)
-            .with_dedup_window(Some(Duration::from_secs(300)))
+            .with_dedup_window(Some(self.dedup_window))
             .with_lease(LeaseModel::per_message(true))
             .with_exact_stats(true)
             .with_timer_granularity(Duration::from_millis(1))

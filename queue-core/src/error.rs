@@ -137,6 +137,19 @@ pub enum QueueError {
         "no shared store on this backend: job status and pausing need one (Backend::with_status)"
     )]
     NoStatusStore,
+    /// The backend does not give what the application said it needs
+    /// ([`crate::Backend::require`]); every missing need is listed, with the backends that
+    /// have it.
+    #[error(
+        "{backend} cannot give this application what it requires: {}",
+        unmet.iter().map(|u| u.to_string()).collect::<Vec<_>>().join("; ")
+    )]
+    Unmet {
+        /// Backend name.
+        backend: &'static str,
+        /// Each missing need, with the backends that have it.
+        unmet: Vec<crate::needs::Unmet>,
+    },
 }
 
 impl QueueError {

@@ -62,6 +62,15 @@ impl Backend {
         self.driver.capabilities()
     }
 
+    /// Checks, once at start, that this backend gives everything `needs` lists: `Ok`, or
+    /// one [`QueueError::Unmet`] naming every missing need and the backends that have it
+    /// (see [`crate::needs`]). Call it where the application starts, before it serves
+    /// traffic, so that a backend swapped by URL is refused there and not at the first
+    /// send that needs what it lacks.
+    pub fn require(&self, needs: &crate::Needs) -> Result<()> {
+        needs.check(self.kind(), &self.capabilities())
+    }
+
     /// A handle on the queue called `name` (nothing is created or checked yet: see
     /// [`Queue::create`]).
     pub fn queue(&self, name: impl Into<String>) -> Queue {

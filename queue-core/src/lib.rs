@@ -87,9 +87,11 @@ pub mod job;
 pub mod limit;
 pub mod memory;
 mod message;
+pub mod needs;
 pub mod options;
 pub mod pause;
 mod producer;
+pub mod profile;
 mod registry;
 pub mod relay;
 pub mod retry;
@@ -120,7 +122,9 @@ pub use message::{
     from_unix_millis, headers, unix_millis, Delivery, Headers, Message, MessageId, Peeked,
     QueueStats, Receipt,
 };
+pub use needs::{Need, Needs, Unmet};
 pub use producer::{job_message, Producer, SendOptions};
+pub use profile::Profile;
 pub use registry::{connect, register, schemes};
 pub use retry::{Backoff, Decision, RetryPolicy};
 pub use status::{CancelOutcome, JobState, JobStatus, JobStatuses, Progress, Retention};

@@ -27,6 +27,22 @@
 //! `purge` keeps the queue's dedup marks (a purged message's dedup id still drops a
 //! resend within the window); `delete_queue` drops them.
 //!
+//! ## Wearing another backend's profile
+//! `memory://NAME?like=redis` (also `sqs`, `sqs-fifo`, `kafka`, `postgres`; see
+//! [`crate::Profile`]) declares that backend's capabilities instead of its own, so an
+//! application's tests are refused what production would refuse: a priority on `like=redis`,
+//! a dedup id or ordering key on `like=sqs`, a 20-minute delay or a purge on `like=kafka`,
+//! a peek at a main queue on `like=sqs`, a lease under a second on `like=sqs`, a retry
+//! policy with more attempts than SQS's receive limit. It also behaves as that backend does
+//! where the difference shows: message and batch sizes, the dedup window, a give-back
+//! costing an attempt on `like=sqs-fifo`, and, on `like=sqs`, a message received more
+//! than `max_receives` (10) times moved to the dead-letter queue by the backend itself,
+//! without reason headers. `max_message_size` and `dedup_window` in the URL override the
+//! profile's. It keeps its own per-message, extendable leases, exact stats and stale-receipt
+//! refusal (a profile copies refusals and limits, not failure modes). Without `like`, the
+//! in-memory backend accepts everything any backend does: test on the profile of the
+//! backend you deploy on.
+//!
 //! ## What it cannot do
 //! Nothing survives the process; there is no cross-process sharing.
 
@@ -46,6 +62,7 @@ use crate::driver::{
 use crate::error::{QueueError, Result};
 use crate::message::{Delivery, Headers, Message, MessageId, Peeked, QueueStats, Receipt};
 use crate::options::UrlOptions;
+use crate::profile::Profile;
 use bytes::Bytes;
 
 const BACKEND: &str = "memory";
@@ -182,18 +199,16 @@ impl QState {
         }
     }
 
-    fn remove(&mut self, seq: u64, now: Instant) {
+    fn remove(&mut self, seq: u64, now: Instant) -> Option<Stored> {
         self.detach(seq);
-        let Some(m) = self.msgs.remove(&seq) else {
-            return;
-        };
-        if let Some(key) = m.key {
+        let m = self.msgs.remove(&seq)?;
+        if let Some(key) = &m.key {
             let mut next = None;
-            if let Some(g) = self.groups.get_mut(&key) {
+            if let Some(g) = self.groups.get_mut(key) {
                 g.retain(|s| *s != seq);
                 next = g.front().copied();
                 if g.is_empty() {
-                    self.groups.remove(&key);
+                    self.groups.remove(key);
                 }
             }
             let waiting_next = next.and_then(|n| {
@@ -203,6 +218,26 @@ impl QState {
             if let Some((n, not_before)) = waiting_next {
                 self.activate(n, not_before, now);
             }
+        }
+        Some(m)
+    }
+
+    /// Stores a new message under `seq`: behind its key's line if it has one, else ready
+    /// (or scheduled) at `m.not_before`.
+    fn push(&mut self, seq: u64, m: Stored, now: Instant) {
+        let (key, not_before) = (m.key.clone(), m.not_before);
+        self.msgs.insert(seq, m);
+        self.waiting += 1;
+        let head = match key {
+            Some(k) => {
+                let g = self.groups.entry(k).or_default();
+                g.push_back(seq);
+                g.len() == 1
+            }
+            None => true,
+        };
+        if head {
+            self.activate(seq, not_before, now);
         }
     }
 }
@@ -221,6 +256,8 @@ pub struct MemoryConfig {
     pub max_message_size: usize,
     /// Deduplication window.
     pub dedup_window: Duration,
+    /// The backend profile this driver wears (`?like=`), if any: see the module docs.
+    pub like: Option<Profile>,
 }
 
 impl Default for MemoryConfig {
@@ -228,6 +265,20 @@ impl Default for MemoryConfig {
         MemoryConfig {
             max_message_size: 1024 * 1024,
             dedup_window: Duration::from_secs(300),
+            like: None,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// The configuration that wears `profile`: its message size and dedup window, and
+    /// every refusal it declares.
+    pub fn like(profile: Profile) -> Self {
+        let caps = profile.capabilities();
+        MemoryConfig {
+            max_message_size: caps.max_message_size,
+            dedup_window: caps.dedup_window.unwrap_or(Duration::from_secs(300)),
+            like: Some(profile),
         }
     }
 }
@@ -302,6 +353,104 @@ impl MemoryQueue {
         })
     }
 
+    /// The in-memory driver's own capabilities, before any profile.
+    fn own_capabilities(&self) -> Capabilities {
+        Capabilities::baseline()
+            .with_max_message_size(self.config.max_message_size)
+            .with_purge(true)
+            .with_max_batch(1000)
+            .with_max_delay(Some(MAX_DELAY))
+            .with_max_nack_delay(Some(MAX_DELAY))
+            .with_ordering(Ordering::PerKey)
+            .with_priority(true)
+            .with_dedup_window(Some(self.config.dedup_window))
+            .with_lease(LeaseModel::per_message(true))
+            .with_exact_stats(true)
+            .with_stale_receipts_refused(true)
+            .with_give_back_keeps_attempt(true)
+            .with_timer_granularity(Duration::from_millis(1))
+            .with_peek(Peek::All)
+    }
+
+    /// Leases up to `opts.max` ready messages of `queue` at `now`; returns them and when
+    /// the next scheduled message or lease comes due.
+    fn take(
+        &self,
+        queue: &str,
+        opts: ReceiveOptions,
+        now: Instant,
+    ) -> Result<(Vec<Delivery>, Option<Instant>)> {
+        let mut qs = self.broker.queues.lock().unwrap_or_else(|p| p.into_inner());
+        // Where the worn profile dead-letters natively (SQS's maxReceiveCount), a
+        // message received that often already moves to the dead-letter queue instead
+        // of being delivered again.
+        let dlq = self.dead_letter_queue(queue);
+        let native_limit = match self.capabilities() {
+            c if c.native_dlq && qs.contains_key(&dlq) => c.max_receives,
+            _ => None,
+        };
+        let mut moved = Vec::new();
+        let (out, wake) = {
+            let q = qs
+                .get_mut(queue)
+                .ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))?;
+            q.promote(now);
+            let mut out = Vec::with_capacity(opts.max.min(q.ready.len()));
+            while out.len() < opts.max {
+                let Some(&(_, seq)) = q.ready.first() else {
+                    break;
+                };
+                let received = q.msgs.get(&seq).map_or(0, |m| m.attempt);
+                if native_limit.is_some_and(|limit| received >= limit) {
+                    moved.extend(q.remove(seq, now));
+                    continue;
+                }
+                q.set_state(seq, St::Leased(later(now, opts.lease)));
+                let Some(m) = q.msgs.get_mut(&seq) else { break };
+                m.attempt += 1;
+                m.generation += 1;
+                out.push(
+                    Delivery::new(
+                        queue,
+                        m.id.clone(),
+                        m.payload.clone(),
+                        receipt(format!("{seq}.{}", m.generation)),
+                    )
+                    .with_headers(m.headers.clone())
+                    .with_attempt(m.attempt)
+                    .with_first_enqueued_at(m.enqueued)
+                    .with_ordering_key(m.key.clone()),
+                );
+            }
+            (out, q.next_wake())
+        };
+        if let Some(d) = qs.get_mut(&dlq).filter(|_| !moved.is_empty()) {
+            for mut m in moved {
+                let seq = self
+                    .broker
+                    .seq
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (m.key, m.attempt, m.generation, m.not_before) = (None, 0, 0, now);
+                m.state = St::Waiting;
+                d.push(seq, m, now);
+            }
+            d.notify.notify_waiters();
+        }
+        Ok((out, wake))
+    }
+
+    /// Where the worn profile has no purge (Kafka), `purge` and `delete_queue` are refused.
+    fn check_purge(&self) -> Result<()> {
+        if self.capabilities().purge {
+            Ok(())
+        } else {
+            Err(QueueError::unsupported(
+                self.kind(),
+                "purge and delete_queue",
+            ))
+        }
+    }
+
     fn with_queue<T>(&self, queue: &str, f: impl FnOnce(&mut QState) -> Result<T>) -> Result<T> {
         let mut qs = self.broker.queues.lock().unwrap_or_else(|p| p.into_inner());
         let q = qs
@@ -314,11 +463,20 @@ impl MemoryQueue {
 /// Longest delay the in-memory driver accepts (and the longest nack delay).
 const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Opens `memory://[NAME][?max_message_size=SIZE&dedup_window=DURATION]`.
+/// Opens `memory://[NAME][?like=PROFILE&max_message_size=SIZE&dedup_window=DURATION]`.
 pub(crate) fn connector(url: url::Url) -> ConnectFuture {
     Box::pin(async move {
-        let mut config = MemoryConfig::default();
         let mut o = UrlOptions::new(&url);
+        let mut config = match o.string("like")? {
+            Some(name) => MemoryConfig::like(name.parse().map_err(|e: QueueError| {
+                o.error(
+                    e.to_string()
+                        .trim_start_matches("invalid option: ")
+                        .to_string(),
+                )
+            })?),
+            None => MemoryConfig::default(),
+        };
         if let Some(n) = o.size_within("max_message_size", 1, 1 << 30)? {
             config.max_message_size = n;
         }
@@ -343,25 +501,27 @@ pub(crate) fn connector(url: url::Url) -> ConnectFuture {
 #[async_trait]
 impl Driver for MemoryQueue {
     fn kind(&self) -> &'static str {
-        BACKEND
+        match self.config.like {
+            None | Some(Profile::Memory) => BACKEND,
+            Some(Profile::Redis) => "memory (like redis)",
+            Some(Profile::Sqs) => "memory (like sqs)",
+            Some(Profile::SqsFifo) => "memory (like sqs-fifo)",
+            Some(Profile::Kafka) => "memory (like kafka)",
+            Some(Profile::Postgres) => "memory (like postgres)",
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::baseline()
-            .with_max_message_size(self.config.max_message_size)
-            .with_purge(true)
-            .with_max_batch(1000)
-            .with_max_delay(Some(MAX_DELAY))
-            .with_max_nack_delay(Some(MAX_DELAY))
-            .with_ordering(Ordering::PerKey)
-            .with_priority(true)
-            .with_dedup_window(Some(self.config.dedup_window))
-            .with_lease(LeaseModel::per_message(true))
-            .with_exact_stats(true)
-            .with_stale_receipts_refused(true)
-            .with_give_back_keeps_attempt(true)
-            .with_timer_granularity(Duration::from_millis(1))
-            .with_peek(Peek::All)
+        let own = self.own_capabilities();
+        match self.config.like {
+            None => own,
+            Some(p) => {
+                let worn = p.apply(&own);
+                let window = worn.dedup_window.map(|_| self.config.dedup_window);
+                worn.with_max_message_size(self.config.max_message_size)
+                    .with_dedup_window(window)
+            }
+        }
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
@@ -372,6 +532,7 @@ impl Driver for MemoryQueue {
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<()> {
+        self.check_purge()?;
         let mut qs = self.broker.queues.lock().unwrap_or_else(|p| p.into_inner());
         for name in [queue.to_string(), self.dead_letter_queue(queue)] {
             if let Some(q) = qs.remove(&name) {
@@ -383,6 +544,7 @@ impl Driver for MemoryQueue {
     }
 
     async fn purge(&self, queue: &str) -> Result<()> {
+        self.check_purge()?;
         self.with_queue(queue, |q| {
             let notify = q.notify.clone();
             let dedup = std::mem::take(&mut q.dedup);
@@ -417,33 +579,19 @@ impl Driver for MemoryQueue {
                 let not_before = later(now, m.delay.unwrap_or_default());
                 let enqueued = first_enqueued(&m.headers, SystemTime::now());
                 ids.push(m.id.clone());
-                q.msgs.insert(
-                    seq,
-                    Stored {
-                        id: m.id,
-                        payload: m.payload,
-                        headers: m.headers,
-                        key: m.ordering_key.clone(),
-                        priority: m.priority.unwrap_or(0),
-                        enqueued,
-                        not_before,
-                        attempt: 0,
-                        generation: 0,
-                        state: St::Waiting,
-                    },
-                );
-                q.waiting += 1;
-                let head = match m.ordering_key {
-                    Some(k) => {
-                        let g = q.groups.entry(k).or_default();
-                        g.push_back(seq);
-                        g.len() == 1
-                    }
-                    None => true,
+                let stored = Stored {
+                    id: m.id,
+                    payload: m.payload,
+                    headers: m.headers,
+                    key: m.ordering_key,
+                    priority: m.priority.unwrap_or(0),
+                    enqueued,
+                    not_before,
+                    attempt: 0,
+                    generation: 0,
+                    state: St::Waiting,
                 };
-                if head {
-                    q.activate(seq, not_before, now);
-                }
+                q.push(seq, stored, now);
             }
             q.notify.notify_waiters();
             Ok(ids)
@@ -458,32 +606,7 @@ impl Driver for MemoryQueue {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
-            let (out, wake) = self.with_queue(queue, |q| {
-                q.promote(now);
-                let mut out = Vec::with_capacity(opts.max.min(q.ready.len()));
-                while out.len() < opts.max {
-                    let Some(&(_, seq)) = q.ready.first() else {
-                        break;
-                    };
-                    q.set_state(seq, St::Leased(later(now, opts.lease)));
-                    let Some(m) = q.msgs.get_mut(&seq) else { break };
-                    m.attempt += 1;
-                    m.generation += 1;
-                    out.push(
-                        Delivery::new(
-                            queue,
-                            m.id.clone(),
-                            m.payload.clone(),
-                            receipt(format!("{seq}.{}", m.generation)),
-                        )
-                        .with_headers(m.headers.clone())
-                        .with_attempt(m.attempt)
-                        .with_first_enqueued_at(m.enqueued)
-                        .with_ordering_key(m.key.clone()),
-                    );
-                }
-                Ok((out, q.next_wake()))
-            })?;
+            let (out, wake) = self.take(queue, opts, now)?;
             if !out.is_empty() || now >= deadline {
                 return Ok(out);
             }
@@ -493,6 +616,12 @@ impl Driver for MemoryQueue {
     }
 
     async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Peeked>> {
+        if !self.capabilities().can_peek(queue.ends_with("-dlq")) {
+            return Err(QueueError::unsupported(
+                self.kind(),
+                "peek (reading a message without leasing it)",
+            ));
+        }
         let now = Instant::now();
         self.with_queue(queue, |q| {
             q.promote(now);
@@ -517,7 +646,9 @@ impl Driver for MemoryQueue {
             let mut failed = Vec::new();
             for (i, r) in receipts.iter().enumerate() {
                 match q.leased_seq(r, now) {
-                    Ok(seq) => q.remove(seq, now),
+                    Ok(seq) => {
+                        q.remove(seq, now);
+                    }
                     Err(e) => failed.push((i, e)),
                 }
             }
@@ -542,7 +673,8 @@ impl Driver for MemoryQueue {
     }
 
     async fn give_back(&self, d: &Delivery, delay: Duration) -> Result<()> {
-        self.requeue(&d.queue, &d.receipt, delay, true)
+        let keep = self.capabilities().give_back_keeps_attempt;
+        self.requeue(&d.queue, &d.receipt, delay, keep)
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {

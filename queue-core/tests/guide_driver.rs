@@ -17,7 +17,8 @@ fn harness() -> Harness {
     guide_driver::register(); // backend_errors_typed opens the bad URLs through connect
     let broker = unique("guide");
     Harness::new(move || {
-        let url = format!("mybackend://{broker}");
+        // A short dedup window, so that `dedup_within_window` sees it end.
+        let url = format!("mybackend://{broker}?dedup_window=1s");
         async move {
             let url = Url::parse(&url).expect("a valid URL");
             Ok(Arc::new(MyDriver::open(url).await?) as Arc<dyn Driver>)
