@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let relay = Relay::new(outbox.clone(), emails.clone())
-        .without_ordering_keys() // Redis and SQS standard queues do not order by key
+        .without_ordering_keys() // SQS standard queues do not order by key
         .start()?;
     let worker = emails
         .worker()

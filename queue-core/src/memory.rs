@@ -30,7 +30,7 @@
 //! ## Wearing another backend's profile
 //! `memory://NAME?like=redis` (also `sqs`, `sqs-fifo`, `kafka`, `postgres`; see
 //! [`crate::Profile`]) declares that backend's capabilities instead of its own, so an
-//! application's tests are refused what production would refuse: a priority on `like=redis`,
+//! application's tests are refused what production would refuse: a priority on `like=kafka`,
 //! a dedup id or ordering key on `like=sqs`, a 20-minute delay or a purge on `like=kafka`,
 //! a peek at a main queue on `like=sqs`, a lease under a second on `like=sqs`, a retry
 //! policy with more attempts than SQS's receive limit. It also behaves as that backend does

@@ -246,14 +246,17 @@ mod tests {
         assert_eq!(*backend, "kafka");
         let names: Vec<Need> = unmet.iter().map(|u| u.need).collect();
         assert_eq!(names, needs.items());
-        assert_eq!(unmet[0].available_on, ["memory", "postgres"]);
+        assert_eq!(unmet[0].available_on, ["memory", "redis", "postgres"]);
         assert_eq!(
             unmet[1].available_on,
-            ["memory", "sqs-fifo", "postgres"],
+            ["memory", "redis", "sqs-fifo", "postgres"],
             "{e}"
         );
         let text = e.to_string();
-        assert!(text.contains("priorities (on memory, postgres)"), "{text}");
+        assert!(
+            text.contains("priorities (on memory, redis, postgres)"),
+            "{text}"
+        );
         needs
             .check("memory", &Profile::Memory.capabilities())
             .unwrap();
@@ -281,6 +284,6 @@ mod tests {
         let k = Profile::Kafka.capabilities();
         assert!(Need::Ordering.met_by(&k));
         assert!(!Need::OrderingPerKey.met_by(&k));
-        assert!(!Need::Ordering.met_by(&Profile::Redis.capabilities()));
+        assert!(!Need::Ordering.met_by(&Profile::Sqs.capabilities()));
     }
 }

@@ -96,6 +96,8 @@ impl Profile {
                 .with_max_delay(Some(YEAR))
                 .with_max_nack_delay(Some(YEAR))
                 .with_dedup_window(Some(FIVE_MINUTES))
+                .with_ordering(Ordering::PerKey)
+                .with_priority(true)
                 .with_lease(LeaseModel::per_message(true))
                 .with_max_lease(YEAR)
                 .with_exact_stats(true)

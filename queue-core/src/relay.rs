@@ -34,7 +34,7 @@
 //!   when its lease is lost can land after the next relay's copy of the key's later
 //!   messages). A key's messages move one receive, send and ack at a time: a source
 //!   with few keys relays slowly. The key is kept on the copy. A target that cannot
-//!   order by key (Redis, SQS standard) refuses keyed messages, which then go to the
+//!   order by key (SQS standard, Kafka's partitions aside) refuses keyed messages, which then go to the
 //!   source's dead-letter queue with that reason instead of being sent out of order,
 //!   unless [`Relay::without_ordering_keys`] says to send them without their key (into
 //!   the target's one line, still in per-key order; a consumer running one job at a time

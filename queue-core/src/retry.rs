@@ -117,6 +117,21 @@ impl RetryPolicy {
         }
     }
 
+    /// The longest wait this policy asks for between two attempts, before jitter (zero
+    /// when it never retries). The worker checks it against the backend's
+    /// [`max_nack_delay`](crate::Capabilities::max_nack_delay) at start.
+    pub fn longest_delay(&self) -> Duration {
+        if self.max_attempts <= 1 {
+            return Duration::ZERO;
+        }
+        match self.backoff {
+            Backoff::Fixed(d) => d,
+            Backoff::Exponential { base, max, .. } => {
+                Backoff::exponential_without_jitter(base, max).delay(self.max_attempts - 1)
+            }
+        }
+    }
+
     /// Decides after failed attempt `attempt`. `retry_after` (from the handler's error)
     /// replaces the backoff delay; `permanent` errors are dead-lettered at once.
     pub fn decide(&self, attempt: u32, permanent: bool, retry_after: Option<Duration>) -> Decision {

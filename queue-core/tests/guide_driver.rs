@@ -74,3 +74,17 @@ fn every_rust_block_of_the_guide_is_compiled_code() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn the_guide_lists_every_case_of_the_kit() {
+    let guide = include_str!("../../docs/writing-a-driver.md");
+    let missing: Vec<&str> = queue_core::testkit::CASES
+        .iter()
+        .copied()
+        .filter(|c| !guide.contains(&format!("| `{c}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/writing-a-driver.md's case table lacks: {missing:?}"
+    );
+}

@@ -19,7 +19,10 @@ fn unreachable(e: QueueError) -> QueueError {
 fn harness() -> Harness {
     queue_postgres::register();
     Harness::new(|| async {
-        let q = PostgresQueue::connect(URL).await.map_err(unreachable)?;
+        // A short dedup window, so that `dedup_within_window` sees it end.
+        let q = PostgresQueue::connect(&format!("{URL}&dedup_window=2s"))
+            .await
+            .map_err(unreachable)?;
         Ok(Arc::new(q) as Arc<dyn Driver>)
     })
     .status_store(|| async {

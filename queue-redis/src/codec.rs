@@ -68,9 +68,9 @@ pub(crate) fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, 
         .and_then(|v| redis::from_redis_value(v).ok())
         .ok_or_else(bad)?;
     let mut rest: Vec<Value> = it.collect();
-    let mut out = Vec::with_capacity(rest.len() / 4);
-    for f in rest.chunks_mut(4) {
-        let [s, g, a, body] = f else {
+    let mut out = Vec::with_capacity(rest.len() / 5);
+    for f in rest.chunks_mut(5) {
+        let [s, g, a, key, body] = f else {
             return Err(bad());
         };
         let text = |v: &Value| redis::from_redis_value::<String>(v.clone()).map_err(|_| bad());
@@ -122,10 +122,12 @@ pub(crate) fn decode_receive(queue: &str, raw: Vec<Value>) -> Result<(i64, i64, 
             }
         };
         let payload = queue_core::driver::Bytes::from(value).slice(payload_at..);
+        let key = text(key)?;
         let mut d = Delivery::new(queue, MessageId::new(id), payload, receipt)
             .with_first_enqueued_at(first_enqueued(&headers, enqueued))
             .with_headers(headers)
-            .with_attempt(attempt);
+            .with_attempt(attempt)
+            .with_ordering_key((!key.is_empty()).then_some(key));
         if !broken.is_empty() {
             d = d.malformed(broken.join("; "));
         }
@@ -148,11 +150,13 @@ mod tests {
             Value::BulkString(b"7".to_vec()),
             Value::Int(1),
             attempt,
+            Value::BulkString(Vec::new()),
             Value::BulkString(good.clone()),
             // ...and a healthy one in the same batch
             Value::BulkString(b"8".to_vec()),
             Value::Int(1),
             Value::Int(2),
+            Value::BulkString(b"k".to_vec()),
             Value::BulkString(good),
         ]
     }

@@ -9,17 +9,18 @@
 //!
 //! | primitive | Redis |
 //! |---|---|
-//! | storage | per queue `Q`: a HASH per message, a ready LIST of message seqs, a `delayed` ZSET and a `leased` ZSET, all under the hash tag `{Q}` so every key of a queue lives in one Cluster slot |
-//! | send | one Lua script per batch: dedup check and HSET per message; one INCRBY, LPUSH (or ZADD to `delayed`) and wake-token push per batch |
-//! | receive | Lua: promote due delayed messages and expired leases, `RPOP key max`, per message HMGET + HSET of the attempt count and lease generation, one ZADD of every lease deadline. When empty, `BLPOP` on the queue's wake list on a dedicated connection until a send, the next due time or the wait ends: no busy loop |
+//! | storage | per queue `Q`: a STRING per message, a ready LIST of message seqs, a `prio` ZSET of prioritized ones, a `delayed` ZSET and a `leased` ZSET, per ordering key a LIST of its seqs, all under the hash tag `{Q}` so every key of a queue lives in one Cluster slot |
+//! | send | one Lua script per batch: dedup check per message; one MSET, INCRBY, LPUSH (or ZADD to `delayed` / `prio`) and wake-token push per batch; a keyed message joins its key's list and waits unless it is the key's head |
+//! | receive | Lua: promote due delayed messages and expired leases, `ZPOPMIN` of the prioritized ones then `RPOP key max`, one MGET of the messages, HMGET + HSET of the attempt counts and lease generations, one ZADD of every lease deadline. When empty, `BLPOP` on the queue's wake list on a dedicated connection until a send, the next due time or the wait ends: no busy loop |
 //! | lease | the message's score in `leased` (server time); expiry puts it back at the head of the line, `attempt + 1` |
-//! | ack | Lua: one ZMSCORE of the leases, a generation check per receipt, one ZREM and one DEL for the batch |
+//! | ack | Lua: one ZMSCORE of the leases, a generation check per receipt, one ZREM and one DEL for the batch; a keyed message's successor joins the line |
 //! | nack with delay | Lua: ZREM from `leased`, ZADD to `delayed` at now + delay (or back to the head when 0) |
 //! | give back | the same script, and the attempt count back down by one |
 //! | extend | Lua: ZADD XX the new deadline |
 //! | delay | `delayed` ZSET, promoted by receivers (server clock; no separate scheduler process) |
 //! | DLQ | the core's emulation: queue `Q-dlq` (its own slot), written before the original is acked |
-//! | ordering | none: an ordering key is refused |
+//! | ordering | per key, as BullMQ Pro's groups: only a key's head is ever ready, leased or delayed; the next one joins the line when the head is acked or dead-lettered, so a retry (nacked with its backoff) or an expired lease holds its key while other keys flow |
+//! | priority | higher first, FIFO within a priority, as BullMQ's prioritized set: a `prio` ZSET read before the ready list; no priority (or 0) ranks last |
 //! | dedup | `SET dedup:<id> NX PX window` inside the send script (default window 5 minutes) |
 //! | stats | exact: LLEN/ZCARD after promotion |
 //! | peek | Lua: `LRANGE` of the ready list's tail, `MGET` of the messages, `HMGET` of their attempt counts; nothing changes (every queue, dead-letter queues included) |
@@ -43,7 +44,9 @@
 //! status, see `queue_core::status`) on any Redis, whichever queue backend runs the jobs.
 //!
 //! ## What it cannot do
-//! - No per-key ordering and no priorities (both refused with a typed error).
+//! - Priorities and per-key order cost a little per message that uses them (a hash field
+//!   each, and a list push per keyed message); unkeyed, unprioritized traffic pays one
+//!   `ZPOPMIN` per receive and one `HMGET` per ack batch (docs/benchmarks.md).
 //! - Dedup marks outlive a deleted queue until their window ends: a queue deleted and
 //!   created again still drops a resend of a dedup id seen in the last window.
 //! - Durability is Redis's: without AOF (`appendfsync always` for no loss on a crash), a
@@ -66,7 +69,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use queue_core::driver::{
-    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, Peek, ReceiveOptions,
+    first_enqueued, receipt, receipt_str, Capabilities, Driver, LeaseModel, Ordering, Peek,
+    ReceiveOptions,
 };
 use queue_core::options::UrlOptions;
 use queue_core::{
@@ -433,6 +437,8 @@ impl Driver for RedisQueue {
             .with_max_delay(Some(MAX_TIME))
             .with_max_nack_delay(Some(MAX_TIME))
             .with_dedup_window(Some(self.config.dedup_window))
+            .with_ordering(Ordering::PerKey)
+            .with_priority(true)
             .with_lease(LeaseModel::per_message(true))
             .with_max_lease(MAX_TIME)
             .with_exact_stats(true)
@@ -488,7 +494,16 @@ impl Driver for RedisQueue {
             inv.arg(m.id.as_str())
                 .arg(encode_body(m)?)
                 .arg(ms(m.delay.unwrap_or_default()))
-                .arg(m.dedup_id.as_deref().unwrap_or(""));
+                .arg(m.dedup_id.as_deref().unwrap_or(""))
+                // Priority 0 ranks with the unprioritized messages (memory and
+                // PostgreSQL do the same), so it takes the plain ready list.
+                .arg(
+                    m.priority
+                        .filter(|p| *p > 0)
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(m.ordering_key.as_deref().unwrap_or(""));
         }
         let ids: Vec<String> = inv
             .invoke_async(&mut self.conn.clone())
@@ -540,9 +555,10 @@ impl Driver for RedisQueue {
     async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<()> {
         let keys = Self::keys(queue);
         let mut inv = scripts::ACK.prepare_invoke();
-        inv.key(keys.k("meta"))
-            .key(keys.k("leased"))
-            .arg(&keys.prefix);
+        for k in keys.main() {
+            inv.key(k);
+        }
+        inv.arg(&keys.prefix);
         for r in receipts {
             let (s, g) = parse_receipt(r)?;
             inv.arg(s).arg(g);
@@ -597,6 +613,7 @@ impl Driver for RedisQueue {
                     .with_headers(d.headers)
                     .with_deliveries(d.attempt.saturating_sub(1))
                     .with_first_enqueued_at(d.first_enqueued_at)
+                    .with_ordering_key(d.ordering_key)
             })
             .collect())
     }
@@ -695,6 +712,7 @@ pub mod fuzzing {
             Value::BulkString(b"7".to_vec()),
             Value::Int(1),
             Value::Int(1),
+            Value::BulkString(Vec::new()),
             Value::BulkString(value.to_vec()),
         ];
         let (_, _, mut out) = decode_receive("fuzz", reply).expect("a well-formed reply decodes");

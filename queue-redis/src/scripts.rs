@@ -7,6 +7,20 @@
 //! `m:<seq>` (STRING: the message, see below), `att` (HASH seq → attempts so far, absent
 //! = 0), `gen` (HASH seq → lease generation, absent = 0), `dedup:<id>` (STRING with TTL).
 //!
+//! Priorities (as BullMQ keeps them): a prioritized message waits in `prio` (ZSET, score
+//! `(255 - priority) · 2^44 + seq`, so higher first and FIFO within a priority) instead of
+//! the ready list, and `pri` (HASH seq → priority) remembers where it goes back to after a
+//! retry or an expired lease. Receives take from `prio` first, then from `ready`; a message
+//! without a priority ranks below every prioritized one.
+//!
+//! Per-key order (as BullMQ Pro's groups): `okey` (HASH seq → ordering key), and per key a
+//! LIST `g:<key>` of its seqs in send order. Only the head of a key's list is ever ready,
+//! delayed or leased; the others wait (counted in `waiting`, their own send delay kept in
+//! `nb`, HASH seq → due ms) until the head is acked or dead-lettered, when the next one is
+//! released to the line. A head that is leased, nacked with a delay, or back after its
+//! lease holds its key; other keys keep flowing. `groups` (SET) names the keys with a list,
+//! for purge and delete.
+//!
 //! A message is one STRING, `<t>:<n>:<id><k>:<headers JSON><payload>`: the enqueue time
 //! (server ms, written by SEND), then the id and the headers each after its byte length,
 //! then the payload to the end. One value per message lets every script read and write
@@ -18,19 +32,47 @@
 use redis::Script;
 use std::sync::LazyLock;
 
+/// `route(seqs, front)`: puts messages where a receive finds them: a prioritized one in
+/// `prio`, the others on the ready list, at the back of the line or, with `front`, at its
+/// head. Expects `prefix` and KEYS[2] ready.
+const ROUTE: &str = r#"
+local function route(seqs, front)
+  if #seqs == 0 then return end
+  local pris = redis.call('HMGET', prefix .. 'pri', unpack(seqs))
+  local plain, scored = {}, {}
+  for i, s in ipairs(seqs) do
+    local p = tonumber(pris[i])
+    if p then
+      table.insert(scored, string.format('%d', (255 - p) * 17592186044416 + tonumber(s)))
+      table.insert(scored, s)
+    else
+      table.insert(plain, s)
+    end
+  end
+  if #scored > 0 then redis.call('ZADD', prefix .. 'prio', unpack(scored)) end
+  if #plain > 0 then
+    if front then
+      redis.call('RPUSH', KEYS[2], unpack(plain))
+    else
+      redis.call('LPUSH', KEYS[2], unpack(plain))
+    end
+  end
+end
+"#;
+
 /// Server time in ms, and promotion of due delayed messages and expired leases to ready.
-/// Expects `prefix`, KEYS[2] ready, KEYS[3] delayed, KEYS[4] leased.
+/// Expects `prefix`, `route`, KEYS[2] ready, KEYS[3] delayed, KEYS[4] leased.
 const PROMOTE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
 if #due > 0 then
-  redis.call('LPUSH', KEYS[2], unpack(due))
+  route(due, false)
   redis.call('ZREM', KEYS[3], unpack(due))
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)
 if #expired > 0 then
-  redis.call('RPUSH', KEYS[2], unpack(expired))
+  route(expired, true)
   redis.call('ZREM', KEYS[4], unpack(expired))
   for _, s in ipairs(expired) do redis.call('HINCRBY', prefix .. 'gen', s, 1) end
 end
@@ -61,11 +103,13 @@ end
 "#;
 
 /// KEYS: meta ready delayed leased wake seq. ARGV: prefix, dedup window ms, then per
-/// message: id, body (`<n>:<id><k>:<headers><payload>`), delay ms, dedup id. Returns the
-/// ids (a duplicate returns the id it first went with).
+/// message: id, body (`<n>:<id><k>:<headers><payload>`), delay ms, dedup id, priority
+/// (`''` for none), ordering key (`''` for none). Returns the ids (a duplicate returns the
+/// id it first went with).
 ///
 /// One `MSET` of every new message, one `INCRBY`, `LPUSH` (or `ZADD` to `delayed`) and
-/// wake-token push per batch; per message only the dedup `SET`, when it has a dedup id.
+/// wake-token push per batch; per message only the dedup `SET`, when it has a dedup id,
+/// and the bookkeeping of a priority or an ordering key, when it has one.
 pub static SEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
@@ -74,12 +118,14 @@ local window = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 {WAKE}
-local count = (#ARGV - 2) / 4
+{ROUTE}
+local count = (#ARGV - 2) / 6
 local seq = redis.call('INCRBY', KEYS[6], count) - count
-local out, ready, delayed, kv = {{}}, {{}}, {{}}, {{}}
+local out, ready, prio, delayed, kv = {{}}, {{}}, {{}}, {{}}, {{}}
 local stamp = string.format('%d', now) .. ':'
-for b = 3, #ARGV, 4 do
+for b = 3, #ARGV, 6 do
   local id, dd, delay = ARGV[b], ARGV[b + 3], tonumber(ARGV[b + 2])
+  local p, key = ARGV[b + 4], ARGV[b + 5]
   local first = false
   if dd ~= '' then
     first = redis.call('SET', prefix .. 'dedup:' .. dd, id, 'NX', 'PX', window, 'GET')
@@ -91,9 +137,25 @@ for b = 3, #ARGV, 4 do
     local s = string.format('%d', seq)
     table.insert(kv, prefix .. 'm:' .. s)
     table.insert(kv, stamp .. ARGV[b + 1])
-    if delay > 0 then
+    if p ~= '' then redis.call('HSET', prefix .. 'pri', s, p) end
+    local head = true
+    if key ~= '' then
+      redis.call('HSET', prefix .. 'okey', s, key)
+      head = redis.call('RPUSH', prefix .. 'g:' .. key, s) == 1
+      if head then
+        redis.call('SADD', prefix .. 'groups', key)
+      else
+        redis.call('INCR', prefix .. 'waiting')
+        if delay > 0 then redis.call('HSET', prefix .. 'nb', s, now + delay) end
+      end
+    end
+    if not head then
+      -- waits behind its key's head
+    elseif delay > 0 then
       table.insert(delayed, now + delay)
       table.insert(delayed, s)
+    elseif p ~= '' then
+      table.insert(prio, s)
     else
       table.insert(ready, s)
     end
@@ -101,88 +163,116 @@ for b = 3, #ARGV, 4 do
   end
 end
 if #kv > 0 then redis.call('MSET', unpack(kv)) end
+route(prio, false)
 if #ready > 0 then
   redis.call('LPUSH', KEYS[2], unpack(ready))
-  wake(#ready)
 end
+if #ready + #prio > 0 then wake(#ready + #prio) end
 if #delayed > 0 then redis.call('ZADD', KEYS[3], unpack(delayed)) end
 return out
 "#
     ))
 });
 
+/// `reply(out, seqs)`: appends, per seq whose message exists, `seq, generation, attempt,
+/// ordering key ('' for none), message` to `out`, reading each field once for the batch.
+/// `bump`: the seqs are being delivered (attempt and generation go up by one, and are
+/// written back) rather than looked at.
+const REPLY: &str = r#"
+local function reply(out, seqs, bump)
+  if #seqs == 0 then return {} end
+  local mk = {}
+  for i, s in ipairs(seqs) do mk[i] = prefix .. 'm:' .. s end
+  local bodies = redis.call('MGET', unpack(mk))
+  local atts = redis.call('HMGET', prefix .. 'att', unpack(seqs))
+  local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
+  local keys = redis.call('HMGET', prefix .. 'okey', unpack(seqs))
+  local kept, newa, newg = {}, {}, {}
+  local step = 0
+  if bump then step = 1 end
+  for i, s in ipairs(seqs) do
+    if bodies[i] then
+      local a, g = (tonumber(atts[i]) or 0) + 1, (tonumber(gens[i]) or 0) + step
+      table.insert(kept, s)
+      table.insert(newa, s)
+      table.insert(newa, a)
+      table.insert(newg, s)
+      table.insert(newg, g)
+      table.insert(out, s)
+      table.insert(out, g)
+      table.insert(out, a)
+      table.insert(out, keys[i] or '')
+      table.insert(out, bodies[i])
+    end
+  end
+  if bump and #kept > 0 then
+    redis.call('HSET', prefix .. 'att', unpack(newa))
+    redis.call('HSET', prefix .. 'gen', unpack(newg))
+  end
+  return kept
+end
+"#;
+
 /// KEYS: meta ready delayed leased. ARGV: prefix, max. The next `max` ready messages,
 /// next in line first, changing nothing but the promotion of due ones, in the RECEIVE
-/// reply's shape: `[server now, -1, then per message: seq, generation, attempt, message]`,
-/// where `attempt` is the count its next delivery would carry (deliveries so far + 1).
+/// reply's shape: `[server now, -1, then per message: seq, generation, attempt, key,
+/// message]`, where `attempt` is the count its next delivery would carry (deliveries so
+/// far + 1).
 pub static PEEK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
 local prefix = ARGV[1]
+{ROUTE}
 {PROMOTE}
+{REPLY}
 local out = {{now, -1}}
 local n = tonumber(ARGV[2])
 if n < 1 then return out end
-local seqs = redis.call('LRANGE', KEYS[2], -n, -1)
-if #seqs == 0 then return out end
-local mk = {{}}
-for i, s in ipairs(seqs) do mk[i] = prefix .. 'm:' .. s end
-local bodies = redis.call('MGET', unpack(mk))
-local atts = redis.call('HMGET', prefix .. 'att', unpack(seqs))
-local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
-for i = #seqs, 1, -1 do
-  if bodies[i] then
-    table.insert(out, seqs[i])
-    table.insert(out, tonumber(gens[i]) or 0)
-    table.insert(out, (tonumber(atts[i]) or 0) + 1)
-    table.insert(out, bodies[i])
-  end
+local seqs = redis.call('ZRANGE', prefix .. 'prio', 0, n - 1)
+if #seqs < n then
+  local plain = redis.call('LRANGE', KEYS[2], -(n - #seqs), -1)
+  for i = #plain, 1, -1 do table.insert(seqs, plain[i]) end
 end
+reply(out, seqs, false)
 return out
 "#
     ))
 });
 
 /// KEYS: meta ready delayed leased. ARGV: prefix, max, lease ms. Returns
-/// `[server now, next wake or -1, then per delivery: seq, generation, attempt, message]`.
+/// `[server now, next wake or -1, then per delivery: seq, generation, attempt, key,
+/// message]`.
 ///
-/// One `RPOP key max`, one `MGET` of the messages, one `HMGET` and one `HSET` each of the
-/// attempt counts and generations, and one `ZADD` of the leases per call.
+/// One `ZPOPMIN` of the prioritized messages, one `RPOP key max` for the rest, one `MGET`
+/// of the messages, one `HMGET` each of the attempt counts, generations and keys, one
+/// `HSET` each of the new counts and generations, and one `ZADD` of the leases per call.
 pub static RECEIVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
 local prefix = ARGV[1]
+{ROUTE}
 {PROMOTE}
+{REPLY}
 local lease = tonumber(ARGV[3])
+local max = tonumber(ARGV[2])
 local out = {{now, -1}}
-local seqs = redis.call('RPOP', KEYS[2], tonumber(ARGV[2]))
-if seqs then
-  local mk = {{}}
-  for i, s in ipairs(seqs) do mk[i] = prefix .. 'm:' .. s end
-  local bodies = redis.call('MGET', unpack(mk))
-  local atts = redis.call('HMGET', prefix .. 'att', unpack(seqs))
-  local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
-  local leases, newa, newg = {{}}, {{}}, {{}}
-  for i, s in ipairs(seqs) do
-    if bodies[i] then
-      local a, g = (tonumber(atts[i]) or 0) + 1, (tonumber(gens[i]) or 0) + 1
-      table.insert(newa, s)
-      table.insert(newa, a)
-      table.insert(newg, s)
-      table.insert(newg, g)
-      table.insert(leases, now + lease)
-      table.insert(leases, s)
-      table.insert(out, s)
-      table.insert(out, g)
-      table.insert(out, a)
-      table.insert(out, bodies[i])
-    end
+local seqs = {{}}
+local popped = redis.call('ZPOPMIN', prefix .. 'prio', max)
+for i = 1, #popped, 2 do table.insert(seqs, popped[i]) end
+if #seqs < max then
+  local plain = redis.call('RPOP', KEYS[2], max - #seqs)
+  if plain then
+    for _, s in ipairs(plain) do table.insert(seqs, s) end
   end
-  if #leases > 0 then
-    redis.call('HSET', prefix .. 'att', unpack(newa))
-    redis.call('HSET', prefix .. 'gen', unpack(newg))
-    redis.call('ZADD', KEYS[4], unpack(leases))
+end
+local kept = reply(out, seqs, true)
+if #kept > 0 then
+  local leases = {{}}
+  for _, s in ipairs(kept) do
+    table.insert(leases, now + lease)
+    table.insert(leases, s)
   end
+  redis.call('ZADD', KEYS[4], unpack(leases))
 end
 local nd = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
 local nl = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
@@ -195,20 +285,61 @@ return out
     ))
 });
 
-/// KEYS: meta leased. ARGV: prefix, then pairs seq, generation. Returns the 0-based
-/// indexes of receipts that were stale (lease ended, generation moved on, already acked,
-/// or named twice in one call). One `ZMSCORE`, one `HMGET` and one each of `ZREM`, `DEL`
-/// and `HDEL` per call, whatever the batch size.
+/// `release(done)`: after the messages `done` are settled for good, each keyed one's
+/// successor (the next of its key, if any) joins the line: ready, prioritized, or delayed
+/// until its own send delay ends. Expects `prefix`, `now`, `route`, `wake`, KEYS[3]
+/// delayed.
+const RELEASE: &str = r#"
+local function release(done)
+  local keys = redis.call('HMGET', prefix .. 'okey', unpack(done))
+  local keyed, next_ready = {}, {}
+  for i, s in ipairs(done) do
+    local k = keys[i]
+    if k then
+      table.insert(keyed, s)
+      local g = prefix .. 'g:' .. k
+      redis.call('LREM', g, 1, s)
+      local nxt = redis.call('LINDEX', g, 0)
+      if nxt then
+        redis.call('DECR', prefix .. 'waiting')
+        local nb = tonumber(redis.call('HGET', prefix .. 'nb', nxt))
+        if nb then redis.call('HDEL', prefix .. 'nb', nxt) end
+        if nb and nb > now then
+          redis.call('ZADD', KEYS[3], nb, nxt)
+        else
+          table.insert(next_ready, nxt)
+        end
+      else
+        redis.call('SREM', prefix .. 'groups', k)
+      end
+    end
+  end
+  if #keyed > 0 then redis.call('HDEL', prefix .. 'okey', unpack(keyed)) end
+  if #next_ready > 0 then
+    route(next_ready, false)
+    wake(#next_ready)
+  end
+end
+"#;
+
+/// KEYS: meta ready delayed leased wake. ARGV: prefix, then pairs seq, generation. Returns
+/// the 0-based indexes of receipts that were stale (lease ended, generation moved on,
+/// already acked, or named twice in one call). One `ZMSCORE`, one `HMGET` each of the
+/// generations and ordering keys, and one each of `ZREM`, `DEL` and `HDEL` per call,
+/// whatever the batch size; per keyed message, the release of its key's next one.
 pub static ACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
 local prefix = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+{ROUTE}
+{WAKE}
+{RELEASE}
 local seqs = {{}}
 for i = 2, #ARGV, 2 do table.insert(seqs, ARGV[i]) end
 if #seqs == 0 then return {{}} end
-local scores = redis.call('ZMSCORE', KEYS[2], unpack(seqs))
+local scores = redis.call('ZMSCORE', KEYS[4], unpack(seqs))
 local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
 local stale, done, keys, seen = {{}}, {{}}, {{}}, {{}}
 for j, s in ipairs(seqs) do
@@ -222,10 +353,12 @@ for j, s in ipairs(seqs) do
   end
 end
 if #done > 0 then
-  redis.call('ZREM', KEYS[2], unpack(done))
+  redis.call('ZREM', KEYS[4], unpack(done))
   redis.call('DEL', unpack(keys))
   redis.call('HDEL', prefix .. 'att', unpack(done))
   redis.call('HDEL', prefix .. 'gen', unpack(done))
+  redis.call('HDEL', prefix .. 'pri', unpack(done))
+  release(done)
 end
 return stale
 "#
@@ -241,6 +374,7 @@ pub static NACK: LazyLock<Script> = LazyLock::new(|| {
 local prefix = ARGV[1]
 {WAKE}
 {NOW}
+{ROUTE}
 if redis.call('HGET', prefix .. 'gen', ARGV[2]) ~= ARGV[3] or not current(KEYS[4], ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('HINCRBY', prefix .. 'gen', ARGV[2], 1)
@@ -249,7 +383,7 @@ local delay = tonumber(ARGV[4])
 if delay > 0 then
   redis.call('ZADD', KEYS[3], now + delay, ARGV[2])
 else
-  redis.call('RPUSH', KEYS[2], ARGV[2])
+  route({{ARGV[2]}}, true)
   wake(1)
 end
 return 1
@@ -286,7 +420,14 @@ end
 drop(redis.call('LRANGE', KEYS[2], 0, -1))
 drop(redis.call('ZRANGE', KEYS[3], 0, -1))
 drop(redis.call('ZRANGE', KEYS[4], 0, -1))
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], prefix .. 'att', prefix .. 'gen')
+drop(redis.call('ZRANGE', prefix .. 'prio', 0, -1))
+for _, k in ipairs(redis.call('SMEMBERS', prefix .. 'groups')) do
+  drop(redis.call('LRANGE', prefix .. 'g:' .. k, 0, -1))
+  redis.call('DEL', prefix .. 'g:' .. k)
+end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], prefix .. 'att', prefix .. 'gen',
+  prefix .. 'prio', prefix .. 'pri', prefix .. 'okey', prefix .. 'nb', prefix .. 'groups',
+  prefix .. 'waiting')
 if ARGV[2] == 'delete' then
   redis.call('DEL', KEYS[1], KEYS[5], KEYS[6])
 end
@@ -296,13 +437,17 @@ return 1
 });
 
 /// KEYS: meta ready delayed leased. ARGV: prefix. Returns `[ready, leased, delayed]`
-/// after promoting what is due.
+/// after promoting what is due; ready counts the prioritized messages and those waiting
+/// behind their key's head.
 pub static STATS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"{KNOWN}
 local prefix = ARGV[1]
+{ROUTE}
 {PROMOTE}
-return {{redis.call('LLEN', KEYS[2]), redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[3])}}
+local ready = redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', prefix .. 'prio')
+  + (tonumber(redis.call('GET', prefix .. 'waiting')) or 0)
+return {{ready, redis.call('ZCARD', KEYS[4]), redis.call('ZCARD', KEYS[3])}}
 "#
     ))
 });

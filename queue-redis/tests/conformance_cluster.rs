@@ -4,7 +4,7 @@
 mod common;
 
 fn harness() -> queue_core::testkit::Harness {
-    common::harness("redis://127.0.0.1:7001?cluster=true&seed=127.0.0.1:7002")
+    common::harness("redis://127.0.0.1:7001?cluster=true&seed=127.0.0.1:7002&dedup_window=2s")
 }
 
 queue_core::conformance_suite!(harness);

@@ -3,7 +3,7 @@
 mod common;
 
 fn harness() -> queue_core::testkit::Harness {
-    common::harness("redis://127.0.0.1:6379")
+    common::harness("redis://127.0.0.1:6379?dedup_window=2s")
 }
 
 queue_core::conformance_suite!(harness);

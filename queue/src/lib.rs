@@ -56,6 +56,11 @@ pub use queue_postgres as postgres;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 
+/// The Rust blocks of docs/backends.md, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/backends.md")]
+struct BackendsDoc;
+
 /// Opens the [`Store`] named by `url`, for job status
 /// ([`JobStatuses::new`](status::JobStatuses::new)): `memory://` (this process only,
 /// bounded), `redis://…` (feature `redis`; the driver's URL) or `postgres://…` (feature

@@ -183,9 +183,9 @@ async fn relay_to(target_url: &str, keyless_target: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_to_redis() {
-    // Redis queues do not order by key: the relay sends the keys' messages in order
-    // into the one list.
-    relay_to("redis://127.0.0.1:6379", true).await;
+    // Redis orders by key (a key's next message waits for its head): the relay keeps
+    // the keys, and each key's messages arrive in order.
+    relay_to("redis://127.0.0.1:6379", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

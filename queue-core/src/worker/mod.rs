@@ -97,6 +97,10 @@ pub struct WorkerConfig {
     pub ack_linger: Duration,
     /// Messages per batch for batch handlers (at most the backend's batch limit). Default 10.
     pub batch_size: usize,
+    /// Whether retry policies may ask for longer waits than the backend holds a retried
+    /// message back ([`Capabilities::max_nack_delay`]), each wait then cut to that
+    /// maximum. Default `false`: [`Worker::start`] refuses such a policy.
+    pub clamp_retry_delays: bool,
 }
 
 impl Default for WorkerConfig {
@@ -110,6 +114,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             ack_linger: Duration::from_millis(10),
             batch_size: 10,
+            clamp_retry_delays: false,
         }
     }
 }
@@ -398,6 +403,13 @@ impl Worker {
         self.config.poll_wait = wait;
         self
     }
+    /// Accepts retry policies whose waits exceed what the backend can hold a message back
+    /// ([`Capabilities::max_nack_delay`]; Kafka: 15 minutes by default): each such wait is
+    /// cut to the maximum (and logged). Without it, [`Worker::start`] refuses them.
+    pub fn clamp_retry_delays(mut self) -> Self {
+        self.config.clamp_retry_delays = true;
+        self
+    }
     /// Default retry policy.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.config.retry = policy;
@@ -444,8 +456,11 @@ impl Worker {
     /// hour, a job timeout of zero or over 30 days, a shutdown grace over a day, a batch
     /// size over the backend's batch limit, an ack linger over 10 s, a retry policy with zero
     /// attempts or more attempts than the backend's native dead-lettering allows
-    /// ([`Capabilities::max_receives`]), and a batch handler with idempotency (batch
-    /// handlers do not honour idempotency keys).
+    /// ([`Capabilities::max_receives`]), a retry policy waiting longer between attempts
+    /// than the backend can hold a message back ([`Capabilities::max_nack_delay`]) unless
+    /// [`Worker::clamp_retry_delays`] accepts the cut, and a batch handler with idempotency
+    /// (batch handlers do not honour idempotency keys). A wait a handler asks for at run
+    /// time (`JobError::retry_after`) past that maximum is cut to it, with a log line.
     pub fn start(self) -> QResult<WorkerHandle> {
         let caps = self.queue.driver().capabilities();
         check_config(&self.config, &caps, matches!(self.mode, Mode::Batch(_)))?;
@@ -476,6 +491,7 @@ impl Worker {
         }
         self.limits.check()?;
         check_native_dlq(&self.config, &self.mode, &caps)?;
+        check_retry_delays(&self.config, &self.mode, &caps, self.queue.driver().kind())?;
         let shards = self.fair.as_ref().map_or(1, |f| f.shards());
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
@@ -633,23 +649,51 @@ fn check_native_dlq(c: &WorkerConfig, mode: &Mode, caps: &Capabilities) -> QResu
     let (true, Some(limit)) = (caps.native_dlq, caps.max_receives) else {
         return Ok(());
     };
-    let mut policies = vec![(
-        "the worker's retry policy".to_string(),
-        c.retry.max_attempts,
-    )];
-    if let Mode::Jobs { jobs, .. } = mode {
-        for (name, reg) in jobs {
-            if let Some(p) = reg.retry {
-                policies.push((format!("job {name}'s retry policy"), p.max_attempts));
-            }
-        }
-    }
-    for (what, attempts) in policies {
+    for (what, p) in policies(c, mode) {
+        let attempts = p.max_attempts;
         if attempts > limit {
             return Err(QueueError::InvalidOption(format!(
                 "{what} allows {attempts} attempts, but this backend moves a message to its \
                  dead-letter queue by itself after {limit} receives (SQS: the queue's \
                  maxReceiveCount, `?max_receive_count=`): lower max_attempts or raise the limit"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The worker's retry policy and each job's own, named for error messages.
+fn policies(c: &WorkerConfig, mode: &Mode) -> Vec<(String, RetryPolicy)> {
+    let mut out = vec![("the worker's retry policy".to_string(), c.retry)];
+    if let Mode::Jobs { jobs, .. } = mode {
+        for (name, reg) in jobs {
+            if let Some(p) = reg.retry {
+                out.push((format!("job {name}'s retry policy"), p));
+            }
+        }
+    }
+    out
+}
+
+/// No retry policy may wait longer between attempts than the backend can hold a message
+/// back, unless the application accepted the cut ([`Worker::clamp_retry_delays`]).
+fn check_retry_delays(
+    c: &WorkerConfig,
+    mode: &Mode,
+    caps: &Capabilities,
+    backend: &str,
+) -> QResult<()> {
+    if c.clamp_retry_delays {
+        return Ok(());
+    }
+    let max = caps.max_nack_delay.unwrap_or(Duration::ZERO);
+    for (what, p) in policies(c, mode) {
+        let longest = p.longest_delay();
+        if longest > max {
+            return Err(QueueError::InvalidOption(format!(
+                "{what} waits up to {longest:?} between attempts, but {backend} holds a \
+                 retried message back at most {max:?}: lower the backoff (or its cap), or call \
+                 Worker::clamp_retry_delays() to accept waits cut to {max:?}"
             )));
         }
     }
