@@ -34,10 +34,16 @@ pub enum Ordering {
     /// No order is promised; an ordering key is refused with [`QueueError::Unsupported`].
     None,
     /// Messages with the same key are delivered in send order, one at a time: the next one
-    /// becomes visible when the previous one is acked or dead-lettered (SQS FIFO groups).
+    /// becomes visible when the previous one is acked or dead-lettered, so a retry of one
+    /// (nacked with its backoff, or back after its lease) holds the later ones, while
+    /// other keys keep flowing. Every bundled backend that accepts ordering keys keeps
+    /// this meaning: memory, Redis (per-key lists), SQS FIFO (message groups), Kafka (key
+    /// lines in the consumer), PostgreSQL.
     PerKey,
     /// Messages with the same key land on one partition and are delivered in partition
-    /// order to the single consumer that owns it (Kafka).
+    /// order to the single consumer that owns it, but a retried message may be overtaken
+    /// by later messages of its key. Weaker than [`Ordering::PerKey`]; no bundled backend
+    /// declares it (Kafka did before 0.3).
     PerPartition,
 }
 

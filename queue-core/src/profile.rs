@@ -130,7 +130,7 @@ impl Profile {
                 .with_max_batch(500)
                 .with_max_delay(Some(Duration::from_secs(15 * 60)))
                 .with_max_nack_delay(Some(Duration::from_secs(15 * 60)))
-                .with_ordering(Ordering::PerPartition)
+                .with_ordering(Ordering::PerKey)
                 .with_lease(LeaseModel::Session)
                 .with_give_back_keeps_attempt(true)
                 .with_max_lease(YEAR)

@@ -199,7 +199,7 @@ async fn require_names_every_missing_need_on_the_worn_profile() {
         ("redis", 0),
         ("sqs", 3),
         ("sqs-fifo", 2),
-        ("kafka", 4),
+        ("kafka", 3),
     ] {
         let b = queue_core::connect(&format!("memory://?like={like}"))
             .await

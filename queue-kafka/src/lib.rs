@@ -16,11 +16,11 @@
 //! | receive | one consumer per queue and driver instance, in consumer group `{group}-{Q}` (`?group=`, default `queue-workers`), subscribed to `Q` and `Q-delay` |
 //! | lease | none per message ([`LeaseModel::Session`]): a delivery is this consumer's until it is settled or the consumer leaves the group; then the partition's new owner redelivers from the last committed offset |
 //! | ack | marks the offset done and commits each partition's contiguous done prefix, so nothing is ever committed past an unsettled message |
-//! | nack with delay | republishes the message to `Q-delay` with `attempt + 1` and a due time, then marks the original done |
+//! | nack with delay | a keyed record of `Q`: held in this consumer for its delay, in its key's place, then handed out again with `attempt + 1` (never committed past meanwhile); any other: republished to `Q-delay` with `attempt + 1` and a due time, then the original is marked done |
 //! | delay | records in `Q-delay` carry a due time; a consumer that reads one early pauses just that partition and seeks back to it when it is due; other partitions and `Q` keep flowing. A due time more than `max_delay` (plus a minute of clock skew) away, or an attempt or due-time header that does not parse, is another writer's: the record is delivered at once marked malformed, so it never holds its partition |
 //! | DLQ | the core's emulation: queue `Q-dlq` (topics `Q-dlq`, `Q-dlq-delay`), written before the original is marked done |
 //! | redrive | the core's receive / send / ack loop from `Q-dlq` back to `Q` |
-//! | ordering | per partition: same key, same partition, and the worker runs one key's deliveries one after another. A retried message leaves its partition (it goes through `Q-delay`), so later messages of its key may overtake it |
+//! | ordering | per key: same key, same partition, and this consumer hands a key's records out one at a time (the next once the one before is acked or dead-lettered); a retry holds its key in place with its backoff while other keys of the partition flow (`lines.rs`). A keyed message sent with a delay takes its turn when it is due |
 //! | peek | not offered (see below) |
 //! | stats | approximate: lag (high watermark − committed offset) of `Q` minus this instance's in-flight, lag of `Q-delay` as delayed, lag of the DLQ |
 //! | limits | 1 MB records (librdkafka's `message.max.bytes`) less 2 KiB for headers; 500 messages per send call |
@@ -45,7 +45,12 @@
 //! - No per-message lease expiry: a worker that hangs without dying keeps its messages;
 //!   use the worker's job timeout. `extend` succeeds as a no-op while the delivery is held.
 //! - After a consumer crash the redelivered message's attempt count is the one it was last
-//!   published with (Kafka does not count deliveries).
+//!   published with (Kafka does not count deliveries); a keyed record held for its retry
+//!   comes back at the count it was read with.
+//! - A key held for a retry holds its partition's commits (never past the held record) for
+//!   up to the retry's backoff, and keeps the key's later records in this consumer's
+//!   memory meanwhile; a crash replays the partition from the held record, in order
+//!   (duplicates of the other keys' settled records included).
 //! - No deduplication of user dedup ids and no priorities (both refused); the idempotent
 //!   producer only removes the broker-side duplicates of its own retries.
 //! - A due time blocks the rest of its `Q-delay` partition until it is due (one delay topic,
@@ -88,6 +93,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 
 mod codec;
+mod lines;
 mod membership;
 mod offsets;
 
@@ -394,11 +400,30 @@ impl KafkaQueue {
         let (tp, off) = Self::parse_receipt(receipt)?;
         let qc = self.existing_consumer(queue).await?;
         let d = {
-            let t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
-            match t.pending.get(&tp).and_then(|m| m.get(&off)) {
-                Some(slot) if !slot.done => slot.delivery.clone(),
-                _ => return Err(QueueError::ReceiptExpired),
+            let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+            let held = t.lines.is_head(
+                &t.pending
+                    .get(&tp)
+                    .and_then(|m| m.get(&off))
+                    .filter(|s| !s.done)
+                    .ok_or(QueueError::ReceiptExpired)?
+                    .delivery,
+            );
+            let Some(slot) = t.pending.get_mut(&tp).and_then(|m| m.get_mut(&off)) else {
+                return Err(QueueError::ReceiptExpired);
+            };
+            if held {
+                // A keyed record's retry waits here, in its key's place: its later
+                // records stay behind it and no commit passes it.
+                slot.delivery.attempt = slot.delivery.attempt.saturating_add(step);
+                let d = slot.delivery.clone();
+                let due = tokio::time::Instant::now()
+                    .checked_add(delay)
+                    .ok_or_else(|| QueueError::InvalidOption(format!("delay {delay:?}")))?;
+                t.lines.hold(d, due);
+                return Ok(());
             }
+            slot.delivery.clone()
         };
         let mut m = Message::new(d.payload.clone())
             .id(d.id.clone())
@@ -424,7 +449,7 @@ impl Driver for KafkaQueue {
             .with_max_batch(500)
             .with_max_delay(Some(self.config.max_delay))
             .with_max_nack_delay(Some(self.config.max_delay))
-            .with_ordering(Ordering::PerPartition)
+            .with_ordering(Ordering::PerKey)
             .with_lease(LeaseModel::Session)
             .with_give_back_keeps_attempt(true)
             .with_max_lease(YEAR)
@@ -565,14 +590,19 @@ impl Driver for KafkaQueue {
                 }
                 qc.consumer.resume(&tpl).map_err(map_err)?;
             }
-            let next_hold = qc
-                .track
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .holds
-                .values()
-                .map(|h| h.1)
-                .min();
+            let next_hold = {
+                let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
+                // Keys' next records and due retries first, before reading more.
+                out.extend(t.lines.take(now, opts.max - out.len()));
+                if out.len() >= opts.max {
+                    return Ok(out);
+                }
+                let hold = t.holds.values().map(|h| h.1).min();
+                match (hold, t.lines.next_due()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            };
             let mut until = if out.is_empty() {
                 deadline
             } else {
@@ -640,13 +670,27 @@ impl Driver for KafkaQueue {
                 }
             }
             t.next_commit.entry(tp.clone()).or_insert(msg.offset());
-            t.pending.entry(tp).or_default().insert(
+            t.pending.entry(tp.clone()).or_default().insert(
                 msg.offset(),
                 Slot {
                     done: false,
                     delivery: delivery.clone(),
                 },
             );
+            // A keyed record of the queue's own topic takes its key's turn.
+            let keyed = delivery.ordering_key.clone().filter(|_| {
+                tp.0 == queue
+                    && !delivery
+                        .headers
+                        .contains_key(queue_core::headers::MALFORMED)
+            });
+            let delivery = match keyed {
+                Some(k) => match t.lines.admit(&tp, &k, delivery) {
+                    Some(d) => d,
+                    None => continue,
+                },
+                None => delivery,
+            };
             drop(t);
             tracing::trace!(
                 pid = std::process::id(),

@@ -23,6 +23,7 @@ impl ConsumerContext for Ctx {
             for e in tpl.elements() {
                 let tp = (e.topic().to_string(), e.partition());
                 t.pending.remove(&tp);
+                t.lines.revoke(&tp);
                 t.holds.remove(&tp);
                 t.next_commit.remove(&tp);
             }

@@ -26,6 +26,8 @@ pub(crate) struct Track {
     /// partition was assigned, then one past each commit. A commit only ever extends it
     /// by a contiguous run of settled records.
     pub(crate) next_commit: HashMap<Tp, i64>,
+    /// Per-key lines: keys with a record out, their later records, held retries.
+    pub(crate) lines: crate::lines::Lines,
 }
 
 impl Default for Track {
@@ -37,17 +39,22 @@ impl Default for Track {
             idle: false,
             last_receive: tokio::time::Instant::now(),
             next_commit: HashMap::new(),
+            lines: Default::default(),
         }
     }
 }
 
 impl Track {
+    /// Records out with a worker: delivered and not settled, less those waiting here in
+    /// a key's line or held for their retry.
     pub(crate) fn in_flight(&self, topics: &[&str]) -> u64 {
-        self.pending
+        let unsettled: u64 = self
+            .pending
             .iter()
             .filter(|(tp, _)| topics.contains(&tp.0.as_str()))
             .map(|(_, m)| m.values().filter(|s| !s.done).count() as u64)
-            .sum()
+            .sum();
+        unsettled.saturating_sub(self.lines.queued())
     }
 }
 
@@ -64,6 +71,8 @@ impl KafkaQueue {
                 match t.pending.get_mut(&tp).and_then(|m| m.get_mut(&off)) {
                     Some(slot) if !slot.done => {
                         slot.done = true;
+                        let d = slot.delivery.clone();
+                        t.lines.settled(&d);
                         touched.push(tp);
                     }
                     _ => stale.push(i),

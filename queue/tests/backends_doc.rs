@@ -22,7 +22,15 @@ fn size(n: usize) -> String {
 }
 
 fn time(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let (ms, s) = (d.as_millis(), d.as_secs());
+    match () {
+        _ if s == 365 * 86_400 && d.subsec_nanos() == 0 => "a year".into(),
+        _ if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+        _ if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        _ if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        _ if ms >= 1000 && ms % 1000 == 0 => format!("{s} s"),
+        _ => format!("{ms} ms"),
+    }
 }
 
 fn yes(b: bool, yes: &str, no: &str) -> String {
@@ -36,7 +44,7 @@ const ROWS: &[Row] = &[
     ("messages per call", |c| c.max_batch.to_string()),
     ("delayed send", |c| match c.max_delay {
         None => "refused".into(),
-        Some(d) => format!("native, up to {}", time(d)),
+        Some(d) => format!("up to {}", time(d)),
     }),
     ("retry delay", |c| match c.max_nack_delay {
         None => "none (at once)".into(),
@@ -60,7 +68,7 @@ const ROWS: &[Row] = &[
         }
     }),
     ("lease", |c| match c.lease {
-        LeaseModel::PerMessage { extend: true } => {
+        LeaseModel::PerMessage { .. } if c.can_extend() => {
             format!("per message, extendable, up to {}", time(c.max_lease))
         }
         LeaseModel::PerMessage { .. } => format!("per message, up to {}", time(c.max_lease)),
@@ -136,7 +144,12 @@ async fn known_options(url: &str) -> BTreeSet<String> {
         .split_once("knows: ")
         .unwrap_or_else(|| panic!("{url}: {reason}"))
         .1;
-    list.split(", ").map(str::to_string).collect()
+    // A pass-through family ("librdkafka properties (names with a dot)") is named by its
+    // description, which the docs give in prose.
+    list.split(", ")
+        .filter(|o| !o.contains(' '))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The options docs/backends.md lists under the heading that names `scheme`.
