@@ -134,7 +134,7 @@ pub enum QueueError {
     /// An operation needs job status, and the backend was not given a status store
     /// ([`crate::Backend::with_status`]).
     #[error(
-        "no shared store on this backend: job status and pausing need one (Backend::with_status)"
+        "no shared store on this backend: job status, pause, unique jobs and schedules need one (Backend::with_store or Backend::with_status)"
     )]
     NoStatusStore,
     /// The backend does not give what the application said it needs

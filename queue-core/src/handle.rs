@@ -16,6 +16,7 @@ use crate::error::{QueueError, Result};
 use crate::idempotency::IdempotencyStore;
 use crate::message::{Message, MessageId, QueueStats};
 use crate::status::{CancelOutcome, JobStatus, JobStatuses};
+use crate::store::Store;
 
 /// A connected backend. Cheap to clone; share it across the application.
 ///
@@ -32,16 +33,14 @@ use crate::status::{CancelOutcome, JobStatus, JobStatuses};
 pub struct Backend {
     driver: Arc<dyn Driver>,
     status: Option<JobStatuses>,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Backend {
     /// A backend over a driver you built yourself (a custom driver, or one of the bundled
     /// drivers' constructors).
     pub fn new(driver: impl Driver) -> Self {
-        Backend {
-            driver: Arc::new(driver),
-            status: None,
-        }
+        Self::from_driver(Arc::new(driver))
     }
 
     /// A backend over a shared driver.
@@ -49,6 +48,7 @@ impl Backend {
         Backend {
             driver,
             status: None,
+            store: None,
         }
     }
 
@@ -57,9 +57,35 @@ impl Backend {
         self.driver.kind()
     }
 
-    /// What the backend can do.
+    /// What the backend can do: what its driver declares, and what queue-core emulates
+    /// over it. With a shared store ([`Backend::with_store`] or
+    /// [`Backend::with_status`]), a backend without dedup ids gets them for
+    /// [`crate::dedup::EMULATED_WINDOW`] (see [`crate::dedup`]).
     pub fn capabilities(&self) -> Capabilities {
-        self.driver.capabilities()
+        let c = self.driver.capabilities();
+        match c.dedup_window {
+            None if self.store().is_some() => {
+                c.with_dedup_window(Some(crate::dedup::EMULATED_WINDOW))
+            }
+            _ => c,
+        }
+    }
+
+    /// This backend with a shared store for the layers that coordinate workers and
+    /// producers: rate limits, pause, unique jobs, schedules, and the dedup ids it
+    /// emulates where the backend has none. Without job status: see
+    /// [`Backend::with_status`] for that (which brings its store too). The store need not
+    /// be the queue's server.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The shared store: the one [`Backend::with_store`] set, else job status's.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store
+            .as_ref()
+            .or_else(|| self.status.as_ref().map(|s| s.store()))
     }
 
     /// Checks, once at start, that this backend gives everything `needs` lists: `Ok`, or
@@ -142,10 +168,7 @@ impl fmt::Debug for Backend {
 
 impl<D: Driver> From<Arc<D>> for Backend {
     fn from(d: Arc<D>) -> Self {
-        Backend {
-            driver: d,
-            status: None,
-        }
+        Self::from_driver(d)
     }
 }
 
@@ -217,9 +240,12 @@ impl Queue {
 
     /// Checks `messages` against the capabilities and sends them in chunks of the
     /// backend's maximum batch.
+    ///
+    /// Dedup ids the backend does not take natively are claimed in the shared store first
+    /// (see [`crate::dedup`]): a duplicate is not sent and answers with the original's id.
     pub(crate) async fn send_checked(&self, messages: Vec<Message>) -> Result<Vec<MessageId>> {
         let driver = self.driver();
-        let caps = driver.capabilities();
+        let caps = self.backend.capabilities();
         let kind = driver.kind();
         let mut messages = messages;
         for m in &mut messages {
@@ -232,11 +258,48 @@ impl Queue {
                 "driver declares max_batch = 0; it can send nothing",
             ));
         }
+        let emulated = driver.capabilities().dedup_window.is_none()
+            && messages.iter().any(|m| m.dedup_id.is_some());
+        let store = match self.backend.store() {
+            Some(s) if emulated => s.clone(),
+            _ => return self.send_chunks(messages, caps.max_batch).await,
+        };
+        let (slots, claims) = crate::dedup::claim_all(&store, &self.name, messages).await?;
+        let mut send = Vec::new();
+        let mut order = Vec::with_capacity(slots.len());
+        for slot in slots {
+            match slot {
+                crate::dedup::Slot::Send(m) => {
+                    order.push(None);
+                    send.push(m);
+                }
+                crate::dedup::Slot::Duplicate(id) => order.push(Some(id)),
+            }
+        }
+        let sent = match self.send_chunks(send, caps.max_batch).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                crate::dedup::give_up(&store, claims).await;
+                return Err(e);
+            }
+        };
+        crate::dedup::confirm(&store, claims).await;
+        let mut sent = sent.into_iter();
+        order
+            .into_iter()
+            .map(|o| {
+                o.or_else(|| sent.next())
+                    .ok_or_else(|| QueueError::backend(kind, "send returned too few ids"))
+            })
+            .collect()
+    }
+
+    async fn send_chunks(&self, messages: Vec<Message>, max: usize) -> Result<Vec<MessageId>> {
         let mut ids = Vec::with_capacity(messages.len());
         let mut rest = messages;
         while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(caps.max_batch));
-            ids.extend(driver.send(&self.name, rest).await?);
+            let tail = rest.split_off(rest.len().min(max));
+            ids.extend(self.driver().send(&self.name, rest).await?);
             rest = tail;
         }
         Ok(ids)

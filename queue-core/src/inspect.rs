@@ -176,10 +176,6 @@ impl Queue {
     }
 
     fn shared_store(&self) -> Result<&std::sync::Arc<dyn crate::store::Store>> {
-        Ok(self
-            .backend()
-            .status()
-            .ok_or(QueueError::NoStatusStore)?
-            .store())
+        self.backend().store().ok_or(QueueError::NoStatusStore)
     }
 }

@@ -77,6 +77,7 @@
 //! ```
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod dedup;
 pub mod driver;
 mod error;
 pub mod fair;

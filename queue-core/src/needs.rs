@@ -116,14 +116,42 @@ pub struct Unmet {
     pub need: Need,
     /// The bundled backends that have it.
     pub available_on: Vec<&'static str>,
+    /// Whether queue-core emulates it on any backend given a shared store
+    /// ([`crate::Backend::with_store`]): dedup ids (see [`crate::dedup`]).
+    pub with_a_store: bool,
+}
+
+impl Unmet {
+    fn new(need: Need) -> Self {
+        let with_a_store = matches!(need, Need::Dedup(w) if w <= crate::dedup::EMULATED_WINDOW);
+        Unmet {
+            need,
+            available_on: Profile::ALL
+                .iter()
+                .filter(|p| need.met_by(&p.capabilities()))
+                .map(|p| p.name())
+                .collect(),
+            with_a_store,
+        }
+    }
 }
 
 impl fmt::Display for Unmet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.available_on.is_empty() {
-            write!(f, "{} (no bundled backend has it)", self.need)
+        let store = if self.with_a_store {
+            "; on any backend given a shared store"
         } else {
-            write!(f, "{} (on {})", self.need, self.available_on.join(", "))
+            ""
+        };
+        if self.available_on.is_empty() {
+            write!(f, "{} (no bundled backend has it{store})", self.need)
+        } else {
+            write!(
+                f,
+                "{} (on {}{store})",
+                self.need,
+                self.available_on.join(", ")
+            )
         }
     }
 }
@@ -208,14 +236,7 @@ impl Needs {
             .items
             .iter()
             .filter(|n| !n.met_by(caps))
-            .map(|&need| Unmet {
-                need,
-                available_on: Profile::ALL
-                    .iter()
-                    .filter(|p| need.met_by(&p.capabilities()))
-                    .map(|p| p.name())
-                    .collect(),
-            })
+            .map(|&need| Unmet::new(need))
             .collect();
         if unmet.is_empty() {
             Ok(())
@@ -261,6 +282,12 @@ mod tests {
         let text = e.to_string();
         assert!(
             text.contains("priorities (on memory, redis, postgres)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "dedup ids (on memory, redis, sqs-fifo, postgres; on any backend given a shared store)"
+            ),
             "{text}"
         );
         needs

@@ -179,11 +179,10 @@ impl Producer {
         let store = self
             .queue
             .backend()
-            .status()
-            .ok_or(QueueError::NoStatusStore)?
             .store()
+            .ok_or(QueueError::NoStatusStore)?
             .clone();
-        let caps = self.queue.driver().capabilities();
+        let caps = self.queue.backend().capabilities();
         for (m, _) in &batch {
             crate::driver::validate(&caps, self.queue.backend().kind(), m)?;
         }
@@ -241,7 +240,7 @@ impl Producer {
         f: &Fairness,
         messages: Vec<Message>,
     ) -> Result<Vec<(MessageId, String)>> {
-        let caps = self.queue.driver().capabilities();
+        let caps = self.queue.backend().capabilities();
         for m in &messages {
             crate::driver::validate(&caps, self.queue.backend().kind(), m)?;
         }

@@ -246,11 +246,7 @@ impl Scheduler {
     /// The schedules of set `set` on `backend`, which needs a shared store
     /// ([`crate::Backend::with_status`]; otherwise [`QueueError::NoStatusStore`]).
     pub fn new(backend: &Backend, set: &str) -> Result<Self> {
-        let store = backend
-            .status()
-            .ok_or(QueueError::NoStatusStore)?
-            .store()
-            .clone();
+        let store = backend.store().ok_or(QueueError::NoStatusStore)?.clone();
         Ok(Scheduler {
             backend: backend.clone(),
             store,

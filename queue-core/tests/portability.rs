@@ -270,3 +270,46 @@ async fn sqs_fifo_give_backs_cost_an_attempt_like_the_real_one() {
         assert_eq!(again.attempt, want, "{profile}");
     }
 }
+
+/// Dedup ids on a backend without them (Kafka, SQS standard): refused without a shared
+/// store, emulated through it (see `queue_core::dedup`), with `require` agreeing.
+#[tokio::test]
+async fn dedup_ids_are_emulated_through_a_shared_store() {
+    let plain = queue_core::connect("memory://?like=kafka").await.unwrap();
+    assert!(matches!(
+        plain.require(&Needs::new().dedup()),
+        Err(QueueError::Unmet { .. })
+    ));
+    let with_store = plain
+        .clone()
+        .with_store(std::sync::Arc::new(queue_core::MemoryStore::new()));
+    with_store
+        .require(&Needs::new().dedup())
+        .expect("emulated with a store");
+    let q = with_store.queue("orders");
+    q.create().await.unwrap();
+    let first = q.send(Message::new("a").dedup_id("order-1")).await.unwrap();
+    let again = q.send(Message::new("b").dedup_id("order-1")).await.unwrap();
+    assert_eq!(first, again, "the duplicate answers with the original's id");
+    assert_eq!(q.stats().await.unwrap().ready, 1, "and is not sent");
+    // Without the store the same queue refuses the id, as before.
+    let r = plain
+        .queue("orders")
+        .send(Message::new("c").dedup_id("order-2"))
+        .await;
+    assert!(matches!(r, Err(QueueError::Unsupported { .. })), "{r:?}");
+    // A failed send gives its claim up: the retry is sent.
+    q.delete().await.ok(); // kafka's profile refuses deletes: the queue stays
+    let gone = with_store.queue("never-created");
+    let r = gone.send(Message::new("d").dedup_id("order-3")).await;
+    assert!(matches!(r, Err(QueueError::UnknownQueue(_))), "{r:?}");
+    gone.create().await.unwrap();
+    gone.send(Message::new("d").dedup_id("order-3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.stats().await.unwrap().ready,
+        1,
+        "the retry after a failure is sent"
+    );
+}

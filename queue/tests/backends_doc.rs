@@ -58,7 +58,10 @@ const ROWS: &[Row] = &[
     }),
     ("priority", |c| yes(c.priority, "native", "refused")),
     ("dedup id", |c| match c.dedup_window {
-        None => "refused".into(),
+        None => format!(
+            "emulated with a shared store, {} window; else refused",
+            time(queue::dedup::EMULATED_WINDOW)
+        ),
         Some(w) => format!("native, {} window", time(w)),
     }),
     ("dead-letter queue", |c| {

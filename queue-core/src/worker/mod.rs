@@ -501,12 +501,9 @@ impl Worker {
             Mode::Batch(_) => Vec::new(),
         };
         let home = self.queue.name().to_string();
-        let limits = limits::Limits::build(
-            self.limits,
-            self.queue.backend().status().map(|s| s.store().clone()),
-            lease,
-        )
-        .map(Arc::new);
+        let limits =
+            limits::Limits::build(self.limits, self.queue.backend().store().cloned(), lease)
+                .map(Arc::new);
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let meters = Arc::new(Meters::new(&home, names.iter()));
         let shutdown = CancellationToken::new();
