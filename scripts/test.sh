@@ -25,6 +25,8 @@ run cargo test --workspace $FEATURES --all-targets --exclude queue-kafka --no-fa
 # tansu (the test Kafka broker) stalls when many consumer groups rebalance at once, so the
 # Kafka tests run one at a time.
 run cargo test -p queue-kafka --all-targets --no-fail-fast "$@" -- --test-threads=1
+# The quickstart's build graph holds no backend client (a small cold build).
+run "$ROOT/scripts/check-quickstart.sh"
 # The committed snapshot of queue-core's public API.
 run "$ROOT/scripts/public-api.sh"
 # The fuzz targets, 20 seconds each (scripts/fuzz.sh --runs N for a long run).
