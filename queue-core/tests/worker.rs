@@ -458,3 +458,63 @@ async fn settings_that_cannot_work_are_refused_at_start() {
         }
     }
 }
+
+/// Builder calls that contradict each other, or a worker without a handler, are refused
+/// at start with the mistake named, instead of a worker that dead-letters every job or
+/// silently drops a handler.
+#[tokio::test]
+async fn builder_mistakes_are_refused_at_start() {
+    use queue_core::{Delivery, ItemFailure, WorkerConfig};
+    let b = queue_core::connect("memory://").await.unwrap();
+    let q = b.queue("builder");
+    q.create().await.unwrap();
+    let refused = |r: queue_core::Result<queue_core::WorkerHandle>, what: &str| match r {
+        Err(queue_core::QueueError::InvalidOption(m)) => {
+            assert!(m.contains(what), "want {what:?} in: {m}")
+        }
+        Err(e) => panic!("want InvalidOption naming {what:?}, got {e}"),
+        Ok(_) => panic!("want {what:?} refused, the worker started"),
+    };
+    refused(q.worker().start(), "no handler");
+    let job = |_: Task, _: JobContext| async { Ok(()) };
+    refused(
+        q.worker().handle(job).handle(job).start(),
+        "two handlers for job \"task\"",
+    );
+    let batch = |_: Vec<Delivery>| async { Vec::<ItemFailure>::new() };
+    refused(
+        q.worker().handle(job).handle_batch(batch).start(),
+        "per-job handlers and a batch handler",
+    );
+    refused(
+        q.worker().handle_batch(batch).handle(job).start(),
+        "and a batch handler",
+    );
+    refused(
+        q.worker().handle_batch(batch).handle_batch(batch).start(),
+        "two batch handlers",
+    );
+    let raw = |_: Delivery| async { Ok(()) };
+    refused(
+        q.worker().handle_raw(raw).handle_raw(raw).start(),
+        "two raw handlers",
+    );
+    refused(
+        q.worker()
+            .concurrency(3)
+            .config(WorkerConfig::default())
+            .handle(job)
+            .start(),
+        "config() after single settings",
+    );
+    // The right order is fine: config first, then settings that adjust it.
+    q.worker()
+        .config(WorkerConfig::default())
+        .concurrency(3)
+        .handle(job)
+        .handle_raw(raw)
+        .start()
+        .expect("a well-built worker starts")
+        .shutdown()
+        .await;
+}

@@ -76,7 +76,7 @@ use receive::*;
 use settle::*;
 
 /// Worker settings. Build with [`Worker`]'s methods; [`Worker::start`] checks them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct WorkerConfig {
     /// Jobs (or batches) run at once. Default 10.
@@ -236,6 +236,9 @@ pub struct Worker {
     /// The relay's worker: a message's own max-attempts header is for its final
     /// consumer, not for forwarding it.
     own_attempts_only: bool,
+    /// Builder calls that cannot both hold (two handlers for one job, per-job and batch
+    /// handlers, `config` after other settings): [`Worker::start`] refuses them by name.
+    mistakes: Vec<String>,
 }
 
 impl fmt::Debug for Worker {
@@ -275,6 +278,7 @@ impl Worker {
             limits: limits::Settings::default(),
             fair: None,
             own_attempts_only: false,
+            mistakes: Vec::new(),
         }
     }
 
@@ -312,14 +316,15 @@ impl Worker {
         };
         match &mut self.mode {
             Mode::Jobs { jobs, .. } => {
-                jobs.insert(J::NAME.to_string(), reg);
-            }
-            Mode::Batch(_) => {
-                self.mode = Mode::Jobs {
-                    jobs: HashMap::from([(J::NAME.to_string(), reg)]),
-                    raw: None,
+                if jobs.insert(J::NAME.to_string(), reg).is_some() {
+                    self.mistakes
+                        .push(format!("two handlers for job {:?}", J::NAME));
                 }
             }
+            Mode::Batch(_) => self.mistakes.push(format!(
+                "a handler for job {:?} and a batch handler (a worker has one or the other)",
+                J::NAME
+            )),
         }
         self
     }
@@ -365,25 +370,34 @@ impl Worker {
     {
         let f: RawFn = Arc::new(move |d| Box::pin(f(d)));
         match &mut self.mode {
-            Mode::Jobs { raw, .. } => *raw = Some(f),
-            Mode::Batch(_) => {
-                self.mode = Mode::Jobs {
-                    jobs: HashMap::new(),
-                    raw: Some(f),
+            Mode::Jobs { raw, .. } => {
+                if raw.replace(f).is_some() {
+                    self.mistakes.push("two raw handlers".into());
                 }
             }
+            Mode::Batch(_) => self
+                .mistakes
+                .push("a raw handler and a batch handler (a worker has one or the other)".into()),
         }
         self
     }
 
     /// Uses one handler for whole batches of raw deliveries (up to
     /// [`batch_size`](Worker::batch_size)); it returns the items that failed, and each of
-    /// those is retried or dead-lettered on its own. Replaces per-job handlers.
+    /// those is retried or dead-lettered on its own. A worker has either a batch handler or
+    /// per-job handlers: registering both is refused by [`Worker::start`].
     pub fn handle_batch<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(Vec<Delivery>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<ItemFailure>> + Send + 'static,
     {
+        match &self.mode {
+            Mode::Batch(_) => self.mistakes.push("two batch handlers".into()),
+            Mode::Jobs { jobs, raw } if !jobs.is_empty() || raw.is_some() => self.mistakes.push(
+                "per-job handlers and a batch handler (a worker has one or the other)".into(),
+            ),
+            Mode::Jobs { .. } => {}
+        }
         self.mode = Mode::Batch(Arc::new(move |b| Box::pin(f(b))));
         self
     }
@@ -435,8 +449,16 @@ impl Worker {
         self.config.ack_linger = linger;
         self
     }
-    /// Replaces the whole configuration.
+    /// Replaces the whole configuration. Call it before the single settings
+    /// ([`concurrency`](Worker::concurrency), [`lease`](Worker::lease), ...), which then
+    /// adjust it: after one of them it would undo that setting, and [`Worker::start`]
+    /// refuses the worker.
     pub fn config(mut self, config: WorkerConfig) -> Self {
+        if self.config != WorkerConfig::default() {
+            self.mistakes.push(
+                "config() after single settings, which it would undo: call config() first".into(),
+            );
+        }
         self.config = config;
         self
     }
@@ -458,10 +480,25 @@ impl Worker {
     /// attempts or more attempts than the backend's native dead-lettering allows
     /// ([`Capabilities::max_receives`]), a retry policy waiting longer between attempts
     /// than the backend can hold a message back ([`Capabilities::max_nack_delay`]) unless
-    /// [`Worker::clamp_retry_delays`] accepts the cut, and a batch handler with idempotency
+    /// [`Worker::clamp_retry_delays`] accepts the cut, no handler at all, two handlers for
+    /// one job (or per-job and batch handlers, or `config` after single settings), and a
+    /// batch handler with idempotency
     /// (batch handlers do not honour idempotency keys). A wait a handler asks for at run
     /// time (`JobError::retry_after`) past that maximum is cut to it, with a log line.
     pub fn start(self) -> QResult<WorkerHandle> {
+        if !self.mistakes.is_empty() {
+            return Err(QueueError::InvalidOption(format!(
+                "this worker's builder calls contradict each other: {}",
+                self.mistakes.join("; ")
+            )));
+        }
+        if matches!(&self.mode, Mode::Jobs { jobs, raw } if jobs.is_empty() && raw.is_none()) {
+            return Err(QueueError::InvalidOption(
+                "the worker has no handler: register one with handle, handle_returning, \
+                 handle_raw or handle_batch before start (it would dead-letter every job)"
+                    .into(),
+            ));
+        }
         let caps = self.queue.driver().capabilities();
         check_config(&self.config, &caps, matches!(self.mode, Mode::Batch(_)))?;
         if matches!(self.mode, Mode::Batch(_)) && self.idempotency.is_some() {
