@@ -177,16 +177,18 @@ return out
 /// `reply(out, seqs)`: appends, per seq whose message exists, `seq, generation, attempt,
 /// ordering key ('' for none), message` to `out`, reading each field once for the batch.
 /// `bump`: the seqs are being delivered (attempt and generation go up by one, and are
-/// written back) rather than looked at.
+/// written back) rather than looked at. `keyed`: look their ordering keys up (a queue with
+/// no keyed message skips it).
 const REPLY: &str = r#"
-local function reply(out, seqs, bump)
+local function reply(out, seqs, bump, keyed)
   if #seqs == 0 then return {} end
   local mk = {}
   for i, s in ipairs(seqs) do mk[i] = prefix .. 'm:' .. s end
   local bodies = redis.call('MGET', unpack(mk))
   local atts = redis.call('HMGET', prefix .. 'att', unpack(seqs))
   local gens = redis.call('HMGET', prefix .. 'gen', unpack(seqs))
-  local keys = redis.call('HMGET', prefix .. 'okey', unpack(seqs))
+  local keys = {}
+  if keyed then keys = redis.call('HMGET', prefix .. 'okey', unpack(seqs)) end
   local kept, newa, newg = {}, {}, {}
   local step = 0
   if bump then step = 1 end
@@ -233,7 +235,7 @@ if #seqs < n then
   local plain = redis.call('LRANGE', KEYS[2], -(n - #seqs), -1)
   for i = #plain, 1, -1 do table.insert(seqs, plain[i]) end
 end
-reply(out, seqs, false)
+reply(out, seqs, false, true)
 return out
 "#
     ))
@@ -257,15 +259,19 @@ local lease = tonumber(ARGV[3])
 local max = tonumber(ARGV[2])
 local out = {{now, -1}}
 local seqs = {{}}
-local popped = redis.call('ZPOPMIN', prefix .. 'prio', max)
-for i = 1, #popped, 2 do table.insert(seqs, popped[i]) end
+-- A queue that never saw a priority or an ordering key pays one EXISTS for both.
+local extras = redis.call('EXISTS', prefix .. 'prio', prefix .. 'okey') > 0
+if extras then
+  local popped = redis.call('ZPOPMIN', prefix .. 'prio', max)
+  for i = 1, #popped, 2 do table.insert(seqs, popped[i]) end
+end
 if #seqs < max then
   local plain = redis.call('RPOP', KEYS[2], max - #seqs)
   if plain then
     for _, s in ipairs(plain) do table.insert(seqs, s) end
   end
 end
-local kept = reply(out, seqs, true)
+local kept = reply(out, seqs, true, extras)
 if #kept > 0 then
   local leases = {{}}
   for _, s in ipairs(kept) do
@@ -357,8 +363,11 @@ if #done > 0 then
   redis.call('DEL', unpack(keys))
   redis.call('HDEL', prefix .. 'att', unpack(done))
   redis.call('HDEL', prefix .. 'gen', unpack(done))
-  redis.call('HDEL', prefix .. 'pri', unpack(done))
-  release(done)
+  -- A queue that never saw a priority or an ordering key pays one EXISTS for both.
+  if redis.call('EXISTS', prefix .. 'pri', prefix .. 'okey') > 0 then
+    redis.call('HDEL', prefix .. 'pri', unpack(done))
+    release(done)
+  end
 end
 return stale
 "#
