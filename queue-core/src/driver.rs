@@ -301,6 +301,10 @@ pub enum DeadLetterKind {
     Malformed,
     /// The last allowed attempt ran past the job timeout (`timeout`).
     Timeout,
+    /// No handler knew the job's name for longer than the worker's
+    /// [`unknown_job_grace`](crate::Worker::unknown_job_grace) (`unknown-job`): during a
+    /// rolling deploy a newer producer's job waits, given back, for a newer worker.
+    UnknownJob,
 }
 
 impl DeadLetterKind {
@@ -311,6 +315,7 @@ impl DeadLetterKind {
             DeadLetterKind::Permanent => "permanent",
             DeadLetterKind::Malformed => "malformed",
             DeadLetterKind::Timeout => "timeout",
+            DeadLetterKind::UnknownJob => "unknown-job",
         }
     }
 }
@@ -329,6 +334,7 @@ impl FromStr for DeadLetterKind {
             "permanent" => DeadLetterKind::Permanent,
             "malformed" => DeadLetterKind::Malformed,
             "timeout" => DeadLetterKind::Timeout,
+            "unknown-job" => DeadLetterKind::UnknownJob,
             other => {
                 return Err(QueueError::InvalidOption(format!(
                     "unknown dead-letter reason {other:?}"

@@ -163,10 +163,12 @@ pub enum Reason {
     MaxAttempts,
     /// The handler said the job can never succeed.
     Permanent,
-    /// The payload did not decode, or no handler knows the job.
+    /// The payload did not decode.
     Malformed,
     /// The last allowed attempt ran past its timeout.
     Timeout,
+    /// No worker knew the job's name within its grace (a newer job type than the workers).
+    UnknownJob,
 }
 
 impl From<Reason> for DeadLetterKind {
@@ -176,6 +178,7 @@ impl From<Reason> for DeadLetterKind {
             Reason::Permanent => DeadLetterKind::Permanent,
             Reason::Malformed => DeadLetterKind::Malformed,
             Reason::Timeout => DeadLetterKind::Timeout,
+            Reason::UnknownJob => DeadLetterKind::UnknownJob,
         }
     }
 }

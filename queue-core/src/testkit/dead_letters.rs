@@ -2,7 +2,7 @@
 //! first-enqueued time through all of them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AO};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{eventually_worker, probe, Harness, Probe};
@@ -139,6 +139,8 @@ pub async fn malformed_payload_dead_lettered(h: &Harness) {
     let calls2 = calls.clone();
     let w = c
         .worker(c.q.clone())
+        // No grace for unknown jobs here (`unknown_job_waits_for_its_worker` has one).
+        .unknown_job_grace(Duration::ZERO)
         .handle(move |_: Probe, _ctx| {
             calls2.fetch_add(1, AO::SeqCst);
             async { Ok(()) }
@@ -173,9 +175,10 @@ pub async fn malformed_payload_dead_lettered(h: &Harness) {
     let dead = c.dlq_contents(4).await;
     let mut errors = Vec::new();
     for d in &dead {
+        let unknown = d.payload.starts_with(b"{\"job\":\"no_such_job\"");
         assert_eq!(
             d.headers.get(headers::DLQ_REASON).map(String::as_str),
-            Some("malformed")
+            Some(if unknown { "unknown-job" } else { "malformed" })
         );
         errors.push(
             d.headers
@@ -283,5 +286,85 @@ pub async fn native_dlq_moves_poison(h: &Harness) {
     assert_eq!(
         dead[0].id, id,
         "the natively moved dead letter: want the same id"
+    );
+}
+
+/// A job type newer than this worker (a rolling deploy: the producer is new, this worker
+/// is old) is given back without spending an attempt, not dead-lettered, while the
+/// worker's grace lasts, and a worker that knows it runs it; past the grace, with no such
+/// worker, it is dead-lettered with the reason `unknown-job`.
+pub async fn unknown_job_waits_for_its_worker(h: &Harness) {
+    let c = h.fresh("unknown_job_waits_for_its_worker").await;
+    let newer = r#"{"job":"conformance_newer","v":1,"data":{}}"#;
+    let old = c
+        .worker(h.driver().await)
+        .unknown_job_grace(c.within() * 3)
+        .handle(|_: Probe, _ctx| async { Ok(()) })
+        .start()
+        .expect("old worker start");
+    c.producer()
+        .send(Message::new(newer))
+        .await
+        .expect("send the newer job");
+    eventually_worker(
+        &old,
+        c.within(),
+        "the old worker gives the newer job back",
+        |r| r.unknown_job >= 1,
+    )
+    .await;
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let new = c
+        .worker(h.driver().await)
+        .handle_raw(move |d| {
+            seen.lock().unwrap().push(d.attempt);
+            async { Ok(()) }
+        })
+        .start()
+        .expect("new worker start");
+    eventually_worker(
+        &new,
+        c.within() * 2,
+        "the new worker runs the newer job",
+        |r| r.succeeded >= 1,
+    )
+    .await;
+    let (old_report, new_report) = (old.shutdown().await, new.shutdown().await);
+    assert_eq!(
+        old_report.dead_lettered, 0,
+        "want the newer job given back during the grace, not dead-lettered: {old_report:?}"
+    );
+    assert_eq!(new_report.dead_lettered, 0, "{new_report:?}");
+    if c.caps.give_back_keeps_attempt {
+        assert_eq!(
+            *attempts.lock().unwrap(),
+            [1],
+            "want the newer job run once, at attempt 1 (a give-back spends no attempt)"
+        );
+    }
+    // Past the grace, and no worker knows it: dead-lettered, with the reason.
+    let old = c
+        .worker(c.q.clone())
+        .unknown_job_grace(c.unit * 3)
+        .handle(|_: Probe, _ctx| async { Ok(()) })
+        .start()
+        .expect("old worker start");
+    c.producer()
+        .send(Message::new(newer))
+        .await
+        .expect("send the newer job");
+    eventually_worker(
+        &old,
+        c.within() * 2,
+        "the unknown job dead-lettered after its grace",
+        |r| r.dead_lettered >= 1,
+    )
+    .await;
+    old.shutdown().await;
+    let dead = c.dlq_contents(1).await;
+    assert_eq!(
+        dead[0].headers.get(headers::DLQ_REASON).map(String::as_str),
+        Some("unknown-job")
     );
 }

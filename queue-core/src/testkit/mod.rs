@@ -92,7 +92,8 @@ macro_rules! __with_conformance_cases {
             nack_redelivers_after_delay lease_expiry_redelivers extend_keeps_hidden
             stale_receipt_refused give_back_keeps_attempt delayed_send_not_early
             dlq_after_max_attempts permanent_error_skips_retries redrive_returns_messages
-            malformed_payload_dead_lettered first_enqueued_kept native_dlq_moves_poison
+            malformed_payload_dead_lettered unknown_job_waits_for_its_worker
+            first_enqueued_kept native_dlq_moves_poison
             ordering_per_key ordering_survives_retries ordered_job_timeout_starts_at_handler
             ordering_refused priority_honoured
             dedup_within_window

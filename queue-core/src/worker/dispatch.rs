@@ -179,6 +179,12 @@ pub(super) async fn run_one_inner(
     let (prepared, tracked) = prepared;
     let (fut, policy) = match prepared {
         Ok(p) => p,
+        Err(e @ DecodeError::UnknownJob { .. }) if !settle::unknown_too_long(inner, d) => {
+            // A rolling deploy: a newer producer's job, which a newer worker will know.
+            tracing::info!(error = %e, "no handler here for this job yet; giving it back");
+            settle::give_back_unknown(inner, d).await;
+            return false;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "undecodable message, dead-lettering");
             let f = Failure::malformed(&e);

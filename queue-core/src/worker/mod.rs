@@ -97,6 +97,13 @@ pub struct WorkerConfig {
     pub ack_linger: Duration,
     /// Messages per batch for batch handlers (at most the backend's batch limit). Default 10.
     pub batch_size: usize,
+    /// How long a delivery whose job name no handler of this worker knows is given back
+    /// (without spending an attempt, with a growing delay) for another worker that knows
+    /// it, before it is dead-lettered with the reason `unknown-job`. Default one hour: a
+    /// rolling deploy's newer producers may send a job type before any newer worker is up.
+    /// Zero dead-letters such a job at once. A raw handler, where there is one, takes
+    /// these deliveries instead.
+    pub unknown_job_grace: Duration,
     /// Whether retry policies may ask for longer waits than the backend holds a retried
     /// message back ([`Capabilities::max_nack_delay`]), each wait then cut to that
     /// maximum. Default `false`: [`Worker::start`] refuses such a policy.
@@ -115,6 +122,7 @@ impl Default for WorkerConfig {
             ack_linger: Duration::from_millis(10),
             batch_size: 10,
             clamp_retry_delays: false,
+            unknown_job_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -140,6 +148,9 @@ pub struct WorkerReport {
     /// Jobs cancelled through their status: skipped before they ran, or stopped by
     /// their cancel signal (acked either way).
     pub cancelled: u64,
+    /// Deliveries given back because no handler here knows their job name (see
+    /// [`Worker::unknown_job_grace`]).
+    pub unknown_job: u64,
     /// Deliveries held or given back for a rate limit (or a handler's
     /// [`JobError::rate_limited`]) before they ran.
     pub rate_limited: u64,
@@ -162,6 +173,7 @@ struct Counters {
     returned: AtomicU64,
     cancelled: AtomicU64,
     rate_limited: AtomicU64,
+    unknown_job: AtomicU64,
     backend_errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     crashed: std::sync::atomic::AtomicBool,
@@ -180,6 +192,7 @@ impl Counters {
             returned: r(&self.returned),
             cancelled: r(&self.cancelled),
             rate_limited: r(&self.rate_limited),
+            unknown_job: r(&self.unknown_job),
             backend_errors: r(&self.backend_errors),
             crashed: self.crashed.load(AtomicOrdering::Relaxed),
         }
@@ -424,6 +437,13 @@ impl Worker {
         self.config.clamp_retry_delays = true;
         self
     }
+    /// How long a job no handler here knows is given back for another worker before it
+    /// is dead-lettered as `unknown-job` (at most 30 days; zero: at once). See
+    /// [`WorkerConfig::unknown_job_grace`].
+    pub fn unknown_job_grace(mut self, grace: Duration) -> Self {
+        self.config.unknown_job_grace = grace;
+        self
+    }
     /// Default retry policy.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.config.retry = policy;
@@ -649,6 +669,12 @@ fn check_config(c: &WorkerConfig, caps: &Capabilities, batch_mode: bool) -> QRes
                 "job_timeout must be over 0 and at most 30 days, got {t:?}"
             ));
         }
+    }
+    if c.unknown_job_grace > 30 * 24 * HOUR {
+        return bad(format!(
+            "unknown_job_grace must be at most 30 days, got {:?}",
+            c.unknown_job_grace
+        ));
     }
     if c.shutdown_grace > 24 * HOUR {
         return bad(format!(

@@ -16,6 +16,40 @@ pub(super) async fn give_back(inner: &Inner, d: &Delivery) {
     }
 }
 
+/// Whether `d`, whose job no handler here knows, has waited past the worker's grace.
+pub(super) fn unknown_too_long(inner: &Inner, d: &Delivery) -> bool {
+    let age = SystemTime::now()
+        .duration_since(d.first_enqueued_at)
+        .unwrap_or_default();
+    age >= inner.config.unknown_job_grace
+}
+
+/// Gives back a delivery whose job no handler here knows, without an attempt, for a
+/// worker that knows it: after a delay that grows with its age (a second at first, for a
+/// deploy under way; at most five minutes), and never past the end of the grace.
+pub(super) async fn give_back_unknown(inner: &Inner, d: &Delivery) {
+    bump(&inner.counters.unknown_job);
+    let age = SystemTime::now()
+        .duration_since(d.first_enqueued_at)
+        .unwrap_or_default();
+    let left = inner.config.unknown_job_grace.saturating_sub(age);
+    let delay = age
+        .clamp(Duration::from_secs(1), Duration::from_secs(300))
+        .min(left + Duration::from_millis(1));
+    if let Err(e) = inner
+        .driver
+        .give_back(d, clamp_delay(&inner.caps, delay))
+        .await
+    {
+        backend_error(
+            inner,
+            "could not give back a job no handler here knows; it comes back when its lease ends",
+            Some(&d.id),
+            &e,
+        );
+    }
+}
+
 /// Why an attempt failed, as the worker sees it.
 #[derive(Clone)]
 pub(super) struct Failure {
@@ -42,10 +76,14 @@ impl Failure {
         }
     }
     pub(super) fn malformed(e: &DecodeError) -> Self {
+        let kind = match e {
+            DecodeError::UnknownJob { .. } => DeadLetterKind::UnknownJob,
+            _ => DeadLetterKind::Malformed,
+        };
         Failure {
             error: e.to_string(),
             permanent: true,
-            kind: DeadLetterKind::Malformed,
+            kind,
             retry_after: None,
             rate_limited: None,
         }
