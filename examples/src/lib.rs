@@ -36,3 +36,4 @@ pub async fn remove_queue(queue: &queue::Queue) -> queue::Result<()> {
 pub mod batch_handler;
 pub mod idempotent_payment;
 pub mod long_job;
+pub mod portable;
