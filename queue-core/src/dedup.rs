@@ -86,12 +86,12 @@ pub(crate) async fn claim_all(
             continue;
         }
         match claim(store, queue, &dd, &m.id).await {
-            Ok(Some(c)) => {
+            Ok(Ok(c)) => {
                 in_batch.insert(dd, m.id.clone());
                 claims.push(c);
                 slots.push(Slot::Send(m));
             }
-            Ok(None) => slots.push(Slot::Duplicate(m.id.clone())),
+            Ok(Err(original)) => slots.push(Slot::Duplicate(original)),
             Err(e) => {
                 give_up(store, claims).await;
                 return Err(e);
@@ -101,27 +101,30 @@ pub(crate) async fn claim_all(
     Ok((slots, claims))
 }
 
-/// Claims one id: `Some` when this send is the first, `None` when the id was sent within
-/// the window.
+/// Claims one id: `Ok(claim)` when this send is the first, `Err(original id)` when the id
+/// was sent within the window.
 async fn claim(
     store: &Arc<dyn Store>,
     queue: &str,
     dedup_id: &str,
     id: &MessageId,
-) -> Result<Option<Claim>> {
+) -> Result<std::result::Result<Claim, MessageId>> {
     let key = key_of(queue, dedup_id)?;
     let pending = [PENDING, id.as_str().as_bytes()].concat();
     let deadline = tokio::time::Instant::now() + PENDING_FOR + Duration::from_secs(1);
     loop {
         if let Some(version) = store.insert(&key, &pending, PENDING_FOR).await? {
-            return Ok(Some(Claim {
+            return Ok(Ok(Claim {
                 key,
                 version,
                 id: id.clone(),
             }));
         }
         match store.get(&key).await? {
-            Some(v) if v.value.starts_with(SENT) => return Ok(None),
+            Some(v) if v.value.starts_with(SENT) => {
+                let original = String::from_utf8_lossy(&v.value[SENT.len()..]).into_owned();
+                return Ok(Err(MessageId::new(original)));
+            }
             // Another send of the id is under way: wait for it to land or give up.
             Some(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -605,21 +605,26 @@ pub fn dead_letter_copy(delivery: &Delivery, reason: &DeadLetterReason) -> Messa
     // message of the dead-letter queue: kept marked malformed, a DLQ processor's worker
     // would dead-letter it again (into a `-dlq-dlq` nobody made) instead of handing it over.
     h.remove(headers::MALFORMED);
+    // Kept in a header, not as the dead letter's own key: see headers::DLQ_ORDERING_KEY.
+    if let Some(k) = &delivery.ordering_key {
+        h.insert(headers::DLQ_ORDERING_KEY.into(), k.clone());
+    }
     Message {
         id: delivery.id.clone(),
         payload: delivery.payload.clone(),
         headers: h,
         delay: None,
-        ordering_key: delivery.ordering_key.clone(),
+        ordering_key: None,
         dedup_id: None,
         priority: None,
     }
 }
 
 /// The message the default [`Driver::redrive`] sends back to the source queue: the
-/// dead-letter headers removed, the first-enqueued time kept.
+/// dead-letter headers removed, the first-enqueued time kept, the ordering key given back.
 pub fn redriven_copy(d: Delivery) -> Message {
     let mut h = d.headers;
+    let ordering_key = h.remove(headers::DLQ_ORDERING_KEY).or(d.ordering_key);
     for k in [
         headers::DLQ_REASON,
         headers::DLQ_ERROR,
@@ -644,7 +649,7 @@ pub fn redriven_copy(d: Delivery) -> Message {
         payload: d.payload,
         headers: h,
         delay: None,
-        ordering_key: d.ordering_key,
+        ordering_key,
         dedup_id: None,
         priority: None,
     }
@@ -751,6 +756,26 @@ mod tests {
         assert_eq!(dead.headers.get("trace").map(String::as_str), Some("t"));
         let back = redriven_copy(d);
         assert!(!back.headers.contains_key(headers::ATTEMPTS_BEFORE));
+    }
+
+    #[test]
+    fn a_dead_letter_holds_its_key_in_a_header_and_a_redrive_gives_it_back() {
+        let d = Delivery::new("q", MessageId::new("m1"), "x", receipt("r"))
+            .with_ordering_key(Some("account-7".into()));
+        let reason = DeadLetterReason::new(DeadLetterKind::Permanent, "no", 1);
+        let dead = dead_letter_copy(&d, &reason);
+        assert_eq!(dead.ordering_key, None);
+        assert_eq!(
+            dead.headers
+                .get(headers::DLQ_ORDERING_KEY)
+                .map(String::as_str),
+            Some("account-7")
+        );
+        let in_dlq = Delivery::new("q-dlq", MessageId::new("m1"), "x", receipt("r2"))
+            .with_headers(dead.headers);
+        let back = redriven_copy(in_dlq);
+        assert_eq!(back.ordering_key.as_deref(), Some("account-7"));
+        assert!(!back.headers.contains_key(headers::DLQ_ORDERING_KEY));
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub mod headers {
     pub const DLQ_SOURCE: &str = "x-queue-dlq-source";
     /// When it was dead-lettered, milliseconds since the Unix epoch.
     pub const DLQ_AT: &str = "x-queue-dlq-at";
+    /// On a dead letter: the ordering key it had in its queue. The dead-letter queue holds
+    /// it without the key (so that on per-key backends one key's dead letters do not wait
+    /// behind each other, and every one can be listed and redriven); a redrive gives it
+    /// back.
+    pub const DLQ_ORDERING_KEY: &str = "x-queue-dlq-ordering-key";
     /// When the message was first enqueued, milliseconds since the Unix epoch. Written by
     /// the core when a message is dead-lettered or redriven, so the time survives the move;
     /// drivers report it as [`crate::Delivery::first_enqueued_at`] (see

@@ -99,7 +99,7 @@ impl Relay {
         }
     }
 
-    /// Where the target cannot order by key (Redis, SQS standard), sends keyed messages
+    /// Where the target cannot order by key (SQS standard), sends keyed messages
     /// without their key instead of dead-lettering them (see the module docs). Targets
     /// that order by key keep it either way.
     pub fn without_ordering_keys(mut self) -> Self {

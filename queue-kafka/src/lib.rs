@@ -20,7 +20,7 @@
 //! | delay | records in `Q-delay` carry a due time; a consumer that reads one early pauses just that partition and seeks back to it when it is due; other partitions and `Q` keep flowing. A due time more than `max_delay` (plus a minute of clock skew) away, or an attempt or due-time header that does not parse, is another writer's: the record is delivered at once marked malformed, so it never holds its partition |
 //! | DLQ | the core's emulation: queue `Q-dlq` (topics `Q-dlq`, `Q-dlq-delay`), written before the original is marked done |
 //! | redrive | the core's receive / send / ack loop from `Q-dlq` back to `Q` |
-//! | ordering | per key: same key, same partition, and this consumer hands a key's records out one at a time (the next once the one before is acked or dead-lettered); a retry holds its key in place with its backoff while other keys of the partition flow (`lines.rs`). A keyed message sent with a delay takes its turn when it is due |
+//! | ordering | per key: same key, same partition, and this consumer hands a key's records out one at a time (the next once the one before is acked or dead-lettered); a retry holds its key in place with its backoff while other keys of the partition flow (`lines.rs`). A keyed message sent with a delay comes from `Q-delay` when it is due and is not ordered against its key's others (memory, Redis and PostgreSQL keep it in its key's line) |
 //! | peek | not offered (see below) |
 //! | stats | approximate: lag (high watermark − committed offset) of `Q` minus this instance's in-flight, lag of `Q-delay` as delayed, lag of the DLQ |
 //! | limits | 1 MB records (librdkafka's `message.max.bytes`) less 2 KiB for headers; 500 messages per send call |
@@ -47,6 +47,8 @@
 //! - After a consumer crash the redelivered message's attempt count is the one it was last
 //!   published with (Kafka does not count deliveries); a keyed record held for its retry
 //!   comes back at the count it was read with.
+//! - A keyed message sent with a delay is not ordered against its key's others: it is
+//!   delivered when due, outside the key's line.
 //! - A key held for a retry holds its partition's commits (never past the held record) for
 //!   up to the retry's backoff, and keeps the key's later records in this consumer's
 //!   memory meanwhile; a crash replays the partition from the held record, in order

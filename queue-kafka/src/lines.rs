@@ -7,16 +7,19 @@
 //! partition's next owner reads the key from its held record on, in order.
 //!
 //! Only records of the queue's own topic take part. A keyed record sent with a delay
-//! comes from the `Q-delay` topic when it is due, and takes its turn from then on.
+//! comes from the `Q-delay` topic when it is due and is handed out as it comes, outside
+//! its key's line: it is not ordered against the key's other records (memory, Redis and
+//! PostgreSQL keep it in line; documented in the crate's "What it cannot do").
 
 use std::collections::VecDeque;
 
 use super::*;
 
-/// One key with a record out (delivered to a worker, or held for its retry).
+/// One key of one partition with a record out (delivered to a worker, or held for its
+/// retry). Lines are per partition and key: a key whose records sit on two partitions
+/// (after a partition increase, or from a producer with another partitioner) has a line on
+/// each, so a revoked partition never takes another's waiting records with it.
 struct Line {
-    /// The partition the key's records come from.
-    tp: Tp,
     /// The receipt of the record that is out.
     head: String,
     /// The key's later records, in partition order.
@@ -25,7 +28,7 @@ struct Line {
 
 #[derive(Default)]
 pub(crate) struct Lines {
-    busy: HashMap<String, Line>,
+    busy: HashMap<(Tp, String), Line>,
     /// Records to hand out before reading more: keys' next records once their heads
     /// settled.
     ready: VecDeque<Delivery>,
@@ -39,7 +42,7 @@ impl Lines {
     /// while it is already the head or waiting (a replay) is not queued twice.
     pub(crate) fn admit(&mut self, tp: &Tp, key: &str, d: Delivery) -> Option<Delivery> {
         let r = receipt_str(&d.receipt).to_string();
-        match self.busy.get_mut(key) {
+        match self.busy.get_mut(&(tp.clone(), key.to_string())) {
             Some(line) => {
                 let known =
                     line.head == r || line.waiting.iter().any(|w| receipt_str(&w.receipt) == r);
@@ -50,9 +53,8 @@ impl Lines {
             }
             None => {
                 self.busy.insert(
-                    key.to_string(),
+                    (tp.clone(), key.to_string()),
                     Line {
-                        tp: tp.clone(),
                         head: r,
                         waiting: VecDeque::new(),
                     },
@@ -62,11 +64,17 @@ impl Lines {
         }
     }
 
+    /// The line `d` belongs to: its partition and key.
+    fn line_of(d: &Delivery) -> Option<(Tp, String)> {
+        let key = d.ordering_key.clone()?;
+        let (tp, _) = KafkaQueue::parse_receipt(&d.receipt).ok()?;
+        Some((tp, key))
+    }
+
     /// Whether `d` is the record its key has out (so a nack holds it here).
     pub(crate) fn is_head(&self, d: &Delivery) -> bool {
-        d.ordering_key
-            .as_ref()
-            .and_then(|k| self.busy.get(k))
+        Self::line_of(d)
+            .and_then(|l| self.busy.get(&l))
             .is_some_and(|l| l.head == receipt_str(&d.receipt))
     }
 
@@ -76,10 +84,10 @@ impl Lines {
         if !self.is_head(d) {
             return;
         }
-        let Some(key) = d.ordering_key.as_deref() else {
+        let Some(id) = Self::line_of(d) else {
             return;
         };
-        let Some(line) = self.busy.get_mut(key) else {
+        let Some(line) = self.busy.get_mut(&id) else {
             return;
         };
         match line.waiting.pop_front() {
@@ -88,7 +96,7 @@ impl Lines {
                 self.ready.push_back(next);
             }
             None => {
-                self.busy.remove(key);
+                self.busy.remove(&id);
             }
         }
     }
@@ -133,7 +141,7 @@ impl Lines {
     /// `tp` was revoked: its keys' lines go (the partition's next owner reads them again
     /// from the last commit, in order).
     pub(crate) fn revoke(&mut self, tp: &Tp) {
-        self.busy.retain(|_, l| &l.tp != tp);
+        self.busy.retain(|(t, _), _| t != tp);
         let from =
             |d: &Delivery| KafkaQueue::parse_receipt(&d.receipt).is_ok_and(|(t, _)| &t == tp);
         self.ready.retain(|d| !from(d));
@@ -186,13 +194,26 @@ mod tests {
     }
 
     #[test]
-    fn a_revoked_partition_drops_its_lines() {
+    fn a_revoked_partition_drops_its_lines_and_only_its() {
         let (p0, p1): (Tp, Tp) = (("q".into(), 0), ("q".into(), 1));
+        let on = |p: i32, off: i64| {
+            Delivery::new(
+                "q",
+                MessageId::new(format!("m{off}")),
+                "x",
+                receipt(format!("q|{p}|{off}")),
+            )
+            .with_ordering_key(Some("a".to_string()))
+        };
         let mut l = Lines::default();
-        l.admit(&p0, "a", rec(1, "a"));
-        l.admit(&p0, "a", rec(2, "a"));
+        assert!(l.admit(&p0, "a", on(0, 1)).is_some());
+        assert!(l.admit(&p0, "a", on(0, 2)).is_none());
+        // The same key on another partition has a line of its own.
+        let head1 = l.admit(&p1, "a", on(1, 7)).expect("p1's line is its own");
+        assert!(l.admit(&p1, "a", on(1, 8)).is_none());
         l.revoke(&p0);
-        assert_eq!(l.queued(), 0);
-        assert!(l.admit(&p1, "a", rec(9, "a")).is_some());
+        assert_eq!(l.queued(), 1, "p1's waiting record stays");
+        l.settled(&head1);
+        assert_eq!(l.take(tokio::time::Instant::now(), 10).len(), 1);
     }
 }

@@ -22,8 +22,8 @@
 //! | ordering | per key, as BullMQ Pro's groups: only a key's head is ever ready, leased or delayed; the next one joins the line when the head is acked or dead-lettered, so a retry (nacked with its backoff) or an expired lease holds its key while other keys flow |
 //! | priority | higher first, FIFO within a priority, as BullMQ's prioritized set: a `prio` ZSET read before the ready list; no priority (or 0) ranks last |
 //! | dedup | `SET dedup:<id> NX PX window` inside the send script (default window 5 minutes) |
-//! | stats | exact: LLEN/ZCARD after promotion |
-//! | peek | Lua: `LRANGE` of the ready list's tail, `MGET` of the messages, `HMGET` of their attempt counts; nothing changes (every queue, dead-letter queues included) |
+//! | stats | exact: LLEN/ZCARD after promotion; ready counts the prioritized messages and those waiting behind their key's head (a waiting one's own send delay included) |
+//! | peek | Lua: the prioritized ones, then `LRANGE` of the ready list's tail, `MGET` of the messages, `HMGET` of their attempt counts; nothing changes (every queue, dead-letter queues included); messages waiting behind their key's head are not listed (they are not next) |
 //! | purge / delete | Lua: DEL every message hash and the state keys (delete also drops `meta`) |
 //! | limits | 1 MiB per message by default (`?max_message_size=`, up to 512 MiB), 100 messages per script call, delays and leases up to a year |
 //!
@@ -46,7 +46,10 @@
 //! ## What it cannot do
 //! - Priorities and per-key order cost a little per message that uses them (a hash field
 //!   each, and a list push per keyed message); unkeyed, unprioritized traffic pays one
-//!   `ZPOPMIN` per receive and one `HMGET` per ack batch (docs/benchmarks.md).
+//!   `EXISTS` per receive and one per ack batch (docs/benchmarks.md).
+//! - A message whose stored body is gone (evicted by a `maxmemory` policy other than
+//!   `noeviction`, or deleted by hand) is skipped by receive; if it was a key's head, the
+//!   key's later messages wait until the queue is purged. Run Redis with `noeviction`.
 //! - Dedup marks outlive a deleted queue until their window ends: a queue deleted and
 //!   created again still drops a resend of a dedup id seen in the last window.
 //! - Durability is Redis's: without AOF (`appendfsync always` for no loss on a crash), a

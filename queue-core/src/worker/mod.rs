@@ -102,7 +102,10 @@ pub struct WorkerConfig {
     /// it, before it is dead-lettered with the reason `unknown-job`. Default one hour: a
     /// rolling deploy's newer producers may send a job type before any newer worker is up.
     /// Zero dead-letters such a job at once. A raw handler, where there is one, takes
-    /// these deliveries instead.
+    /// these deliveries instead. The grace counts from the job's first enqueue (a job older
+    /// than it, a backlog or a redriven dead letter, gets none). Where a give-back spends
+    /// an attempt (SQS FIFO) it also ends at the retry policy's last attempt. A keyed job
+    /// holds its key meanwhile, as a retry does.
     pub unknown_job_grace: Duration,
     /// Whether retry policies may ask for longer waits than the backend holds a retried
     /// message back ([`Capabilities::max_nack_delay`]), each wait then cut to that

@@ -16,12 +16,18 @@ pub(super) async fn give_back(inner: &Inner, d: &Delivery) {
     }
 }
 
-/// Whether `d`, whose job no handler here knows, has waited past the worker's grace.
+/// Whether `d`, whose job no handler here knows, has waited past the worker's grace (from
+/// its first enqueue). Where a give-back spends an attempt (SQS FIFO), the grace also ends
+/// at the retry policy's last attempt, so that the job is dead-lettered with its reason
+/// before the backend's own receive limit moves it without one, and a newer worker that
+/// gets it still has an attempt to run it with.
 pub(super) fn unknown_too_long(inner: &Inner, d: &Delivery) -> bool {
     let age = SystemTime::now()
         .duration_since(d.first_enqueued_at)
         .unwrap_or_default();
-    age >= inner.config.unknown_job_grace
+    let spent = !inner.caps.give_back_keeps_attempt
+        && d.attempt.saturating_add(1) >= inner.config.retry.max_attempts;
+    age >= inner.config.unknown_job_grace || spent
 }
 
 /// Gives back a delivery whose job no handler here knows, without an attempt, for a
