@@ -96,6 +96,9 @@ pub async fn run(args: WorkerArgs) -> Result<(), String> {
         .worker()
         .concurrency(args.concurrency)
         .poll_wait(Duration::from_millis(500))
+        // Every job name these runs send is known: an unknown one is a hostile writer's
+        // poison, dead-lettered (`unknown-job`) at once, not held for a newer worker.
+        .unknown_job_grace(Duration::ZERO)
         // A job held by a killed worker costs an attempt each time: leave room for several
         // kills so that crashes alone do not dead-letter a job.
         .retry(RetryPolicy::new(
