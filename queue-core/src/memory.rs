@@ -355,21 +355,7 @@ impl MemoryQueue {
 
     /// The in-memory driver's own capabilities, before any profile.
     fn own_capabilities(&self) -> Capabilities {
-        Capabilities::baseline()
-            .with_max_message_size(self.config.max_message_size)
-            .with_purge(true)
-            .with_max_batch(1000)
-            .with_max_delay(Some(MAX_DELAY))
-            .with_max_nack_delay(Some(MAX_DELAY))
-            .with_ordering(Ordering::PerKey)
-            .with_priority(true)
-            .with_dedup_window(Some(self.config.dedup_window))
-            .with_lease(LeaseModel::per_message(true))
-            .with_exact_stats(true)
-            .with_stale_receipts_refused(true)
-            .with_give_back_keeps_attempt(true)
-            .with_timer_granularity(Duration::from_millis(1))
-            .with_peek(Peek::All)
+        own_capabilities(&self.config)
     }
 
     /// Leases up to `opts.max` ready messages of `queue` at `now`; returns them and when
@@ -458,6 +444,26 @@ impl MemoryQueue {
             .ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))?;
         f(q)
     }
+}
+
+/// What the in-memory driver declares with `config` and no profile (also
+/// [`Profile::Memory`]'s capabilities).
+pub(crate) fn own_capabilities(config: &MemoryConfig) -> Capabilities {
+    Capabilities::baseline()
+        .with_max_message_size(config.max_message_size)
+        .with_purge(true)
+        .with_max_batch(1000)
+        .with_max_delay(Some(MAX_DELAY))
+        .with_max_nack_delay(Some(MAX_DELAY))
+        .with_ordering(Ordering::PerKey)
+        .with_priority(true)
+        .with_dedup_window(Some(config.dedup_window))
+        .with_lease(LeaseModel::per_message(true))
+        .with_exact_stats(true)
+        .with_stale_receipts_refused(true)
+        .with_give_back_keeps_attempt(true)
+        .with_timer_granularity(Duration::from_millis(1))
+        .with_peek(Peek::All)
 }
 
 /// Longest delay the in-memory driver accepts (and the longest nack delay).

@@ -73,21 +73,7 @@ impl Profile {
     pub fn capabilities(&self) -> Capabilities {
         let base = Capabilities::baseline();
         match self {
-            Profile::Memory => base
-                .with_max_message_size(MIB)
-                .with_purge(true)
-                .with_max_batch(1000)
-                .with_max_delay(Some(YEAR))
-                .with_max_nack_delay(Some(YEAR))
-                .with_ordering(Ordering::PerKey)
-                .with_priority(true)
-                .with_dedup_window(Some(FIVE_MINUTES))
-                .with_lease(LeaseModel::per_message(true))
-                .with_exact_stats(true)
-                .with_stale_receipts_refused(true)
-                .with_give_back_keeps_attempt(true)
-                .with_timer_granularity(Duration::from_millis(1))
-                .with_peek(Peek::All),
+            Profile::Memory => crate::memory::own_capabilities(&crate::MemoryConfig::default()),
             Profile::Redis => base
                 .with_max_message_size(MIB)
                 .with_purge(true)
