@@ -14,18 +14,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use url::Url;
 
 use crate::error::{QueueError, Result};
+
+mod moves;
 use crate::idempotency::IdempotencyStore;
-use crate::message::{
-    from_unix_millis, headers, unix_millis, Delivery, Message, MessageId, Peeked, QueueStats,
-    Receipt,
-};
+use crate::message::{headers, Delivery, Message, MessageId, Peeked, QueueStats, Receipt};
+pub use moves::{dead_letter_copy, first_enqueued, redriven_copy};
 
 /// How a backend orders deliveries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -582,98 +582,6 @@ pub trait Driver: Send + Sync + 'static {
     fn requests_made(&self) -> Option<u64> {
         None
     }
-}
-
-/// The message the default [`Driver::dead_letter`] writes to the dead-letter queue.
-pub fn dead_letter_copy(delivery: &Delivery, reason: &DeadLetterReason) -> Message {
-    let mut h = delivery.headers.clone();
-    h.insert(headers::DLQ_REASON.into(), reason.kind.as_str().into());
-    h.insert(headers::DLQ_ERROR.into(), truncate(&reason.error, 1024));
-    h.insert(headers::DLQ_ATTEMPTS.into(), reason.attempts.to_string());
-    h.insert(headers::DLQ_SOURCE.into(), delivery.queue.clone());
-    h.insert(
-        headers::DLQ_AT.into(),
-        unix_millis(SystemTime::now()).to_string(),
-    );
-    h.insert(
-        headers::FIRST_ENQUEUED_AT.into(),
-        unix_millis(delivery.first_enqueued_at).to_string(),
-    );
-    // The attempts are recorded in DLQ_ATTEMPTS; a redrive starts the count afresh.
-    h.remove(headers::ATTEMPTS_BEFORE);
-    // What the driver could not decode is in DLQ_ERROR now. The copy itself is a well-formed
-    // message of the dead-letter queue: kept marked malformed, a DLQ processor's worker
-    // would dead-letter it again (into a `-dlq-dlq` nobody made) instead of handing it over.
-    h.remove(headers::MALFORMED);
-    // Kept in a header, not as the dead letter's own key: see headers::DLQ_ORDERING_KEY.
-    if let Some(k) = &delivery.ordering_key {
-        h.insert(headers::DLQ_ORDERING_KEY.into(), k.clone());
-    }
-    Message {
-        id: delivery.id.clone(),
-        payload: delivery.payload.clone(),
-        headers: h,
-        delay: None,
-        ordering_key: None,
-        dedup_id: None,
-        priority: None,
-    }
-}
-
-/// The message the default [`Driver::redrive`] sends back to the source queue: the
-/// dead-letter headers removed, the first-enqueued time kept, the ordering key given back.
-pub fn redriven_copy(d: Delivery) -> Message {
-    let mut h = d.headers;
-    let ordering_key = h.remove(headers::DLQ_ORDERING_KEY).or(d.ordering_key);
-    for k in [
-        headers::DLQ_REASON,
-        headers::DLQ_ERROR,
-        headers::DLQ_ATTEMPTS,
-        headers::DLQ_SOURCE,
-        headers::DLQ_AT,
-        headers::MALFORMED,
-        headers::ATTEMPTS_BEFORE,
-    ] {
-        h.remove(k);
-    }
-    h.insert(
-        headers::FIRST_ENQUEUED_AT.into(),
-        unix_millis(d.first_enqueued_at).to_string(),
-    );
-    h.insert(
-        headers::REDRIVEN_AT.into(),
-        unix_millis(SystemTime::now()).to_string(),
-    );
-    Message {
-        id: d.id,
-        payload: d.payload,
-        headers: h,
-        delay: None,
-        ordering_key,
-        dedup_id: None,
-        priority: None,
-    }
-}
-
-/// The first-enqueued time a driver should report: the [`headers::FIRST_ENQUEUED_AT`]
-/// header when present (kept across dead-lettering and redrive), else `stored`.
-pub fn first_enqueued(headers: &crate::Headers, stored: SystemTime) -> SystemTime {
-    headers
-        .get(headers::FIRST_ENQUEUED_AT)
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(from_unix_millis)
-        .unwrap_or(stored)
-}
-
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
 }
 
 /// Checks a message against a backend's declared capabilities, before any network call.
