@@ -389,54 +389,6 @@ impl KafkaQueue {
         }
         Ok(())
     }
-
-    /// Publishes a copy to the delay topic with `attempt + step`, then settles the
-    /// original: a nack (`step` 1) or a give-back (`step` 0).
-    async fn republish(
-        &self,
-        queue: &str,
-        receipt: &Receipt,
-        delay: Duration,
-        step: u32,
-    ) -> Result<()> {
-        let (tp, off) = Self::parse_receipt(receipt)?;
-        let qc = self.existing_consumer(queue).await?;
-        let d = {
-            let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
-            let held = t.lines.is_head(
-                &t.pending
-                    .get(&tp)
-                    .and_then(|m| m.get(&off))
-                    .filter(|s| !s.done)
-                    .ok_or(QueueError::ReceiptExpired)?
-                    .delivery,
-            );
-            let Some(slot) = t.pending.get_mut(&tp).and_then(|m| m.get_mut(&off)) else {
-                return Err(QueueError::ReceiptExpired);
-            };
-            if held {
-                // A keyed record's retry waits here, in its key's place: its later
-                // records stay behind it and no commit passes it.
-                slot.delivery.attempt = slot.delivery.attempt.saturating_add(step);
-                let d = slot.delivery.clone();
-                let due = tokio::time::Instant::now()
-                    .checked_add(delay)
-                    .ok_or_else(|| QueueError::InvalidOption(format!("delay {delay:?}")))?;
-                t.lines.hold(d, due);
-                return Ok(());
-            }
-            slot.delivery.clone()
-        };
-        let mut m = Message::new(d.payload.clone())
-            .id(d.id.clone())
-            .delay(delay);
-        m.headers = d.headers.clone();
-        m.ordering_key = d.ordering_key.clone();
-        let record = Self::record(&m, d.attempt.saturating_add(step), d.first_enqueued_at);
-        self.produce(&Self::delay_topic(queue), vec![record])
-            .await?;
-        self.settle(&qc, std::slice::from_ref(receipt))
-    }
 }
 
 #[async_trait]
