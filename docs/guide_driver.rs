@@ -131,7 +131,7 @@ impl Driver for MyDriver {
 
     async fn receive(&self, queue: &str, opts: ReceiveOptions) -> Result<Vec<Delivery>> {
         // Long-poll on the backend (a blocking call, a notification), never a loop of
-        // short sleeps; return at most opts.max.
+        // short sleeps; stop waiting when opts.cancel fires; return at most opts.max.
         let got = self.client.receive(queue, opts).await?;
         Ok(got.into_iter().map(rewrap).collect())
     }

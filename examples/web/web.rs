@@ -26,12 +26,11 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let role = config.role;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    // SIGTERM (a deploy) or Ctrl-C: running jobs finish within `shutdown_grace`.
+    let shutdown = queue::shutdown_signal();
     let ready = move |addr| match role {
-        example_web::Role::Worker => println!("web: worker running (Ctrl-C stops it)"),
-        _ => println!("web: listening on http://{addr} (Ctrl-C stops it)"),
+        example_web::Role::Worker => println!("web: worker running (Ctrl-C or SIGTERM stops it)"),
+        _ => println!("web: listening on http://{addr} (Ctrl-C or SIGTERM stops it)"),
     };
     match example_web::run(config, ready, shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -16,6 +16,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use url::Url;
@@ -368,7 +370,7 @@ impl DeadLetterReason {
 }
 
 /// Options for [`Driver::receive`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ReceiveOptions {
     /// Most deliveries to return (at least 1, at most [`Capabilities::max_batch`]).
@@ -377,12 +379,31 @@ pub struct ReceiveOptions {
     pub wait: Duration,
     /// Each delivery stays hidden from other consumers for this long.
     pub lease: Duration,
+    /// Ends the wait early: once it fires, a receive returns at once with what it holds
+    /// (often nothing). It stops the *waiting*, never a take half done: a message the
+    /// backend has already leased to this call is returned, or given back
+    /// ([`Driver::give_back`]) if it arrives after the receive returned. A worker fires it
+    /// on shutdown, so that an idle worker stops at once rather than at the end of its
+    /// long poll.
+    pub cancel: CancellationToken,
 }
 
 impl ReceiveOptions {
-    /// Up to `max` deliveries, waiting up to `wait`, each leased for `lease`.
+    /// Up to `max` deliveries, waiting up to `wait`, each leased for `lease`; the wait is
+    /// never cancelled (see [`ReceiveOptions::cancelled_by`]).
     pub fn new(max: usize, wait: Duration, lease: Duration) -> Self {
-        ReceiveOptions { max, wait, lease }
+        ReceiveOptions {
+            max,
+            wait,
+            lease,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The same options, whose wait ends when `cancel` fires.
+    pub fn cancelled_by(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
     }
 }
 
@@ -438,6 +459,8 @@ pub fn receipt_str(r: &Receipt) -> &str {
 ///   [`QueueError::UnknownQueue`], including `ack`, `nack`, `extend`, `stats` and `purge`.
 /// - Delays up to `max_delay`, nack delays up to `max_nack_delay` and leases of any length
 ///   the worker accepts are honoured without overflow.
+/// - A receive whose [`ReceiveOptions::cancel`] fires stops waiting and returns at once;
+///   whatever it had already leased is returned or given back, never left leased.
 /// - Errors are typed: unreachable server [`QueueError::Connection`], refused credentials
 ///   [`QueueError::Auth`], bad URL [`QueueError::InvalidUrl`]; never a panic.
 #[async_trait]
@@ -552,11 +575,11 @@ pub trait Driver: Send + Sync + 'static {
         let caps = self.capabilities();
         let mut moved = 0;
         while moved < limit {
-            let opts = ReceiveOptions {
-                max: caps.max_batch.max(1).min(limit - moved),
-                wait: caps.timer_granularity.max(Duration::from_secs(1)),
-                lease: Duration::from_secs(60),
-            };
+            let opts = ReceiveOptions::new(
+                caps.max_batch.max(1).min(limit - moved),
+                caps.timer_granularity.max(Duration::from_secs(1)),
+                Duration::from_secs(60),
+            );
             let batch = self.receive(&dlq, opts).await?;
             if batch.is_empty() {
                 break;

@@ -132,6 +132,6 @@ pub use status::{CancelOutcome, JobState, JobStatus, JobStatuses, Progress, Rete
 pub use store::{MemoryStore, Store};
 pub use unique::{Enqueued, Unique, UniqueScope};
 pub use worker::{
-    CancellationToken, ItemFailure, JobContext, JobError, JobResult, Worker, WorkerConfig,
-    WorkerHandle, WorkerReport,
+    shutdown_signal, CancellationToken, ItemFailure, JobContext, JobError, JobResult, Worker,
+    WorkerConfig, WorkerHandle, WorkerReport,
 };

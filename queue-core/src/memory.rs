@@ -363,7 +363,7 @@ impl MemoryQueue {
     fn take(
         &self,
         queue: &str,
-        opts: ReceiveOptions,
+        opts: &ReceiveOptions,
         now: Instant,
     ) -> Result<(Vec<Delivery>, Option<Instant>)> {
         let mut qs = self.broker.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -612,12 +612,15 @@ impl Driver for MemoryQueue {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = Instant::now();
-            let (out, wake) = self.take(queue, opts, now)?;
-            if !out.is_empty() || now >= deadline {
+            let (out, wake) = self.take(queue, &opts, now)?;
+            if !out.is_empty() || now >= deadline || opts.cancel.is_cancelled() {
                 return Ok(out);
             }
             let until = wake.map_or(deadline, |w| w.min(deadline));
-            let _ = tokio::time::timeout_at(until, notified).await;
+            tokio::select! {
+                _ = tokio::time::timeout_at(until, notified) => {}
+                _ = opts.cancel.cancelled() => return Ok(Vec::new()),
+            }
         }
     }
 

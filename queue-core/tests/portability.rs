@@ -264,7 +264,7 @@ async fn sqs_fifo_give_backs_cost_an_attempt_like_the_real_one() {
         let m = queue_core::job_message(&Ping, SendOptions::new()).unwrap();
         q.send("q", vec![m]).await.unwrap();
         let opts = ReceiveOptions::new(1, Duration::from_secs(1), Duration::from_secs(30));
-        let d = q.receive("q", opts).await.unwrap().remove(0);
+        let d = q.receive("q", opts.clone()).await.unwrap().remove(0);
         q.give_back(&d, Duration::ZERO).await.unwrap();
         let again = q.receive("q", opts).await.unwrap().remove(0);
         assert_eq!(again.attempt, want, "{profile}");

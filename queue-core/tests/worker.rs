@@ -249,7 +249,7 @@ async fn memory_priority_and_per_key_order() {
     .await
     .unwrap();
     let opts = ReceiveOptions::new(10, Duration::ZERO, Duration::from_secs(60));
-    let got = q.receive("q", opts).await.unwrap();
+    let got = q.receive("q", opts.clone()).await.unwrap();
     let payloads: Vec<&[u8]> = got.iter().map(|d| &d.payload[..]).collect();
     // k2 waits until k1 is settled.
     assert_eq!(payloads, vec![&b"high"[..], b"low", b"k1"]);
@@ -264,7 +264,7 @@ async fn stale_receipts_are_typed_errors() {
     let (q, p) = setup().await;
     p.send(Message::new("x")).await.unwrap();
     let opts = ReceiveOptions::new(1, Duration::ZERO, Duration::from_millis(1));
-    let first = q.receive("q", opts).await.unwrap();
+    let first = q.receive("q", opts.clone()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let second = q.receive("q", opts).await.unwrap();
     assert_eq!(second[0].attempt, 2);

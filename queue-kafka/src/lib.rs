@@ -568,7 +568,13 @@ impl Driver for KafkaQueue {
             if until <= now && (!out.is_empty() || now >= deadline) {
                 return Ok(out);
             }
-            let msg = match tokio::time::timeout_at(until, qc.consumer.recv()).await {
+            // Cancelled: the wait ends with what this call already holds. `recv` takes
+            // nothing when dropped (records stay in the consumer's queue).
+            let next = tokio::select! {
+                r = tokio::time::timeout_at(until, qc.consumer.recv()) => r,
+                _ = opts.cancel.cancelled() => return Ok(out),
+            };
+            let msg = match next {
                 Err(_) => {
                     if !out.is_empty() || tokio::time::Instant::now() >= deadline {
                         return Ok(out);

@@ -53,7 +53,7 @@ async fn hostile_headers_are_malformed_and_hold_nothing_back() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while got.len() < 4 && tokio::time::Instant::now() < deadline {
         let opts = ReceiveOptions::new(10, Duration::from_secs(1), Duration::from_secs(30));
-        for d in q.receive(&name, opts).await.unwrap() {
+        for d in q.receive(&name, opts.clone()).await.unwrap() {
             q.ack(&name, std::slice::from_ref(&d.receipt))
                 .await
                 .unwrap();

@@ -99,7 +99,7 @@ async fn partitions_paused_while_idle_flow_when_assigned_again() {
         queue_core::ReceiveOptions::new(10, Duration::from_millis(500), Duration::from_secs(30));
     // `a` joins and owns every partition, then idles: its keeper pauses them all.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while a.receive(&name, opts).await.unwrap().is_empty() {
+    while a.receive(&name, opts.clone()).await.unwrap().is_empty() {
         let producer = Backend::from_driver(a.clone())
             .queue(name.clone())
             .producer();
@@ -141,7 +141,7 @@ async fn partitions_paused_while_idle_flow_when_assigned_again() {
     let n2 = name.clone();
     let receiving = tokio::spawn(async move {
         loop {
-            for d in a2.receive(&n2, opts).await.unwrap_or_default() {
+            for d in a2.receive(&n2, opts.clone()).await.unwrap_or_default() {
                 g2.lock().unwrap().insert(d.id.to_string());
                 let _ = a2.ack(&n2, &[d.receipt]).await;
             }

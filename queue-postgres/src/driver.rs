@@ -501,7 +501,11 @@ impl Driver for PostgresQueue {
                     until = until.min(now + due.min(MAX_DELAY));
                 }
             }
-            let _ = tokio::time::timeout_at(until, notified).await;
+            // Cancelled: only the wait is cut short; the take above ran to the end.
+            tokio::select! {
+                _ = tokio::time::timeout_at(until, notified) => {}
+                _ = opts.cancel.cancelled() => return Ok(Vec::new()),
+            }
         }
     }
 

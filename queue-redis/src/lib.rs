@@ -543,11 +543,15 @@ impl Driver for RedisQueue {
             // BLPOP's timeout is in seconds (fractions allowed); 0 would block for ever.
             let secs = block.as_secs_f64().max(0.01);
             let mut conn = self.blocking_conn().await?;
-            let r: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-                .arg(keys.k("wake"))
-                .arg(secs)
-                .query_async(&mut conn)
-                .await;
+            let mut cmd = redis::cmd("BLPOP");
+            cmd.arg(keys.k("wake")).arg(secs);
+            let blpop = cmd.query_async::<Option<(String, String)>>(&mut conn);
+            // Cancelled: the connection is mid-command, so it is dropped, not pooled. The
+            // take above already ran to the end, so nothing leased is left behind.
+            let r = tokio::select! {
+                r = blpop => r,
+                _ = opts.cancel.cancelled() => return Ok(Vec::new()),
+            };
             match r {
                 Ok(_) => self.return_blocking(conn),
                 Err(e) => return Err(map_err(e)),

@@ -124,7 +124,10 @@ async fn restart_with_aof_loses_nothing() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while got.len() < sent.len() && tokio::time::Instant::now() < deadline {
         let opts = ReceiveOptions::new(100, Duration::from_secs(1), Duration::from_secs(30));
-        let batch = q.receive(name, opts).await.expect("receive after restart");
+        let batch = q
+            .receive(name, opts.clone())
+            .await
+            .expect("receive after restart");
         let receipts: Vec<_> = batch.iter().map(|d| d.receipt.clone()).collect();
         got.extend(batch.into_iter().map(|d| d.id.into_string()));
         if !receipts.is_empty() {

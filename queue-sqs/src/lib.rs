@@ -140,7 +140,7 @@ impl Default for SqsConfig {
 pub struct SqsQueue {
     client: Client,
     config: SqsConfig,
-    queues: RwLock<HashMap<String, QueueInfo>>,
+    queues: Arc<RwLock<HashMap<String, QueueInfo>>>,
     requests: Arc<RequestCounts>,
 }
 
@@ -224,7 +224,7 @@ impl SqsQueue {
         Ok(SqsQueue {
             client: Client::from_conf(builder.build()),
             config,
-            queues: RwLock::new(HashMap::new()),
+            queues: Arc::new(RwLock::new(HashMap::new())),
             requests: Arc::default(),
         })
     }
@@ -309,6 +309,47 @@ impl SqsQueue {
             tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
         }
         Ok(())
+    }
+
+    /// A handle on the same client and queue cache, for a task that outlives a call.
+    fn detached(&self) -> SqsQueue {
+        SqsQueue {
+            client: self.client.clone(),
+            config: self.config.clone(),
+            queues: self.queues.clone(),
+            requests: self.requests.clone(),
+        }
+    }
+
+    /// The end of a long poll whose receive was cancelled: whatever SQS leased to it is
+    /// given back at once (as [`Driver::give_back`] does: the attempt is kept where it can
+    /// be), so that it is not hidden for the rest of its visibility timeout.
+    async fn give_back_late(
+        self,
+        queue: String,
+        poll: tokio::task::JoinHandle<
+            std::result::Result<
+                aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput,
+                SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>,
+            >,
+        >,
+    ) {
+        let Ok(Ok(out)) = poll.await else { return };
+        for m in out.messages.unwrap_or_default() {
+            let back = match Self::decode(&queue, m.clone()) {
+                Ok(d) => self.give_back(&d, Duration::ZERO).await,
+                Err(_) => match m.receipt_handle() {
+                    Some(r) => {
+                        self.change_visibility(&queue, &receipt(r), Duration::ZERO)
+                            .await
+                    }
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = back {
+                tracing::warn!(queue, error = %e, "could not give back a message a cancelled receive got; it returns when its lease ends");
+            }
+        }
     }
 
     /// A message received before its due time (delays over 15 minutes): sent on with the
@@ -610,7 +651,7 @@ impl Driver for SqsQueue {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             self.requests.count("receive");
-            let out = self
+            let call = self
                 .client
                 .receive_message()
                 .queue_url(&info.url)
@@ -619,8 +660,22 @@ impl Driver for SqsQueue {
                 .visibility_timeout(lease)
                 .message_attribute_names("All")
                 .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send()
-                .await
+                .send();
+            // The long poll runs as a task of its own, so that a cancelled receive can
+            // stop waiting without dropping the request: SQS may already have leased
+            // messages to it, and a dropped connection would hide them for the whole
+            // visibility timeout. Those arrive after the receive returned and are given
+            // back at once.
+            let mut poll = tokio::spawn(call);
+            let out = tokio::select! {
+                r = &mut poll => r,
+                _ = opts.cancel.cancelled() => {
+                    tokio::spawn(self.detached().give_back_late(queue.to_string(), poll));
+                    return Ok(Vec::new());
+                }
+            };
+            let out = out
+                .map_err(|e| QueueError::backend("sqs", e))?
                 .map_err(map_sdk)?;
             let mut got = Vec::new();
             for m in out.messages.unwrap_or_default() {

@@ -235,7 +235,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = queue::shutdown_signal() => return Ok(()),
                 }
             }
         }

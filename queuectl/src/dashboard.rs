@@ -170,9 +170,7 @@ pub async fn serve(dash: Dashboard, listen: SocketAddr) -> Result<(), CliError> 
     eprintln!("queuectl: dashboard on http://{addr}/");
     tokio::spawn(dash.clone().sample_forever());
     axum::serve(listener, router(dash))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(queue::shutdown_signal())
         .await
         .map_err(|e| CliError::Usage(format!("the dashboard stopped: {e}")))
 }

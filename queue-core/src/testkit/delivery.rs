@@ -165,6 +165,76 @@ pub async fn long_poll_not_busy(h: &Harness) {
     );
 }
 
+/// A receive whose [`ReceiveOptions::cancel`](crate::ReceiveOptions::cancel) fires stops
+/// waiting at once, and nothing it might have leased stays hidden: a message sent just after
+/// is received promptly (within a fraction of the cancelled receive's long lease), keeping
+/// its attempt where give-backs keep it. An idle worker's `shutdown()` returns as promptly.
+pub async fn shutdown_cuts_long_poll(h: &Harness) {
+    let c = h.fresh("shutdown_cuts_long_poll").await;
+    // What "at once" allows: scheduling on a loaded machine, never a long poll.
+    let prompt = Duration::from_millis(200);
+    let long = c.unit * 30;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opts = c.opts(1, long, c.unit * 100).cancelled_by(cancel.clone());
+    let q = c.q.clone();
+    let name = c.name.clone();
+    let waiting = tokio::spawn(async move { q.receive(&name, opts).await });
+    tokio::time::sleep(c.unit * 2).await;
+    let t0 = tokio::time::Instant::now();
+    cancel.cancel();
+    let got = tokio::time::timeout(long, waiting)
+        .await
+        .expect("a cancelled receive returns")
+        .expect("receive task")
+        .expect("receive");
+    let took = t0.elapsed();
+    assert!(got.is_empty(), "nothing was sent: {got:?}");
+    assert!(
+        took <= prompt,
+        "a cancelled long poll of {long:?}: want it to return within {prompt:?}, took {took:?}"
+    );
+    // Sent while a cancelled call may still be in flight at the backend (SQS's HTTP long
+    // poll is left to finish): whatever it got must come back, not wait out its lease.
+    let id = c
+        .producer()
+        .send(Message::new("after"))
+        .await
+        .expect("send");
+    let got = c.collect(&c.q, 1, c.unit * 30, c.unit * 10).await;
+    assert_eq!(
+        got.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        vec![id],
+        "the message sent after a cancelled receive: want it delivered within {:?} (not \
+         hidden for the cancelled call's lease of {:?})",
+        c.unit * 30,
+        c.unit * 100
+    );
+    if c.caps.give_back_keeps_attempt {
+        assert_eq!(
+            got[0].attempt, 1,
+            "a give-back keeps the attempt: {:?}",
+            got[0]
+        );
+    }
+    c.ack(&got[0]).await;
+    // An idle worker, in the middle of its long poll, stops as promptly.
+    let w = c
+        .worker(h.driver().await)
+        .poll_wait(long)
+        .handle(|_: super::Probe, _ctx| async { Ok(()) })
+        .start()
+        .expect("worker start");
+    tokio::time::sleep(c.unit * 3).await;
+    let t0 = tokio::time::Instant::now();
+    let report = w.shutdown().await;
+    let took = t0.elapsed();
+    assert!(
+        took <= prompt,
+        "an idle worker with a long poll of {long:?}: want shutdown() within {prompt:?}, took \
+         {took:?} ({report:?})"
+    );
+}
+
 /// Several consumers never hold the same message at the same time, and all are delivered.
 pub async fn competing_consumers_exclusive(h: &Harness) {
     let c = h.fresh("competing_consumers_exclusive").await;
@@ -187,7 +257,7 @@ pub async fn competing_consumers_exclusive(h: &Harness) {
                 if seen.lock().unwrap().len() >= n {
                     break;
                 }
-                let got = q.receive(&name, opts).await.expect("receive");
+                let got = q.receive(&name, opts.clone()).await.expect("receive");
                 let receipts: Vec<_> = got.iter().map(|d| d.receipt.clone()).collect();
                 seen.lock()
                     .unwrap()

@@ -88,7 +88,8 @@ macro_rules! __with_conformance_cases {
     ($callback:ident ! ($($args:tt)*)) => {
         $crate::$callback! {$($args)* ;
             round_trip batch_round_trip ack_removes receive_respects_max
-            empty_receive_waits long_poll_not_busy competing_consumers_exclusive
+            empty_receive_waits long_poll_not_busy shutdown_cuts_long_poll
+            competing_consumers_exclusive
             nack_redelivers_after_delay lease_expiry_redelivers extend_keeps_hidden
             stale_receipt_refused give_back_keeps_attempt delayed_send_not_early
             dlq_after_max_attempts permanent_error_skips_retries redrive_returns_messages

@@ -65,6 +65,9 @@ mod limits;
 mod meters;
 mod receive;
 mod settle;
+mod signal;
+
+pub use signal::shutdown_signal;
 
 use crate::status::JobState;
 use checks::*;
@@ -569,12 +572,14 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.config.concurrency));
         let meters = Arc::new(Meters::new(&home, names.iter()));
         let shutdown = CancellationToken::new();
+        let stopping = CancellationToken::new();
         let inners: Vec<Arc<Inner>> = (0..shards)
             .map(|i| {
                 Arc::new(Inner {
                     meters: meters.clone(),
                     driver: self.queue.driver().clone(),
                     shutdown: shutdown.clone(),
+                    stopping: stopping.clone(),
                     name: crate::fair::Fairness::shard_name(&home, i),
                     home: home.clone(),
                     primary: i == 0,
@@ -623,12 +628,13 @@ impl Worker {
         });
         Ok(WorkerHandle {
             stop: stop_tx,
+            stopping: stopping.drop_guard(),
             join,
             counters,
         })
     }
 
-    /// Runs until `signal` completes (e.g. `tokio::signal::ctrl_c()`), then shuts down
+    /// Runs until `signal` completes (e.g. [`shutdown_signal()`]: SIGTERM or Ctrl-C), then shuts down
     /// gracefully and returns the report.
     pub async fn run_until<F: Future>(self, signal: F) -> QResult<WorkerReport> {
         let handle = self.start()?;
@@ -649,6 +655,8 @@ impl Queue {
 #[must_use = "dropping the handle stops the worker"]
 pub struct WorkerHandle {
     stop: watch::Sender<bool>,
+    /// Fires (when shutting down, or dropped) to cut short the loops' long polls.
+    stopping: tokio_util::sync::DropGuard,
     join: tokio::task::JoinHandle<WorkerReport>,
     counters: Arc<Counters>,
 }
@@ -681,6 +689,8 @@ impl WorkerHandle {
     /// return the rest to the queue at once, flush acks, and report.
     pub async fn shutdown(self) -> WorkerReport {
         let _ = self.stop.send(true);
+        // Ends a long poll in progress at once (ReceiveOptions::cancel).
+        drop(self.stopping);
         match self.join.await {
             Ok(r) => r,
             Err(_) => self.counters.snapshot(),
@@ -713,6 +723,8 @@ fn backend_error(inner: &Inner, what: &str, id: Option<&MessageId>, e: &QueueErr
 struct Inner {
     driver: Arc<dyn Driver>,
     shutdown: CancellationToken,
+    /// Fired when shutdown begins: cuts short a receive's wait ([`ReceiveOptions::cancel`]).
+    stopping: CancellationToken,
     /// The queue this loop receives from: the worker's queue, or one of its fair shards.
     name: String,
     /// The worker's queue: what pause, rate limits and metrics are kept under.

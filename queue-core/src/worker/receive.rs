@@ -59,12 +59,9 @@ pub(super) async fn run(
         // the message it gets then waits for a slot (the next one to free up: the pool is
         // first-in first-out), leased but unstarted for at most that long.
         if idle {
-            // Let it finish, like any receive (bounded by `poll_wait`).
-            let opts = ReceiveOptions {
-                max: 1,
-                wait: inner.config.poll_wait,
-                lease: inner.config.lease,
-            };
+            // Shutdown cuts its wait short, as any receive's.
+            let opts = ReceiveOptions::new(1, inner.config.poll_wait, inner.config.lease)
+                .cancelled_by(inner.stopping.clone());
             let got = inner.driver.receive(&inner.name, opts).await;
             let deliveries = match got {
                 Ok(d) if d.is_empty() => continue,
@@ -110,18 +107,16 @@ pub(super) async fn run(
                     }
                     permits.len()
                 };
-                let opts = ReceiveOptions {
-                    max: want,
-                    // A fair loop polls without waiting while its shard is busy, then goes idle.
-                    wait: if inner.fair {
-                        Duration::ZERO
-                    } else {
-                        inner.config.poll_wait
-                    },
-                    lease: inner.config.lease,
+                // A fair loop polls without waiting while its shard is busy, then goes idle.
+                let wait = if inner.fair {
+                    Duration::ZERO
+                } else {
+                    inner.config.poll_wait
                 };
-                // A receive in progress is allowed to finish (it is bounded by `poll_wait`), so that
-                // messages the backend already leased to us are returned below, not left to expire.
+                // Shutdown cuts the wait short (the driver returns at once, with whatever it
+                // had already taken, which is given back below).
+                let opts = ReceiveOptions::new(want, wait, inner.config.lease)
+                    .cancelled_by(inner.stopping.clone());
                 let got = inner.driver.receive(&inner.name, opts).await;
                 while tasks.try_join_next().is_some() {}
                 let deliveries = match got {
