@@ -35,7 +35,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = 10)]
     pub work_ms: u64,
     /// Attempts before a job is dead-lettered (at most the backend's redrive limit: SQS's
-    /// `maxReceiveCount`, 10 by default).
+    /// `maxReceiveCount`, 25 by default).
     #[arg(long, default_value_t = 10)]
     pub attempts: u32,
     /// Turn on the idempotency store: `backend` (the backend's own, Redis) or a `redis://`

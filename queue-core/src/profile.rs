@@ -109,7 +109,7 @@ impl Profile {
                     .with_max_lease(Duration::from_secs(12 * 3600))
                     .with_timer_granularity(Duration::from_secs(1))
                     .with_give_back_keeps_attempt(!fifo)
-                    .with_max_receives(Some(10))
+                    .with_max_receives(Some(25))
             }
             Profile::Kafka => base
                 .with_max_message_size(1_000_000 - 2048)

@@ -9,7 +9,7 @@
 //!
 //! | primitive | SQS |
 //! |---|---|
-//! | create | `CreateQueue` for `Q-dlq`, then `Q` with a `RedrivePolicy` to it (`maxReceiveCount`, default 10), 14-day retention and a 1 MiB `MaximumMessageSize` |
+//! | create | `CreateQueue` for `Q-dlq`, then `Q` with a `RedrivePolicy` to it (`maxReceiveCount`, default 25: the worker's default retry policy's attempts), 14-day retention and a 1 MiB `MaximumMessageSize` |
 //! | send | `SendMessageBatch`, up to 10 entries and the queue's `MaximumMessageSize` per request; entries in the `Failed` list that were not the sender's fault are retried (3 tries), the rest are a typed error |
 //! | receive | `ReceiveMessage` with long polling (`WaitTimeSeconds` up to 20, longer waits loop) and up to 10 messages |
 //! | lease | the visibility timeout (`VisibilityTimeout`, whole seconds, at most 12 h) |
@@ -38,7 +38,7 @@
 //! since on SQS every request is billed.
 //!
 //! ## URLs
-//! `sqs://[KEY:SECRET@][REGION][?endpoint=URL&fifo=true&max_receive_count=10&max_message_size=1MiB]`.
+//! `sqs://[KEY:SECRET@][REGION][?endpoint=URL&fifo=true&max_receive_count=25&max_message_size=1MiB]`.
 //! `max_receive_count` is 1 to 1000 and `max_message_size` 1KiB to 1MiB (SQS's limits): a
 //! value outside is an error that states the range, never clamped.
 //!
@@ -130,7 +130,7 @@ impl Default for SqsConfig {
             region: None,
             endpoint: None,
             fifo: false,
-            max_receive_count: 10,
+            max_receive_count: 25,
             max_message_size: 1024 * 1024,
         }
     }

@@ -3,7 +3,7 @@
 mod common;
 
 fn harness() -> queue_core::testkit::Harness {
-    common::harness(common::FIFO)
+    common::harness(common::KIT_FIFO)
 }
 
 queue_core::conformance_suite!(harness);

@@ -3,7 +3,7 @@
 mod common;
 
 fn harness() -> queue_core::testkit::Harness {
-    common::harness(common::STANDARD)
+    common::harness(common::KIT_STANDARD)
 }
 
 queue_core::conformance_suite!(harness);

@@ -334,24 +334,24 @@ async fn worker_refuses_more_attempts_than_the_redrive_policy() {
     let backend = Backend::new(common::connect(common::STANDARD).await);
     let queue = backend.queue(unique("attempts"));
     let mut policy = queue_core::RetryPolicy::default();
-    policy.max_attempts = 11;
+    policy.max_attempts = 26;
     let err = queue
         .worker()
         .handle_raw(|_d: Delivery| async { Ok(()) })
         .retry(policy)
         .start()
-        .expect_err("11 attempts against maxReceiveCount 10");
+        .expect_err("26 attempts against maxReceiveCount 25");
     assert!(
-        matches!(&err, QueueError::InvalidOption(m) if m.contains("maxReceiveCount") && m.contains("11")),
+        matches!(&err, QueueError::InvalidOption(m) if m.contains("maxReceiveCount") && m.contains("26")),
         "{err}"
     );
-    policy.max_attempts = 10;
+    policy.max_attempts = 25;
     let worker = queue
         .worker()
         .handle_raw(|_d: Delivery| async { Ok(()) })
         .retry(policy)
         .poll_wait(Duration::from_secs(1))
         .start()
-        .expect("10 attempts fit maxReceiveCount 10");
+        .expect("25 attempts (the default) fit maxReceiveCount 25");
     worker.abort();
 }

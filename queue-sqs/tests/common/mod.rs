@@ -12,6 +12,14 @@ use queue_sqs::SqsQueue;
 pub const STANDARD: &str = "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566";
 /// The same server, every queue FIFO.
 pub const FIFO: &str = "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566&fifo=true";
+/// The kit's URLs: SQS's own dead-lettering after 10 receives rather than the default 25,
+/// so that `native_dlq_moves_poison` (a receive and a lease's wait each) takes 20 s, not
+/// 50 (the kit's workers make 3 attempts).
+pub const KIT_STANDARD: &str =
+    "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566&max_receive_count=10";
+/// [`KIT_STANDARD`], every queue FIFO.
+pub const KIT_FIFO: &str =
+    "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566&fifo=true&max_receive_count=10";
 
 /// Connects, or fails the test with how to start the server (tests never skip).
 pub async fn connect(url: &str) -> SqsQueue {
