@@ -75,7 +75,12 @@ async fn once(a: &Args, kind: &str, n: usize, share: &Share) -> Result<Outcome, 
         .poll_wait(Duration::from_secs(1))
         .lease(Duration::from_secs(120));
     match share {
-        Share::PerKey(c) => w = w.concurrency_per_key(*c, LimitKey::Header("tenant".into())),
+        // One process: the limit kept in it is the whole limit (no shared store here).
+        Share::PerKey(c) => {
+            w = w
+                .concurrency_per_key(*c, LimitKey::Header("tenant".into()))
+                .local_only()
+        }
         Share::Fair(f) => w = w.fair(f.clone()),
         Share::Plain | Share::Keyed => {}
     }

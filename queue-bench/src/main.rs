@@ -444,6 +444,10 @@ async fn framework(a: &Args, kind: &str) -> Result<Run, String> {
     if let Some(n) = a.per_key_concurrency {
         worker = worker.concurrency_per_key(n, queue_core::LimitKey::Header("tenant".into()));
     }
+    if backend.store().is_none() {
+        // One process without `--status`: its limits are kept in it (what is measured).
+        worker = worker.local_only();
+    }
     let worker = worker
         .handle_raw(move |d: Delivery| {
             p2.record(&d.payload);

@@ -13,8 +13,11 @@
 //!
 //! State lives in a [`Store`] under `rate:<scope>` (one record per key, compare-and-set),
 //! so the limit holds across every process sharing that store: the backend's status store
-//! when it has one ([`crate::Backend::with_status`]), otherwise a store shared by the
-//! workers of this process. Time is the wall clock as this process saw it at start plus
+//! when it has one ([`crate::Backend::with_status`], [`crate::Backend::with_store`]).
+//! Without one, [`crate::Worker::start`] refuses limits: a limit kept in each process
+//! silently lets N processes do N times the limit. [`crate::Worker::local_only`] accepts
+//! that by name (one process, or the in-memory backend), and the limit is then kept in a
+//! store shared by the workers of this process. Time is the wall clock as this process saw it at start plus
 //! tokio's monotonic time since, so that tests can run on tokio's paused clock; processes
 //! sharing a limit need clocks in step (NTP), as with every distributed limiter.
 //!

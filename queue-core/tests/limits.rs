@@ -83,7 +83,11 @@ async fn a_busy_key_waits_its_turn_and_the_others_do_not() {
         &q,
         t0,
         &starts,
-        |w| w.rate_limit_per_key(limit, LimitKey::Header("tenant".into())),
+        // One process, and the in-memory backend: limits in this process are everyone's.
+        |w| {
+            w.rate_limit_per_key(limit, LimitKey::Header("tenant".into()))
+                .local_only()
+        },
         false,
     );
     eventually_worker(&w, Duration::from_secs(30), "23 jobs", |r| {
@@ -157,7 +161,10 @@ async fn a_handler_pauses_its_key_without_spending_an_attempt() {
         &q,
         t0,
         &starts,
-        |w| w.rate_limit_per_key(limit, LimitKey::Header("tenant".into())),
+        |w| {
+            w.rate_limit_per_key(limit, LimitKey::Header("tenant".into()))
+                .local_only()
+        },
         true,
     );
     // The first job of a answers "back off for 5 s"; then more of a, and some of b.
@@ -317,6 +324,58 @@ async fn the_per_key_limit_holds_across_workers() {
         out[0].1, 3,
         "three workers, still at most 3 of a at once: {out:?}"
     );
+}
+
+/// A limit that would silently hold per process (N processes doing N times the limit) is
+/// refused at start without a shared store, and accepted by name with `local_only()`.
+#[tokio::test]
+async fn limits_without_a_shared_store_are_refused_unless_local_only() {
+    let backend = queue_core::connect("memory://limits-local").await.unwrap();
+    let q = backend.queue("q");
+    q.create().await.unwrap();
+    let limit = RateLimit::per_second(5).unwrap();
+    for r in [
+        q.worker()
+            .rate_limit(limit)
+            .handle_raw(|_| async { Ok(()) })
+            .start(),
+        q.worker()
+            .rate_limit_per_key(limit, LimitKey::Header("t".into()))
+            .handle_raw(|_| async { Ok(()) })
+            .start(),
+        q.worker()
+            .concurrency_per_key(2, LimitKey::Header("t".into()))
+            .handle_raw(|_| async { Ok(()) })
+            .start(),
+    ] {
+        match r {
+            Err(QueueError::InvalidOption(m)) => {
+                assert!(
+                    m.contains("shared store") && m.contains("local_only"),
+                    "{m}"
+                )
+            }
+            other => panic!("want the limit refused without a store, got {other:?}"),
+        }
+    }
+    q.worker()
+        .rate_limit(limit)
+        .local_only()
+        .handle_raw(|_| async { Ok(()) })
+        .start()
+        .expect("per-process limits accepted by name")
+        .shutdown()
+        .await;
+    let shared = backend.with_store(std::sync::Arc::new(queue_core::MemoryStore::new()));
+    shared
+        .queue("q")
+        .worker()
+        .rate_limit(limit)
+        .handle_raw(|_| async { Ok(()) })
+        .start()
+        .expect("limits with a shared store")
+        .shutdown()
+        .await;
 }
 
 #[tokio::test]

@@ -518,3 +518,40 @@ async fn builder_mistakes_are_refused_at_start() {
         .shutdown()
         .await;
 }
+
+/// `JobError::rate_limited` with no rate limit configured has nothing to pause: the job is
+/// retried after the pause it asked for, spending attempts, and dead-lettered after the
+/// last (0.2 gave it back for ever, never spending one). Paused clock.
+#[tokio::test(start_paused = true)]
+async fn rate_limited_without_a_limiter_is_a_bounded_retry() {
+    let (q, p) = setup().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let w = fast(&q)
+        .handle(move |_: Task, ctx: JobContext| {
+            s2.lock()
+                .unwrap()
+                .push((ctx.attempt, tokio::time::Instant::now()));
+            async { Err(JobError::rate_limited(Duration::from_secs(7))) }
+        })
+        .start()
+        .unwrap();
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(WAIT * 6, "dead-lettered after 3 attempts", || {
+        w.report().dead_lettered == 1
+    })
+    .await;
+    let r = w.shutdown().await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{r:?}"
+    );
+    assert!(
+        seen[1].1 - seen[0].1 >= Duration::from_secs(7),
+        "retried after the pause asked for, not the policy's 10 ms: {seen:?}"
+    );
+    assert_eq!(r.rate_limited, 0, "{r:?}");
+    dead(&q, 1).await;
+}

@@ -210,7 +210,11 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
     } = cli.command
     {
         let backend = connect(cli.url.as_deref(), cli.status_url.as_deref()).await?;
-        let dash = crate::dashboard::Dashboard::new(backend, queues, token)?;
+        let access = match token {
+            Some(t) => crate::dashboard::Access::Token(t),
+            None => crate::dashboard::Access::Loopback,
+        };
+        let dash = crate::dashboard::Dashboard::new(backend, queues, access)?;
         return crate::dashboard::serve(dash, listen).await;
     }
     let backend = connect(cli.url.as_deref(), cli.status_url.as_deref()).await?;

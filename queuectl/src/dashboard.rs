@@ -14,13 +14,19 @@
 //! is what the workers' own metrics say (export them with `queue::metrics`); the
 //! dashboard shows how fast each queue grows or drains, which it can see from here.
 //!
-//! Safety: it binds to loopback by default; bound anywhere else it refuses to start
-//! without a token, and then every request must carry it (`Authorization: Bearer T`, or
-//! `?token=T` once, which sets a cookie). Every form carries a per-process token that a
-//! POST must return, so another web page cannot make a browser purge a queue.
+//! Safety: who may use it is a choice made when it is built ([`Access`]), never a default:
+//! a token every request must carry (`Authorization: Bearer T`, or `?token=T` once, which
+//! sets a cookie); loopback only (each request's peer address is checked, so the router
+//! mounted in a server listening on the network still answers only local requests); or,
+//! named as such, the application's own authentication in front of the router.
+//! `queuectl serve` binds to loopback by default and refuses any other address without a
+//! token. Every form carries a per-process token that a POST must return, so another web
+//! page cannot make a browser purge a queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +50,33 @@ const SAMPLES: usize = 60;
 /// Dead letters listed on a queue's page.
 const DEAD_LISTED: usize = 50;
 
+/// Who may use the dashboard: chosen explicitly, since its pages can purge queues.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Access {
+    /// Every request carries this token (at least 16 characters).
+    Token(String),
+    /// Only requests from a loopback address, checked on each request's peer address:
+    /// serve the router with `into_make_service_with_connect_info::<SocketAddr>()` (a
+    /// request whose peer is unknown is refused). A reverse proxy on the same host makes
+    /// every request local: use a token there.
+    Loopback,
+    /// No check here: the application authenticates every request before it reaches the
+    /// router (its own middleware, or a proxy that does). Without that, anyone who can
+    /// reach the server can purge queues.
+    AuthenticatedInFront,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Token(_) => f.write_str("Token(<set>)"),
+            Access::Loopback => f.write_str("Loopback"),
+            Access::AuthenticatedInFront => f.write_str("AuthenticatedInFront"),
+        }
+    }
+}
+
 /// The dashboard's state: the backend, the queues it shows, and its tokens.
 #[derive(Clone)]
 pub struct Dashboard {
@@ -53,7 +86,7 @@ pub struct Dashboard {
 struct Inner {
     backend: Backend,
     queues: Vec<String>,
-    token: Option<String>,
+    access: Access,
     csrf: String,
     history: Mutex<HashMap<String, VecDeque<(Instant, u64)>>>,
     prometheus: PrometheusRecorder,
@@ -64,22 +97,18 @@ impl std::fmt::Debug for Dashboard {
         f.debug_struct("Dashboard")
             .field("backend", &self.inner.backend)
             .field("queues", &self.inner.queues)
-            .field("token", &self.inner.token.as_ref().map(|_| "<set>"))
+            .field("access", &self.inner.access)
             .finish()
     }
 }
 
 impl Dashboard {
-    /// A dashboard of `queues` on `backend`; with `token`, every request must carry it.
-    pub fn new(
-        backend: Backend,
-        queues: Vec<String>,
-        token: Option<String>,
-    ) -> Result<Self, CliError> {
+    /// A dashboard of `queues` on `backend`, used by whom `access` says.
+    pub fn new(backend: Backend, queues: Vec<String>, access: Access) -> Result<Self, CliError> {
         if queues.is_empty() {
             return Err(CliError::Usage("name at least one queue to show".into()));
         }
-        if token.as_deref().is_some_and(|t| t.len() < 16) {
+        if matches!(&access, Access::Token(t) if t.len() < 16) {
             return Err(CliError::Usage(
                 "the dashboard token must be at least 16 characters".into(),
             ));
@@ -88,7 +117,7 @@ impl Dashboard {
             inner: Arc::new(Inner {
                 backend,
                 queues,
-                token,
+                access,
                 csrf: uuid::Uuid::new_v4().simple().to_string(),
                 history: Mutex::new(HashMap::new()),
                 prometheus: PrometheusBuilder::new().build_recorder(),
@@ -140,7 +169,8 @@ impl Dashboard {
     }
 }
 
-/// The dashboard's routes, for serving it inside an application of your own.
+/// The dashboard's routes, for serving it inside an application of your own, guarded as
+/// the dashboard's [`Access`] says.
 pub fn router(dash: Dashboard) -> Router {
     Router::new()
         .route("/", get(overview))
@@ -155,7 +185,7 @@ pub fn router(dash: Dashboard) -> Router {
 
 /// Serves `dash` on `listen` until Ctrl-C. Anything but a loopback address needs a token.
 pub async fn serve(dash: Dashboard, listen: SocketAddr) -> Result<(), CliError> {
-    if !listen.ip().is_loopback() && dash.inner.token.is_none() {
+    if !listen.ip().is_loopback() && !matches!(dash.inner.access, Access::Token(_)) {
         return Err(CliError::Usage(format!(
             "the dashboard would be open to the network on {listen}: pass --token (or set \
              QUEUECTL_TOKEN), or listen on 127.0.0.1"
@@ -169,7 +199,8 @@ pub async fn serve(dash: Dashboard, listen: SocketAddr) -> Result<(), CliError> 
         .map_err(|e| CliError::Usage(e.to_string()))?;
     eprintln!("queuectl: dashboard on http://{addr}/");
     tokio::spawn(dash.clone().sample_forever());
-    axum::serve(listener, router(dash))
+    let app = router(dash).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(queue::shutdown_signal())
         .await
         .map_err(|e| CliError::Usage(format!("the dashboard stopped: {e}")))
@@ -178,8 +209,30 @@ pub async fn serve(dash: Dashboard, listen: SocketAddr) -> Result<(), CliError> 
 const COOKIE: &str = "queuectl_token";
 
 async fn auth(State(d): State<Dashboard>, req: Request, next: Next) -> Response {
-    let Some(want) = d.inner.token.clone() else {
-        return next.run(req).await;
+    let want = match &d.inner.access {
+        Access::Token(t) => t.clone(),
+        Access::AuthenticatedInFront => return next.run(req).await,
+        Access::Loopback => {
+            let peer = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            return match peer {
+                Some(ip) if ip.is_loopback() => next.run(req).await,
+                Some(_) => (
+                    StatusCode::FORBIDDEN,
+                    "queuectl: this dashboard answers loopback requests only\n",
+                )
+                    .into_response(),
+                None => (
+                    StatusCode::FORBIDDEN,
+                    "queuectl: this dashboard answers loopback requests only, and this \
+                     server does not say where requests come from: serve the router with \
+                     into_make_service_with_connect_info::<SocketAddr>(), or give it a token\n",
+                )
+                    .into_response(),
+            };
+        }
     };
     let h = req.headers();
     let bearer = h

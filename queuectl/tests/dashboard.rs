@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use common::Charge;
 use common::{csrf, http, serve};
 use queue::{Backend, JobStatuses, MemoryStore, Message};
-use queuectl::dashboard::Dashboard;
+use queuectl::dashboard::{Access, Dashboard};
 
 /// A memory backend with queue `orders` holding one ready job and three dead letters:
 /// permanent (its error carrying markup), max-attempts, malformed. Returns the backend
@@ -35,7 +35,9 @@ async fn seeded(name: &str) -> (Backend, queue::MessageId) {
 async fn pages_forms_and_metrics() {
     let (backend, done) = seeded("dash-pages").await;
     let q = backend.queue("orders");
-    let addr = serve(Dashboard::new(backend.clone(), vec!["orders".into()], None).unwrap()).await;
+    let addr =
+        serve(Dashboard::new(backend.clone(), vec!["orders".into()], Access::Loopback).unwrap())
+            .await;
 
     let home = http(addr, "/", None, &[]).await;
     assert_eq!(home.status, StatusCode::OK);
@@ -182,12 +184,18 @@ async fn a_token_guards_every_page() {
     let backend = queue::connect("memory://dash-token").await.unwrap();
     backend.queue("orders").create().await.unwrap();
     assert!(
-        Dashboard::new(backend.clone(), vec!["orders".into()], Some("short".into())).is_err(),
+        Dashboard::new(
+            backend.clone(),
+            vec!["orders".into()],
+            Access::Token("short".into())
+        )
+        .is_err(),
         "a short token is refused"
     );
     let token = "a-long-enough-token-123";
     let addr =
-        serve(Dashboard::new(backend, vec!["orders".into()], Some(token.into())).unwrap()).await;
+        serve(Dashboard::new(backend, vec!["orders".into()], Access::Token(token.into())).unwrap())
+            .await;
     for path in ["/", "/queues/orders", "/metrics", "/jobs?id=x"] {
         assert_eq!(
             http(addr, path, None, &[]).await.status,
@@ -226,4 +234,23 @@ async fn a_token_guards_every_page() {
     )
     .await;
     assert_eq!(purge.status, StatusCode::UNAUTHORIZED);
+}
+
+/// The router mounted in an application's own server is never open by accident: loopback
+/// access checks each request's peer, and refuses when the server does not say it (0.2's
+/// router without a token answered anyone); an application's own authentication in front
+/// is a choice named as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_is_guarded_by_an_explicit_choice() {
+    let backend = queue::connect("memory://dash-access").await.unwrap();
+    backend.queue("orders").create().await.unwrap();
+    let dash = |a| Dashboard::new(backend.clone(), vec!["orders".into()], a).unwrap();
+    let without_peer = common::serve_without_peer(dash(Access::Loopback)).await;
+    let refused = http(without_peer, "/", None, &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
+    assert!(refused.body.contains("connect_info"), "{}", refused.body);
+    let local = serve(dash(Access::Loopback)).await;
+    assert_eq!(http(local, "/", None, &[]).await.status, StatusCode::OK);
+    let fronted = common::serve_without_peer(dash(Access::AuthenticatedInFront)).await;
+    assert_eq!(http(fronted, "/", None, &[]).await.status, StatusCode::OK);
 }

@@ -264,7 +264,7 @@ pub(super) async fn run_one_inner(
                 lifecycle::ended(inner, d, &tracked, JobState::Succeeded, None).await;
                 true
             }
-            Some((_, f)) if f.rate_limited.is_some() => {
+            Some((_, f)) if f.rate_limited.is_some() && inner.limits.is_some() => {
                 release(inner, key.as_deref()).await;
                 limits::back_off(inner, d, f.rate_limited.unwrap_or_default()).await;
                 lifecycle::ended(inner, d, &tracked, JobState::Queued, Some(f.error)).await;
@@ -279,8 +279,13 @@ pub(super) async fn run_one_inner(
                 lifecycle::ended(inner, d, &tracked, JobState::Cancelled, Some(f.error)).await;
                 true
             }
-            Some((_, f)) => {
+            Some((_, mut f)) => {
                 release(inner, key.as_deref()).await;
+                // Rate limited with no limiter here: nothing to pause, so an ordinary retry
+                // after the pause asked for (it spends an attempt: never given back for ever).
+                if let Some(pause) = f.rate_limited.take() {
+                    f.retry_after = Some(pause);
+                }
                 let error = f.error.clone();
                 let dead = settle_failure(inner, d, f, policy, meters).await;
                 let state = if dead {

@@ -46,7 +46,10 @@ impl JobError {
     /// The remote service asked to be left alone for `pause` (an HTTP 429 with
     /// Retry-After): with a per-key rate limit the job's key pauses for that long (with a
     /// queue limit, the queue), and the job goes back to the queue until then *without
-    /// counting an attempt*. See [`crate::limit`].
+    /// counting an attempt*. See [`crate::limit`]. A worker with no rate limit has nothing
+    /// to pause: there the job is retried after `pause` like any failure
+    /// ([`JobError::retry_after`]), spending an attempt, so that a remote that always
+    /// answers 429 ends in the dead-letter queue instead of looping for ever.
     pub fn rate_limited(pause: Duration) -> Self {
         JobError {
             message: format!("rate limited for {pause:?}"),

@@ -14,7 +14,7 @@
 //! | shutdown grace ran out | given back with no delay: back in the queue at once |
 //! | idempotency key held by another worker | given back until its claim can end (one lease) |
 //! | over a rate limit ([`Worker::rate_limit`]) | waits for its slot, or given back until it (no attempt) |
-//! | [`JobError::rate_limited`] | its key paused; given back until the pause ends (no attempt) |
+//! | [`JobError::rate_limited`] | with a rate limit: its key paused, given back until the pause ends (no attempt); without one: retried after the pause |
 //!
 //! An *attempt* is a delivery that reached its handler. A delivery given back without
 //! running (the last three rows above, and a per-key successor whose predecessor went
@@ -116,6 +116,12 @@ pub struct WorkerConfig {
     /// message back ([`Capabilities::max_nack_delay`]), each wait then cut to that
     /// maximum. Default `false`: [`Worker::start`] refuses such a policy.
     pub clamp_retry_delays: bool,
+    /// Whether rate limits and per-key concurrency may be kept in this process alone when
+    /// the backend has no shared store ([`Backend::with_store`](crate::Backend::with_store)
+    /// or [`with_status`](crate::Backend::with_status)): each process then allows the
+    /// whole limit. Default `false`: [`Worker::start`] refuses such limits, since a limit
+    /// that is silently per process lets N processes do N times the limit.
+    pub local_only: bool,
 }
 
 impl Default for WorkerConfig {
@@ -130,6 +136,7 @@ impl Default for WorkerConfig {
             ack_linger: Duration::from_millis(10),
             batch_size: 10,
             clamp_retry_delays: false,
+            local_only: false,
             unknown_job_grace: Duration::from_secs(3600),
         }
     }
@@ -445,6 +452,14 @@ impl Worker {
         self.config.clamp_retry_delays = true;
         self
     }
+    /// Keeps rate limits and per-key concurrency in this process alone when the backend has
+    /// no shared store: each process allows the whole limit (right for one process, or
+    /// the in-memory backend). Without it, [`Worker::start`] refuses limits without a
+    /// shared store. See [`WorkerConfig::local_only`].
+    pub fn local_only(mut self) -> Self {
+        self.config.local_only = true;
+        self
+    }
     /// How long a job no handler here knows is given back for another worker before it
     /// is dead-lettered as `unknown-job` (at most 30 days; zero: at once). See
     /// [`WorkerConfig::unknown_job_grace`].
@@ -509,9 +524,10 @@ impl Worker {
     /// ([`Capabilities::max_receives`]), a retry policy waiting longer between attempts
     /// than the backend can hold a message back ([`Capabilities::max_nack_delay`]) unless
     /// [`Worker::clamp_retry_delays`] accepts the cut, no handler at all, two handlers for
-    /// one job (or per-job and batch handlers, or `config` after single settings), and a
-    /// batch handler with idempotency
-    /// (batch handlers do not honour idempotency keys). A wait a handler asks for at run
+    /// one job (or per-job and batch handlers, or `config` after single settings), a
+    /// batch handler with idempotency (batch handlers do not honour idempotency keys), and
+    /// rate limits or per-key concurrency on a backend without a shared store unless
+    /// [`Worker::local_only`] accepts per-process limits. A wait a handler asks for at run
     /// time (`JobError::retry_after`) past that maximum is cut to it, with a log line.
     pub fn start(self) -> QResult<WorkerHandle> {
         if !self.mistakes.is_empty() {
@@ -555,6 +571,15 @@ impl Worker {
             ));
         }
         self.limits.check()?;
+        if self.limits.any() && self.queue.backend().store().is_none() && !self.config.local_only {
+            return Err(QueueError::InvalidOption(
+                "rate limits and per-key concurrency hold across workers only through a \
+                 shared store, and this backend has none: give it one \
+                 (Backend::with_store or Backend::with_status, e.g. a Redis or PostgreSQL \
+                 store), or call Worker::local_only() to limit each process on its own"
+                    .into(),
+            ));
+        }
         check_native_dlq(&self.config, &self.mode, &caps)?;
         check_retry_delays(&self.config, &self.mode, &caps, self.queue.driver().kind())?;
         let shards = self.fair.as_ref().map_or(1, |f| f.shards());

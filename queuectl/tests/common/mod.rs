@@ -14,6 +14,19 @@ pub async fn serve(dash: queuectl::dashboard::Dashboard) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
+        let app =
+            queuectl::dashboard::router(dash).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).await.unwrap()
+    });
+    addr
+}
+
+/// Serves `dash` as an application might mount it: without the peer addresses
+/// (`axum::serve(listener, router)`).
+pub async fn serve_without_peer(dash: queuectl::dashboard::Dashboard) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
         axum::serve(listener, queuectl::dashboard::router(dash))
             .await
             .unwrap()
