@@ -61,6 +61,12 @@ pub mod prometheus;
 #[doc = include_str!("../../docs/backends.md")]
 struct BackendsDoc;
 
+/// The Rust blocks of the README, compiled as doctests (they use the PostgreSQL driver and
+/// schedules, so only with those features: `scripts/test.sh` builds with all of them).
+#[cfg(all(doctest, feature = "postgres", feature = "cron"))]
+#[doc = include_str!("../../README.md")]
+struct Readme;
+
 /// Opens the [`Store`] named by `url`, for job status
 /// ([`JobStatuses::new`](status::JobStatuses::new)): `memory://` (this process only,
 /// bounded), `redis://…` (feature `redis`; the driver's URL) or `postgres://…` (feature
