@@ -307,6 +307,10 @@ pub enum DeadLetterKind {
     /// [`unknown_job_grace`](crate::Worker::unknown_job_grace) (`unknown-job`): during a
     /// rolling deploy a newer producer's job waits, given back, for a newer worker.
     UnknownJob,
+    /// Its runs ended without settling [`crash_limit`](crate::Worker::crash_limit) times
+    /// (`crashed`): the handler kills the process (an abort, out of memory, a native crash),
+    /// so the job is set aside instead of taking every worker down in turn.
+    Crashed,
 }
 
 impl DeadLetterKind {
@@ -318,6 +322,7 @@ impl DeadLetterKind {
             DeadLetterKind::Malformed => "malformed",
             DeadLetterKind::Timeout => "timeout",
             DeadLetterKind::UnknownJob => "unknown-job",
+            DeadLetterKind::Crashed => "crashed",
         }
     }
 }
@@ -337,6 +342,7 @@ impl FromStr for DeadLetterKind {
             "malformed" => DeadLetterKind::Malformed,
             "timeout" => DeadLetterKind::Timeout,
             "unknown-job" => DeadLetterKind::UnknownJob,
+            "crashed" => DeadLetterKind::Crashed,
             other => {
                 return Err(QueueError::InvalidOption(format!(
                     "unknown dead-letter reason {other:?}"

@@ -168,6 +168,11 @@ pub struct JobStatus {
     /// Someone asked to cancel it while it ran.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// Runs that started and never ended: the process died (an abort, out of memory, a
+    /// native crash, a kill) or the lease ran out while it still ran. At the worker's
+    /// [`crash_limit`](crate::Worker::crash_limit) the job is dead-lettered `crashed`.
+    #[serde(default)]
+    pub crashes: u32,
 }
 
 impl JobStatus {
@@ -185,6 +190,7 @@ impl JobStatus {
             progress: None,
             result: None,
             cancel_requested: false,
+            crashes: 0,
         }
     }
 }
@@ -274,6 +280,17 @@ pub(crate) enum Start {
     Run,
     /// Cancelled before it ran: ack without running.
     Cancelled,
+    /// Its runs ended without settling this many times, the crash limit: recorded `dead`;
+    /// dead-letter it `crashed` without running.
+    Crashed(u32),
+}
+
+/// The error a job dead-lettered `crashed` carries.
+pub(crate) fn crashed_error(crashes: u32) -> String {
+    format!(
+        "{crashes} runs started and never ended (the process died in the handler, or the \
+         lease ran out while it ran): dead-lettered so that it stops taking workers down"
+    )
 }
 
 impl JobStatuses {
@@ -365,16 +382,24 @@ impl JobStatuses {
         self.store.insert(&key(id), &bytes, ttl).await.map(|_| ())
     }
 
-    /// Records the start of an attempt; says to skip a cancelled job.
+    /// Records the start of an attempt; says to skip a cancelled job, or to dead-letter
+    /// one whose runs ended without settling `crash_limit` times (0: never).
+    ///
+    /// A record still `running` when a run starts is a run that never ended: the process
+    /// died in it, or its lease ran out while it still ran. Counting those here costs no
+    /// write of its own (this one is made anyway), and works on every backend, Kafka
+    /// included, whose redelivery after a crash carries no count.
     pub(crate) async fn start(
         &self,
         id: &str,
         queue: &str,
         job: Option<&str>,
         attempt: u32,
+        crash_limit: u32,
     ) -> Result<Start> {
         let mut start = Start::Run;
         self.update(id, |rec| {
+            start = Start::Run;
             let mut rec =
                 rec.unwrap_or_else(|| JobStatus::new(id, queue, job, JobState::Queued, now()));
             match rec.state {
@@ -383,7 +408,15 @@ impl JobStatuses {
                     return None;
                 }
                 JobState::Succeeded => return None,
+                JobState::Running => rec.crashes = rec.crashes.saturating_add(1),
                 _ => {}
+            }
+            if crash_limit > 0 && rec.crashes >= crash_limit {
+                start = Start::Crashed(rec.crashes);
+                rec.state = JobState::Dead;
+                rec.finished_at = Some(now());
+                rec.last_error = Some(crashed_error(rec.crashes));
+                return Some(rec);
             }
             rec.state = JobState::Running;
             rec.attempt = attempt;

@@ -236,11 +236,27 @@ pub(super) async fn run_one_inner(
             return false;
         }
     };
-    if !lifecycle::started(inner, d, &tracked).await {
-        release(inner, key.as_deref()).await;
-        bump(&inner.counters.cancelled);
-        let _ = acks.send(d.receipt.clone());
-        return true;
+    match lifecycle::started(inner, d, &tracked).await {
+        lifecycle::Started::Run => {}
+        lifecycle::Started::Cancelled => {
+            release(inner, key.as_deref()).await;
+            bump(&inner.counters.cancelled);
+            let _ = acks.send(d.receipt.clone());
+            return true;
+        }
+        lifecycle::Started::Crashed(n) => {
+            // Its runs keep killing the process: set it aside, not run again.
+            release(inner, key.as_deref()).await;
+            tracing::error!(crashes = n, "job crashed its workers; dead-lettering it");
+            let f = Failure {
+                error: crate::status::crashed_error(n),
+                permanent: true,
+                kind: DeadLetterKind::Crashed,
+                retry_after: None,
+                rate_limited: None,
+            };
+            return settle_failure(inner, d, f, RetryPolicy::none(), meters).await;
+        }
     }
     let timeout = inner.config.job_timeout;
     let started = Instant::now();

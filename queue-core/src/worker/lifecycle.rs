@@ -60,21 +60,39 @@ impl Tracked {
     }
 }
 
-/// Records the start of a run and registers its cancel signal; `false` when the job was
-/// cancelled before it ran (the caller acks it without running).
-pub(super) async fn started(inner: &Inner, d: &Delivery, t: &Tracked) -> bool {
+/// What recording a run's start decided.
+pub(super) enum Started {
+    Run,
+    /// Cancelled before it ran: the caller acks it without running.
+    Cancelled,
+    /// Its runs never ended this many times: the caller dead-letters it `crashed`.
+    Crashed(u32),
+}
+
+/// Records the start of a run and registers its cancel signal.
+pub(super) async fn started(inner: &Inner, d: &Delivery, t: &Tracked) -> Started {
     let Some(status) = &inner.status else {
-        return true;
+        return Started::Run;
     };
     let id = d.id.as_str();
     match status
-        .start(id, &d.queue, t.job.as_deref(), d.attempt)
+        .start(
+            id,
+            &d.queue,
+            t.job.as_deref(),
+            d.attempt,
+            inner.config.crash_limit,
+        )
         .await
     {
         Ok(Start::Cancelled) => {
             tracing::info!("job was cancelled before it ran; acked without running");
             release_unique(status, d, |_| true).await;
-            return false;
+            return Started::Cancelled;
+        }
+        Ok(Start::Crashed(n)) => {
+            release_unique(status, d, |_| true).await;
+            return Started::Crashed(n);
         }
         Ok(Start::Run) => release_unique(status, d, |at_start| at_start).await,
         Err(e) => {
@@ -87,7 +105,7 @@ pub(super) async fn started(inner: &Inner, d: &Delivery, t: &Tracked) -> bool {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(id.to_string(), t.cancel.clone());
-    true
+    Started::Run
 }
 
 /// Records how a run ended and forgets its cancel signal.

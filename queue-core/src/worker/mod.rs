@@ -9,7 +9,9 @@
 //! | retryable error, panic, timeout, attempts left | nack with the policy's backoff (or the error's `retry_after`) |
 //! | retryable error on the last attempt | dead-letter, reason `max-attempts` |
 //! | [`JobError::permanent`] | dead-letter at once, reason `permanent` |
-//! | undecodable payload or unknown job name | dead-letter at once, reason `malformed` |
+//! | undecodable payload | dead-letter at once, reason `malformed` |
+//! | a job name no handler here knows | given back (no attempt) for [`Worker::unknown_job_grace`], then dead-lettered `unknown-job` |
+//! | its runs never ended [`Worker::crash_limit`] times (with job status) | dead-letter without running, reason `crashed` |
 //! | idempotency key already completed | ack without running |
 //! | shutdown grace ran out | given back with no delay: back in the queue at once |
 //! | idempotency key held by another worker | given back until its claim can end (one lease) |
@@ -122,6 +124,17 @@ pub struct WorkerConfig {
     /// whole limit. Default `false`: [`Worker::start`] refuses such limits, since a limit
     /// that is silently per process lets N processes do N times the limit.
     pub local_only: bool,
+    /// After how many runs of a job that started and never ended (the process died in the
+    /// handler: an abort, out of memory, a native crash, a kill; or the lease ran out while
+    /// it ran) it is dead-lettered `crashed` instead of run again. Default 3, as BullMQ's
+    /// `maxStalledCount` is 1 and Sidekiq Pro's poison-pill check 3; 0 turns it off. Counted
+    /// in the job's status record, so it needs job status
+    /// ([`Backend::with_status`](crate::Backend::with_status)), and then holds on every
+    /// backend, Kafka included (where a crash otherwise redelivers a record for ever: it
+    /// carries no delivery count). Without job status a crash counts as an attempt on the
+    /// backends that count deliveries (memory, Redis, SQS, PostgreSQL), so a crash loop
+    /// ends at the retry policy's last attempt.
+    pub crash_limit: u32,
 }
 
 impl Default for WorkerConfig {
@@ -137,6 +150,7 @@ impl Default for WorkerConfig {
             batch_size: 10,
             clamp_retry_delays: false,
             local_only: false,
+            crash_limit: 3,
             unknown_job_grace: Duration::from_secs(3600),
         }
     }
@@ -450,6 +464,12 @@ impl Worker {
     /// cut to the maximum (and logged). Without it, [`Worker::start`] refuses them.
     pub fn clamp_retry_delays(mut self) -> Self {
         self.config.clamp_retry_delays = true;
+        self
+    }
+    /// After how many runs that never ended a job is dead-lettered `crashed` (0: never).
+    /// See [`WorkerConfig::crash_limit`].
+    pub fn crash_limit(mut self, n: u32) -> Self {
+        self.config.crash_limit = n;
         self
     }
     /// Keeps rate limits and per-key concurrency in this process alone when the backend has
