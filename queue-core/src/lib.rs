@@ -77,32 +77,21 @@
 //! ```
 #![warn(missing_docs, missing_debug_implementations)]
 
-pub mod dedup;
-pub mod driver;
-mod error;
-pub mod fair;
-mod handle;
-pub mod idempotency;
-mod inspect;
-pub mod job;
-pub mod limit;
+// The crate's parts, one folder each: the contract drivers implement, the runtime
+// applications hold, the layers over the shared store, the in-memory driver, and the kit.
+mod contract;
+mod layers;
 pub mod memory;
-mod message;
-pub mod needs;
-pub mod options;
-pub mod pause;
-mod producer;
-pub mod profile;
-mod registry;
-pub mod relay;
-pub mod retry;
+mod runtime;
+
+pub use contract::{driver, needs, options, profile};
 #[cfg(feature = "cron")]
-pub mod schedule;
-pub mod status;
-pub mod store;
-mod trace;
-pub mod unique;
-mod worker;
+pub use layers::schedule;
+pub use layers::{dedup, fair, limit, pause, relay, status, store, unique};
+pub use runtime::{idempotency, job, retry};
+
+pub(crate) use contract::{error, message, registry};
+pub(crate) use runtime::{handle, inspect, producer, trace, worker};
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -45,7 +45,7 @@ async fn every_profile_is_its_driver() {
     }
     assert!(
         wrong.is_empty(),
-        "profiles that no longer describe their driver (update queue-core/src/profile.rs and docs/backends.md):\n{}",
+        "profiles that no longer describe their driver (update queue-core/src/contract/profile.rs and docs/backends.md):\n{}",
         wrong.join("\n")
     );
 }

@@ -5,7 +5,7 @@
 //! [`crate::connect`]) whose queues validate every message against the capabilities
 //! before it reaches a driver. A driver author implements [`Driver`], makes receipts
 //! with [`receipt`], and runs the conformance kit (`queue_core::testkit`). This module
-//! re-exports what a driver needs ([`async_trait`], [`Bytes`], [`Url`]) so that a driver
+//! re-exports what a driver needs ([`async_trait`](macro@async_trait), [`Bytes`], [`Url`]) so that a driver
 //! crate depends on `queue-core` and its client library only. See
 //! `docs/writing-a-driver.md`.
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use super::DeadLetterReason;
 use crate::message::{from_unix_millis, headers, unix_millis, Delivery, Message};
 
-/// The message the default [`Driver::dead_letter`] writes to the dead-letter queue.
+/// The message the default [`Driver::dead_letter`](crate::Driver::dead_letter) writes to the dead-letter queue.
 pub fn dead_letter_copy(delivery: &Delivery, reason: &DeadLetterReason) -> Message {
     let mut h = delivery.headers.clone();
     h.insert(headers::DLQ_REASON.into(), reason.kind.as_str().into());
@@ -43,7 +43,7 @@ pub fn dead_letter_copy(delivery: &Delivery, reason: &DeadLetterReason) -> Messa
     }
 }
 
-/// The message the default [`Driver::redrive`] sends back to the source queue: the
+/// The message the default [`Driver::redrive`](crate::Driver::redrive) sends back to the source queue: the
 /// dead-letter headers removed, the first-enqueued time kept, the ordering key given back.
 pub fn redriven_copy(d: Delivery) -> Message {
     let mut h = d.headers;

@@ -107,7 +107,7 @@ impl Backend {
     }
 
     /// The idempotency store this backend offers (Redis: one on the same server), for
-    /// [`Worker::idempotency`]; `None` where the backend has none (use
+    /// [`Worker::idempotency`](crate::Worker::idempotency); `None` where the backend has none (use
     /// [`crate::MemoryIdempotency`] or a store of your own).
     pub fn idempotency_store(&self) -> Option<Arc<dyn IdempotencyStore>> {
         self.driver.idempotency_store()

@@ -1,0 +1,15 @@
+//! The layers over the shared [`Store`](store::Store): job status, rate limits and per-key
+//! concurrency, unique jobs, schedules, fairness, pause, the outbox relay and emulated
+//! dedup ids. Each works the same on every backend, because it keeps its state in the
+//! store rather than in the queue.
+
+pub mod dedup;
+pub mod fair;
+pub mod limit;
+pub mod pause;
+pub mod relay;
+#[cfg(feature = "cron")]
+pub mod schedule;
+pub mod status;
+pub mod store;
+pub mod unique;
