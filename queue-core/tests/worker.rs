@@ -555,3 +555,52 @@ async fn rate_limited_without_a_limiter_is_a_bounded_retry() {
     assert_eq!(r.rate_limited, 0, "{r:?}");
     dead(&q, 1).await;
 }
+
+/// A worker that declares it shares its queue with workers of other job types gives back
+/// the jobs it does not know for as long as it takes (here with no grace at all), while
+/// one that does not declare it dead-letters them at the end of its grace. Paused clock.
+#[tokio::test(start_paused = true)]
+async fn a_shared_queue_worker_leaves_other_job_types_to_their_workers() {
+    let (q, p) = setup().await;
+    let tasks = fast(&q)
+        .shared_queue()
+        .unknown_job_grace(Duration::ZERO)
+        .handle(|_: Task, _ctx| async { Ok(()) })
+        .start()
+        .unwrap();
+    p.enqueue(&Picky).await.unwrap();
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(
+        WAIT,
+        "the other job type given back, again and again",
+        || tasks.report().unknown_job >= 3,
+    )
+    .await;
+    assert_eq!(tasks.report().dead_lettered, 0, "{:?}", tasks.report());
+    assert_eq!(tasks.report().succeeded, 1, "{:?}", tasks.report());
+    // (Stopped first: on the paused clock the first worker would win every race for it.)
+    tasks.shutdown().await;
+    let pickies = fast(&q)
+        .shared_queue()
+        .handle(|_: Picky, _ctx| async { Ok(()) })
+        .start()
+        .unwrap();
+    eventually(WAIT, "the Picky job run by its own worker", || {
+        pickies.report().succeeded == 1
+    })
+    .await;
+    pickies.shutdown().await;
+    dead(&q, 0).await;
+    // Without the declaration, the same grace of zero dead-letters it at once.
+    p.enqueue(&Picky).await.unwrap();
+    let alone = fast(&q)
+        .unknown_job_grace(Duration::ZERO)
+        .handle(|_: Task, _ctx| async { Ok(()) })
+        .start()
+        .unwrap();
+    eventually(WAIT, "dead-lettered unknown-job", || {
+        alone.report().dead_lettered == 1
+    })
+    .await;
+    alone.shutdown().await;
+}

@@ -135,6 +135,14 @@ pub struct WorkerConfig {
     /// backends that count deliveries (memory, Redis, SQS, PostgreSQL), so a crash loop
     /// ends at the retry policy's last attempt.
     pub crash_limit: u32,
+    /// This worker serves only the job types it registers, on a queue it shares with
+    /// workers that serve the others: a job type it does not know is given back (without
+    /// an attempt, for a second) for as long as it takes, never dead-lettered
+    /// `unknown-job` (where a give-back spends an attempt, SQS FIFO, it still ends at the
+    /// retry policy's last attempt). A job type that no worker serves then circulates:
+    /// watch [`WorkerReport::unknown_job`]. Default `false`: the queue is this worker's,
+    /// and [`unknown_job_grace`](Self::unknown_job_grace) bounds the wait.
+    pub shared_queue: bool,
 }
 
 impl Default for WorkerConfig {
@@ -151,6 +159,7 @@ impl Default for WorkerConfig {
             clamp_retry_delays: false,
             local_only: false,
             crash_limit: 3,
+            shared_queue: false,
             unknown_job_grace: Duration::from_secs(3600),
         }
     }
@@ -464,6 +473,13 @@ impl Worker {
     /// cut to the maximum (and logged). Without it, [`Worker::start`] refuses them.
     pub fn clamp_retry_delays(mut self) -> Self {
         self.config.clamp_retry_delays = true;
+        self
+    }
+    /// Declares that this worker serves only the job types it registers, on a queue shared
+    /// with workers that serve the others: unknown job types are given back for them,
+    /// never dead-lettered. See [`WorkerConfig::shared_queue`].
+    pub fn shared_queue(mut self) -> Self {
+        self.config.shared_queue = true;
         self
     }
     /// After how many runs that never ended a job is dead-lettered `crashed` (0: never).

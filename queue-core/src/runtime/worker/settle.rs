@@ -27,7 +27,7 @@ pub(super) fn unknown_too_long(inner: &Inner, d: &Delivery) -> bool {
         .unwrap_or_default();
     let spent = !inner.caps.give_back_keeps_attempt
         && d.attempt.saturating_add(1) >= inner.config.retry.max_attempts;
-    age >= inner.config.unknown_job_grace || spent
+    (age >= inner.config.unknown_job_grace && !inner.config.shared_queue) || spent
 }
 
 /// Gives back a delivery whose job no handler here knows, without an attempt, for a
@@ -38,10 +38,14 @@ pub(super) async fn give_back_unknown(inner: &Inner, d: &Delivery) {
     let age = SystemTime::now()
         .duration_since(d.first_enqueued_at)
         .unwrap_or_default();
-    let left = inner.config.unknown_job_grace.saturating_sub(age);
-    let delay = age
-        .clamp(Duration::from_secs(1), Duration::from_secs(300))
-        .min(left + Duration::from_millis(1));
+    let delay = if inner.config.shared_queue {
+        // Other workers on this queue serve it: back soon, for one of them to take.
+        Duration::from_secs(1)
+    } else {
+        let left = inner.config.unknown_job_grace.saturating_sub(age);
+        age.clamp(Duration::from_secs(1), Duration::from_secs(300))
+            .min(left + Duration::from_millis(1))
+    };
     if let Err(e) = inner
         .driver
         .give_back(d, clamp_delay(&inner.caps, delay))
