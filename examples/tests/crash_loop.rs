@@ -131,7 +131,10 @@ async fn crash_loop_on(url: &str) {
         assert_eq!(dead.len(), 1, "{dead:?}");
         assert_eq!(dead[0].reason, Some(DeadLetterKind::Crashed), "{dead:?}");
     }
-    q.delete().await.unwrap();
+    match q.delete().await {
+        Ok(()) | Err(queue::QueueError::Unsupported { .. }) => {} // Kafka keeps its topics
+        Err(e) => panic!("delete: {e}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
