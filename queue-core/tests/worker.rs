@@ -604,3 +604,26 @@ async fn a_shared_queue_worker_leaves_other_job_types_to_their_workers() {
     .await;
     alone.shutdown().await;
 }
+
+/// Per-key concurrency alone pauses nothing either: a rate-limited answer there is a
+/// bounded retry too (it gave the job back for ever when any limit was set). Paused clock.
+#[tokio::test(start_paused = true)]
+async fn rate_limited_under_per_key_concurrency_alone_is_a_bounded_retry() {
+    let (q, p) = setup().await;
+    let w = fast(&q)
+        .concurrency_per_key(2, queue_core::LimitKey::Header("tenant".into()))
+        .local_only()
+        .handle(|_: Task, _ctx: JobContext| async {
+            Err(JobError::rate_limited(Duration::from_secs(1)))
+        })
+        .start()
+        .unwrap();
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(WAIT * 6, "dead-lettered after 3 attempts", || {
+        w.report().dead_lettered == 1
+    })
+    .await;
+    let r = w.shutdown().await;
+    assert_eq!((r.failed, r.rate_limited), (3, 0), "{r:?}");
+    dead(&q, 1).await;
+}

@@ -63,7 +63,10 @@
 //!   with a typed error ([`QueueError::InvalidOption`] from the handle's validation), and a
 //!   longer retry backoff is capped at it, logged. `?max_delay=` raises the bound (up to a
 //!   year) for applications that accept the longer hold-back; per-tier delay topics, which
-//!   would remove it, are not built (each tier is two more topics per queue).
+//!   would remove it, are not built (each tier is two more topics per queue). The worker's
+//!   default retry policy grows to this 15-minute cap, so once unkeyed jobs fail for a
+//!   while, a short retry can wait behind a 15-minute one on its `Q-delay` partition
+//!   (keyed retries wait in their key's line instead).
 //! - No purge (refused with a typed error): Kafka cannot drop a topic's unread records for
 //!   one consumer group. No `delete_queue` either (refused): delete the topics `Q`,
 //!   `Q-delay`, `Q-dlq` and `Q-dlq-delay` with the broker's own tools.

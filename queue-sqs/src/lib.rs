@@ -42,6 +42,13 @@
 //! `max_receive_count` is 1 to 1000 and `max_message_size` 1KiB to 1MiB (SQS's limits): a
 //! value outside is an error that states the range, never clamped.
 //!
+//! Upgrading from 0.2: queues it created keep `maxReceiveCount` 10 (`create_queue` leaves
+//! an existing queue's policy alone), while the worker now defaults to 25 attempts and
+//! checks them against this URL's `max_receive_count` (25 by default). Raise the queues'
+//! redrive policy to 25, or connect with `?max_receive_count=10` and give the worker a
+//! retry policy of at most 10 attempts (it then refuses more); otherwise SQS moves a
+//! message to the DLQ after 10 receives, without the worker's reason.
+//!
 //! ## What it cannot do
 //! - Peek only dead-letter queues: SQS has no look without a receive, and a receive counts
 //!   toward a main queue's `maxReceiveCount` (and the attempt count).
@@ -649,6 +656,9 @@ impl Driver for SqsQueue {
             .checked_add(opts.wait)
             .ok_or_else(|| QueueError::InvalidOption(format!("wait {:?} too long", opts.wait)))?;
         loop {
+            if opts.cancel.is_cancelled() {
+                return Ok(Vec::new());
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             self.requests.count("receive");
             let call = self

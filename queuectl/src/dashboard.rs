@@ -56,10 +56,12 @@ const DEAD_LISTED: usize = 50;
 pub enum Access {
     /// Every request carries this token (at least 16 characters).
     Token(String),
-    /// Only requests from a loopback address, checked on each request's peer address:
-    /// serve the router with `into_make_service_with_connect_info::<SocketAddr>()` (a
-    /// request whose peer is unknown is refused). A reverse proxy on the same host makes
-    /// every request local: use a token there.
+    /// Only requests from a loopback address for a loopback name: each request's peer
+    /// address is checked (serve the router with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`; a request whose peer is
+    /// unknown is refused), and its `Host` must be `localhost` or a loopback address (so
+    /// that a web page whose name rebinds to 127.0.0.1 gets nothing). A reverse proxy on
+    /// the same host makes every request local: use a token there.
     Loopback,
     /// No check here: the application authenticates every request before it reaches the
     /// router (its own middleware, or a proxy that does). Without that, anyone who can
@@ -217,6 +219,15 @@ async fn auth(State(d): State<Dashboard>, req: Request, next: Next) -> Response 
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip());
+            // The Host too: a page on another site whose name it rebinds to 127.0.0.1
+            // reaches a loopback listener from the browser, with its own name as Host.
+            if !local_host(req.headers()) {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "queuectl: this dashboard answers requests for localhost only\n",
+                )
+                    .into_response();
+            }
             return match peer {
                 Some(ip) if ip.is_loopback() => next.run(req).await,
                 Some(_) => (
@@ -261,6 +272,22 @@ async fn auth(State(d): State<Dashboard>, req: Request, next: Next) -> Response 
         "queuectl: this dashboard needs its token (Authorization: Bearer, or ?token=)\n",
     )
         .into_response()
+}
+
+/// Whether the request's Host names this machine's loopback: `localhost`, a loopback
+/// address, with or without a port.
+fn local_host(h: &HeaderMap) -> bool {
+    let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn cookie(h: &HeaderMap, name: &str) -> Option<String> {

@@ -251,6 +251,11 @@ async fn the_router_is_guarded_by_an_explicit_choice() {
     assert!(refused.body.contains("connect_info"), "{}", refused.body);
     let local = serve(dash(Access::Loopback)).await;
     assert_eq!(http(local, "/", None, &[]).await.status, StatusCode::OK);
+    let named = http(local, "/", None, &[("host", "localhost:8080")]).await;
+    assert_eq!(named.status, StatusCode::OK);
+    // A page whose own name rebinds to 127.0.0.1: local peer, foreign Host.
+    let rebound = http(local, "/", None, &[("host", "evil.example:8080")]).await;
+    assert_eq!(rebound.status, StatusCode::FORBIDDEN, "{rebound:?}");
     let fronted = common::serve_without_peer(dash(Access::AuthenticatedInFront)).await;
     assert_eq!(http(fronted, "/", None, &[]).await.status, StatusCode::OK);
 }

@@ -168,8 +168,10 @@ pub struct JobStatus {
     /// Someone asked to cancel it while it ran.
     #[serde(default)]
     pub cancel_requested: bool,
-    /// Runs that started and never ended: the process died (an abort, out of memory, a
-    /// native crash, a kill) or the lease ran out while it still ran. At the worker's
+    /// Runs in a row that started and never ended: the process died (an abort, out of
+    /// memory, a native crash, a kill) or the job was started again while it still ran
+    /// (its lease ran out, or a Kafka rebalance moved its partition). A run that ends, in
+    /// any state, resets it, and so does a redrive. At the worker's
     /// [`crash_limit`](crate::Worker::crash_limit) the job is dead-lettered `crashed`.
     #[serde(default)]
     pub crashes: u32,
@@ -409,6 +411,8 @@ impl JobStatuses {
                 }
                 JobState::Succeeded => return None,
                 JobState::Running => rec.crashes = rec.crashes.saturating_add(1),
+                // Redriven from the dead-letter queue: it starts afresh.
+                JobState::Dead => rec.crashes = 0,
                 _ => {}
             }
             if crash_limit > 0 && rec.crashes >= crash_limit {
@@ -482,6 +486,8 @@ impl JobStatuses {
                 return None; // final: a duplicate's run does not rewrite it
             }
             rec.state = state;
+            // A run that ended, however: the count is of runs in a row that never did.
+            rec.crashes = 0;
             rec.last_error = error.clone().or(result_error.clone()).or(rec.last_error);
             if state.is_finished() {
                 rec.finished_at = Some(now());
@@ -565,4 +571,41 @@ fn encode(rec: &JobStatus) -> Result<Vec<u8>> {
 pub(crate) fn write_failed(what: &str, id: &str, e: &QueueError) {
     metrics::counter!("queue_status_write_errors_total").increment(1);
     tracing::warn!(id, error = %e, "job status: {what} not recorded");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start(s: &JobStatuses) -> Start {
+        s.start("j", "q", Some("job"), 1, 3).await.expect("start")
+    }
+
+    /// Runs in a row that never ended count; one that ends resets the count, and so does
+    /// a redrive of the job `crashed` dead-lettered (it runs again, not dead at once).
+    #[tokio::test]
+    async fn crashes_count_runs_in_a_row_that_never_ended() {
+        let s = JobStatuses::new(Arc::new(crate::MemoryStore::new()));
+        s.queued("j", "q", Some("job")).await.unwrap();
+        assert!(matches!(start(&s).await, Start::Run));
+        assert!(matches!(start(&s).await, Start::Run)); // the first never ended: 1
+        s.finish("j", JobState::Failed, Some("boom".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(s.get("j").await.unwrap().unwrap().crashes, 0, "a run ended");
+        for _ in 0..3 {
+            assert!(matches!(start(&s).await, Start::Run));
+        }
+        assert!(matches!(start(&s).await, Start::Crashed(3)));
+        let dead = s.get("j").await.unwrap().unwrap();
+        assert_eq!((dead.state, dead.crashes), (JobState::Dead, 3), "{dead:?}");
+        // Redriven: it starts afresh.
+        assert!(matches!(start(&s).await, Start::Run));
+        assert_eq!(s.get("j").await.unwrap().unwrap().crashes, 0);
+        // Limit 0: never.
+        for _ in 0..5 {
+            let r = s.start("j", "q", Some("job"), 1, 0).await.unwrap();
+            assert!(matches!(r, Start::Run));
+        }
+    }
 }

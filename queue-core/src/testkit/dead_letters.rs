@@ -250,7 +250,7 @@ pub async fn first_enqueued_kept(h: &Harness) {
 /// Where `native_dlq` is declared, the backend moves a message that keeps coming back
 /// unsettled (a worker crashing on it every time) to the dead-letter queue by itself,
 /// keeping its id. The backend's own threshold must be at most 25 deliveries here (SQS's
-/// default `max_receive_count` is 10).
+/// default `max_receive_count` is 25; its kit runs with 10).
 pub async fn native_dlq_moves_poison(h: &Harness) {
     let c = h.fresh("native_dlq_moves_poison").await;
     if !c.caps.native_dlq {

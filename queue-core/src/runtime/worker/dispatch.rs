@@ -267,11 +267,13 @@ pub(super) async fn run_one_inner(
         Err(None) => Ran::Forced,
     };
     meters.duration.record(started.elapsed().as_secs_f64());
+    // Where the job goes back to the queue, its status leaves `running` first: a worker
+    // that starts it again must not find it `running` and count a crash.
     match ran {
         Ran::Forced => {
             release(inner, key.as_deref()).await;
-            give_back(inner, d).await;
             lifecycle::ended(inner, d, &tracked, JobState::Queued, None).await;
+            give_back(inner, d).await;
             false
         }
         Ran::Done(mut failures) => match failures.pop() {
@@ -280,10 +282,10 @@ pub(super) async fn run_one_inner(
                 lifecycle::ended(inner, d, &tracked, JobState::Succeeded, None).await;
                 true
             }
-            Some((_, f)) if f.rate_limited.is_some() && inner.limits.is_some() => {
+            Some((_, f)) if f.rate_limited.is_some() && limits::pauses(inner, d) => {
                 release(inner, key.as_deref()).await;
-                limits::back_off(inner, d, f.rate_limited.unwrap_or_default()).await;
                 lifecycle::ended(inner, d, &tracked, JobState::Queued, Some(f.error)).await;
+                limits::back_off(inner, d, f.rate_limited.unwrap_or_default()).await;
                 false
             }
             Some((_, f)) if tracked.cancel.is_cancelled() => {
@@ -297,19 +299,18 @@ pub(super) async fn run_one_inner(
             }
             Some((_, mut f)) => {
                 release(inner, key.as_deref()).await;
-                // Rate limited with no limiter here: nothing to pause, so an ordinary retry
-                // after the pause asked for (it spends an attempt: never given back for ever).
+                // Rate limited with no rate limit for this job: nothing to pause, so an
+                // ordinary retry after the pause asked for (it spends an attempt: never
+                // given back for ever).
                 if let Some(pause) = f.rate_limited.take() {
                     f.retry_after = Some(pause);
                 }
                 let error = f.error.clone();
+                lifecycle::ended(inner, d, &tracked, JobState::Failed, Some(error.clone())).await;
                 let dead = settle_failure(inner, d, f, policy, meters).await;
-                let state = if dead {
-                    JobState::Dead
-                } else {
-                    JobState::Failed
-                };
-                lifecycle::ended(inner, d, &tracked, state, Some(error)).await;
+                if dead {
+                    lifecycle::ended(inner, d, &tracked, JobState::Dead, Some(error)).await;
+                }
                 dead
             }
         },

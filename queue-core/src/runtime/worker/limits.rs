@@ -342,6 +342,14 @@ async fn slot(
 /// A handler said the remote wants this key (or, without a key, the queue) left alone
 /// for `pause`: push its next slot past the pause and give the job back until then,
 /// without counting an attempt.
+/// Whether a rate limit applies to `d` that [`back_off`] can pause: the queue's, or a
+/// per-key one whose key `d` carries. (Per-key concurrency alone pauses nothing.)
+pub(super) fn pauses(inner: &Inner, d: &Delivery) -> bool {
+    inner.limits.as_deref().is_some_and(|l| {
+        l.queue.is_some() || l.per_key.as_ref().is_some_and(|(_, k)| k.of(d).is_some())
+    })
+}
+
 pub(super) async fn back_off(inner: &Inner, d: &Delivery, pause: Duration) {
     if let Some(limits) = &inner.limits {
         let keyed = limits

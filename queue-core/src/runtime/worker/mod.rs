@@ -90,7 +90,7 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Lease asked for on receive and renewed for long jobs. Default 30 s.
     pub lease: Duration,
-    /// Long-poll wait per receive; also the most an idle worker takes to notice shutdown.
+    /// Long-poll wait per receive (cut short by shutdown).
     /// Default 5 s.
     pub poll_wait: Duration,
     /// Retry policy for jobs without their own. Default [`RetryPolicy::default`].
@@ -607,6 +607,14 @@ impl Worker {
             ));
         }
         self.limits.check()?;
+        if self.config.shared_queue && caps.lease == crate::LeaseModel::Session {
+            return Err(QueueError::InvalidOption(format!(
+                "shared_queue: on {} a job given back stays with this worker's consumer \
+                 (its partition's session), so it would never reach a worker that serves \
+                 it: give each job type a queue of its own there",
+                self.queue.driver().kind()
+            )));
+        }
         if self.limits.any() && self.queue.backend().store().is_none() && !self.config.local_only {
             return Err(QueueError::InvalidOption(
                 "rate limits and per-key concurrency hold across workers only through a \

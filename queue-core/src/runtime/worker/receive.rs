@@ -46,7 +46,9 @@ pub(super) async fn run(
     let mut idle = false;
     let mut pending = None;
 
-    'outer: while !*stop.borrow() {
+    // `stopping` fires with `stop`, and alone when the handle is dropped: either ends it
+    // (a cancelled receive returns at once, so looping on would spin).
+    'outer: while !*stop.borrow() && !inner.stopping.is_cancelled() {
         if *paused.borrow() {
             tokio::select! {
                 r = paused.wait_for(|p| !*p) => if r.is_err() { break },

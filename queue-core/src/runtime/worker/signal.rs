@@ -21,9 +21,10 @@
 /// [`shutdown_grace`](crate::Worker::shutdown_grace) (30 s by default), or the platform kills
 /// the process while jobs still run: on Kubernetes, set `terminationGracePeriodSeconds`
 /// (30 s by default too) a few seconds above `shutdown_grace`, plus whatever a `preStop`
-/// hook takes. Jobs still running when the grace ends are given back at once, not lost;
-/// a process killed before that loses nothing either (their leases run out and they are
-/// redelivered), it only delays them by a lease.
+/// hook takes. Jobs still running when the grace ends are given back at once, not lost.
+/// A process killed before that loses nothing either: its jobs come back when their
+/// leases run out (on Kafka, when the group moves the partitions), and, with job status,
+/// each such run counts toward the job's [`crash_limit`](crate::Worker::crash_limit).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
