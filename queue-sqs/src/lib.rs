@@ -93,6 +93,7 @@ use queue_core::{
 mod codec;
 mod peek;
 mod queues;
+mod receive;
 mod requests;
 
 use codec::*;
@@ -316,82 +317,6 @@ impl SqsQueue {
             tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
         }
         Ok(())
-    }
-
-    /// A handle on the same client and queue cache, for a task that outlives a call.
-    fn detached(&self) -> SqsQueue {
-        SqsQueue {
-            client: self.client.clone(),
-            config: self.config.clone(),
-            queues: self.queues.clone(),
-            requests: self.requests.clone(),
-        }
-    }
-
-    /// The end of a long poll whose receive was cancelled: whatever SQS leased to it is
-    /// given back at once (as [`Driver::give_back`] does: the attempt is kept where it can
-    /// be), so that it is not hidden for the rest of its visibility timeout.
-    async fn give_back_late(
-        self,
-        queue: String,
-        poll: tokio::task::JoinHandle<
-            std::result::Result<
-                aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput,
-                SdkError<aws_sdk_sqs::operation::receive_message::ReceiveMessageError>,
-            >,
-        >,
-    ) {
-        let Ok(Ok(out)) = poll.await else { return };
-        for m in out.messages.unwrap_or_default() {
-            let back = match Self::decode(&queue, m.clone()) {
-                Ok(d) => self.give_back(&d, Duration::ZERO).await,
-                Err(_) => match m.receipt_handle() {
-                    Some(r) => {
-                        self.change_visibility(&queue, &receipt(r), Duration::ZERO)
-                            .await
-                    }
-                    None => Ok(()),
-                },
-            };
-            if let Err(e) = back {
-                tracing::warn!(queue, error = %e, "could not give back a message a cancelled receive got; it returns when its lease ends");
-            }
-        }
-    }
-
-    /// A message received before its due time (delays over 15 minutes): sent on with the
-    /// rest of its delay, then the early copy deleted. Returns true when it was re-delayed.
-    async fn redelay_if_early(
-        &self,
-        info: &QueueInfo,
-        m: &aws_sdk_sqs::types::Message,
-    ) -> Result<bool> {
-        let due = m
-            .message_attributes()
-            .and_then(|a| a.get(ATTR_NOT_BEFORE))
-            .and_then(|v| v.string_value())
-            .and_then(|v| v.parse::<u64>().ok());
-        let Some(due) = due else { return Ok(false) };
-        let now = unix_millis(SystemTime::now());
-        if due <= now {
-            return Ok(false);
-        }
-        let left = Duration::from_millis(due - now);
-        let mut e = SendMessageBatchRequestEntry::builder()
-            .id("0")
-            .message_body(m.body().unwrap_or("-"))
-            .delay_seconds(secs_ceil(left.min(MAX_SQS_DELAY)) as i32);
-        for (k, v) in m.message_attributes().into_iter().flatten() {
-            e = e.message_attributes(k, v.clone());
-        }
-        let e = e.build().map_err(|e| QueueError::backend(BACKEND, e))?;
-        self.send_entries(&info.url, vec![e]).await?;
-        self.delete(
-            &info.url,
-            &[receipt(m.receipt_handle().unwrap_or_default())],
-        )
-        .await?;
-        Ok(true)
     }
 
     async fn delete(&self, url: &str, receipts: &[Receipt]) -> Result<()> {
