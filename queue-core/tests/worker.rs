@@ -519,6 +519,16 @@ async fn builder_mistakes_are_refused_at_start() {
         .await;
 }
 
+/// Sends one `Task`, waits until `w` dead-letters it, and stops `w`.
+async fn one_job_until_dead(w: queue_core::WorkerHandle, p: &Producer) -> queue_core::WorkerReport {
+    p.enqueue(&Task(1)).await.unwrap();
+    eventually(WAIT * 6, "dead-lettered after 3 attempts", || {
+        w.report().dead_lettered == 1
+    })
+    .await;
+    w.shutdown().await
+}
+
 /// `JobError::rate_limited` with no rate limit configured has nothing to pause: the job is
 /// retried after the pause it asked for, spending attempts, and dead-lettered after the
 /// last (0.2 gave it back for ever, never spending one). Paused clock.
@@ -536,12 +546,7 @@ async fn rate_limited_without_a_limiter_is_a_bounded_retry() {
         })
         .start()
         .unwrap();
-    p.enqueue(&Task(1)).await.unwrap();
-    eventually(WAIT * 6, "dead-lettered after 3 attempts", || {
-        w.report().dead_lettered == 1
-    })
-    .await;
-    let r = w.shutdown().await;
+    let r = one_job_until_dead(w, &p).await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen.iter().map(|s| s.0).collect::<Vec<_>>(),
@@ -618,12 +623,7 @@ async fn rate_limited_under_per_key_concurrency_alone_is_a_bounded_retry() {
         })
         .start()
         .unwrap();
-    p.enqueue(&Task(1)).await.unwrap();
-    eventually(WAIT * 6, "dead-lettered after 3 attempts", || {
-        w.report().dead_lettered == 1
-    })
-    .await;
-    let r = w.shutdown().await;
+    let r = one_job_until_dead(w, &p).await;
     assert_eq!((r.failed, r.rate_limited), (3, 0), "{r:?}");
     dead(&q, 1).await;
 }
