@@ -41,7 +41,7 @@ impl SqsQueue {
                 .map_err(map_sdk)?;
             let mut fresh = false;
             for m in got.messages.unwrap_or_default() {
-                let d = Self::decode(queue, m)?;
+                let d = codec::decode(queue, m.into());
                 if seen.insert(d.id.clone()) {
                     fresh = true;
                     out.push(

@@ -4,8 +4,6 @@
 
 use super::*;
 
-pub(crate) type Tp = (String, i32);
-
 /// A delivered record not yet settled, kept for nack's republish.
 pub(crate) struct Slot {
     pub(crate) done: bool,
@@ -28,7 +26,7 @@ pub(crate) struct Track {
     /// by a contiguous run of settled records.
     pub(crate) next_commit: HashMap<Tp, i64>,
     /// Per-key lines: keys with a record out, their later records, held retries.
-    pub(crate) lines: crate::lines::Lines,
+    pub(crate) lines: super::lines::Lines,
 }
 
 impl Default for Track {
@@ -68,7 +66,7 @@ impl KafkaQueue {
             let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
             let mut touched = Vec::new();
             for (i, r) in receipts.iter().enumerate() {
-                let (tp, off) = Self::parse_receipt(r)?;
+                let (tp, off) = codec::parse_receipt(r)?;
                 match t.pending.get_mut(&tp).and_then(|m| m.get_mut(&off)) {
                     Some(slot) if !slot.done => {
                         slot.done = true;
@@ -117,7 +115,7 @@ impl KafkaQueue {
         delay: Duration,
         step: u32,
     ) -> Result<()> {
-        let (tp, off) = Self::parse_receipt(receipt)?;
+        let (tp, off) = codec::parse_receipt(receipt)?;
         let qc = self.existing_consumer(queue).await?;
         let d = {
             let mut t = qc.track.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,7 +148,7 @@ impl KafkaQueue {
             .delay(delay);
         m.headers = d.headers.clone();
         m.ordering_key = d.ordering_key.clone();
-        let record = Self::record(&m, d.attempt.saturating_add(step), d.first_enqueued_at);
+        let record = codec::record(&m, d.attempt.saturating_add(step), d.first_enqueued_at);
         self.produce(&Self::delay_topic(queue), vec![record])
             .await?;
         self.settle(&qc, std::slice::from_ref(receipt))
@@ -240,6 +238,7 @@ pub(crate) fn commit_point(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use queue_core::driver::receipt;
 
     fn track(offsets: &[(i64, bool)]) -> BTreeMap<i64, Slot> {
         offsets

@@ -67,7 +67,7 @@ impl Lines {
     /// The line `d` belongs to: its partition and key.
     fn line_of(d: &Delivery) -> Option<(Tp, String)> {
         let key = d.ordering_key.clone()?;
-        let (tp, _) = KafkaQueue::parse_receipt(&d.receipt).ok()?;
+        let (tp, _) = codec::parse_receipt(&d.receipt).ok()?;
         Some((tp, key))
     }
 
@@ -142,8 +142,7 @@ impl Lines {
     /// from the last commit, in order).
     pub(crate) fn revoke(&mut self, tp: &Tp) {
         self.busy.retain(|(t, _), _| t != tp);
-        let from =
-            |d: &Delivery| KafkaQueue::parse_receipt(&d.receipt).is_ok_and(|(t, _)| &t == tp);
+        let from = |d: &Delivery| codec::parse_receipt(&d.receipt).is_ok_and(|(t, _)| &t == tp);
         self.ready.retain(|d| !from(d));
         self.retries.retain(|(_, d)| !from(d));
     }
@@ -152,6 +151,7 @@ impl Lines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use queue_core::driver::receipt;
 
     fn rec(off: i64, key: &str) -> Delivery {
         Delivery::new(

@@ -30,16 +30,8 @@ impl SqsQueue {
     ) {
         let Ok(Ok(out)) = poll.await else { return };
         for m in out.messages.unwrap_or_default() {
-            let back = match Self::decode(&queue, m.clone()) {
-                Ok(d) => self.give_back(&d, Duration::ZERO).await,
-                Err(_) => match m.receipt_handle() {
-                    Some(r) => {
-                        self.change_visibility(&queue, &receipt(r), Duration::ZERO)
-                            .await
-                    }
-                    None => Ok(()),
-                },
-            };
+            let d = codec::decode(&queue, m.into());
+            let back = self.give_back(&d, Duration::ZERO).await;
             if let Err(e) = back {
                 tracing::warn!(queue, error = %e, "could not give back a message a cancelled receive got; it returns when its lease ends");
             }
