@@ -87,7 +87,7 @@ mod runtime;
 pub use contract::{driver, needs, options, profile};
 #[cfg(feature = "cron")]
 pub use layers::schedule;
-pub use layers::{dedup, fair, limit, pause, relay, status, store, unique};
+pub use layers::{dedup, fair, limit, pause, relay, status, store, tiers, unique};
 pub use runtime::{idempotency, job, retry};
 
 pub(crate) use contract::{error, message, registry};

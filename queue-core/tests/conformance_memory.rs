@@ -49,3 +49,22 @@ like! {
     like_kafka => Profile::Kafka,
     like_postgres => Profile::Postgres,
 }
+
+/// Priorities emulated as tiers ([`queue_core::tiers`]) over the profiles that have none:
+/// the whole kit runs through the wrapper.
+macro_rules! tiered {
+    ($($module:ident => $profile:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+            fn harness() -> Harness {
+                harness_like(Some($profile)).priority_tiers(4)
+            }
+            queue_core::conformance_suite!(harness);
+        }
+    )*};
+}
+
+tiered! {
+    tiers_like_sqs_fifo => Profile::SqsFifo,
+    tiers_like_kafka => Profile::Kafka,
+}

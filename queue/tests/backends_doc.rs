@@ -56,7 +56,13 @@ const ROWS: &[Row] = &[
         Ordering::PerPartition => "per partition, a retry goes behind".into(),
         _ => "?".into(),
     }),
-    ("priority", |c| yes(c.priority, "native", "refused")),
+    ("priority", |c| {
+        yes(
+            c.priority,
+            "native",
+            "emulated as tier queues with `Backend::with_priorities`; else refused",
+        )
+    }),
     ("dedup id", |c| match c.dedup_window {
         None => format!(
             "emulated with a shared store, {} window; else refused",

@@ -140,6 +140,9 @@ impl fmt::Display for Unmet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let store = if self.with_a_store {
             "; on any backend given a shared store"
+        } else if self.need == Need::Priority {
+            // Emulated as tiers (crate::tiers), declared by the application.
+            "; on any backend with Backend::with_priorities"
         } else {
             ""
         };
@@ -281,7 +284,9 @@ mod tests {
         );
         let text = e.to_string();
         assert!(
-            text.contains("priorities (on memory, redis, postgres)"),
+            text.contains(
+                "priorities (on memory, redis, postgres; on any backend with Backend::with_priorities)"
+            ),
             "{text}"
         );
         assert!(

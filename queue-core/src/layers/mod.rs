@@ -1,7 +1,8 @@
 //! The layers over the shared [`Store`](store::Store): job status, rate limits and per-key
 //! concurrency, unique jobs, schedules, fairness, pause, the outbox relay and emulated
 //! dedup ids. Each works the same on every backend, because it keeps its state in the
-//! store rather than in the queue.
+//! store rather than in the queue. One layer wraps the driver itself instead: priority
+//! tiers ([`tiers`]), where the backend has no priorities.
 
 pub mod dedup;
 pub mod fair;
@@ -12,4 +13,5 @@ pub mod relay;
 pub mod schedule;
 pub mod status;
 pub mod store;
+pub mod tiers;
 pub mod unique;

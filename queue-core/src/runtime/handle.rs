@@ -34,6 +34,8 @@ pub struct Backend {
     driver: Arc<dyn Driver>,
     status: Option<JobStatuses>,
     store: Option<Arc<dyn Store>>,
+    /// Priorities the application declared ([`Backend::with_priorities`]).
+    priority_levels: Option<u8>,
 }
 
 impl Backend {
@@ -49,6 +51,7 @@ impl Backend {
             driver,
             status: None,
             store: None,
+            priority_levels: None,
         }
     }
 
@@ -79,6 +82,49 @@ impl Backend {
     pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
+    }
+
+    /// This backend for an application that uses priorities `0..levels` (2 to 16), on every
+    /// backend alike: where the backend has priorities (memory, Redis, PostgreSQL) a higher
+    /// one is refused at send; where it has none (SQS, Kafka) each level above 0 becomes a
+    /// tier queue read before the lower ones ([`crate::tiers`], which says what that costs).
+    /// So `Message::priority` means the same on every backend, and a test on memory refuses
+    /// what production would. Call it before making queues, with the same `levels` in
+    /// producers and workers. A `levels` outside 2 to 16 is [`QueueError::InvalidOption`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> queue_core::Result<()> {
+    /// use queue_core::Message;
+    /// // An SQS-like backend (no native priorities): tiers are emulated.
+    /// let backend = queue_core::connect("memory://app?like=sqs").await?.with_priorities(3)?;
+    /// let jobs = backend.queue("jobs");
+    /// jobs.create().await?;
+    /// let p = jobs.producer();
+    /// p.send(Message::new("later")).await?;
+    /// p.send(Message::new("now").priority(2)).await?;
+    /// assert!(p.send(Message::new("x").priority(3)).await.is_err(), "outside 0..3");
+    /// # Ok(()) }
+    /// ```
+    pub fn with_priorities(mut self, levels: u8) -> Result<Self> {
+        crate::tiers::check_levels(levels)?;
+        if self.priority_levels.is_some() {
+            return Err(QueueError::InvalidOption(
+                "with_priorities was already called on this backend".into(),
+            ));
+        }
+        if !self.driver.capabilities().priority {
+            self.driver = Arc::new(crate::tiers::PriorityTiers::new(
+                self.driver.clone(),
+                levels,
+            )?);
+        }
+        self.priority_levels = Some(levels);
+        Ok(self)
+    }
+
+    /// The priority levels declared with [`Backend::with_priorities`], if any.
+    pub fn priority_levels(&self) -> Option<u8> {
+        self.priority_levels
     }
 
     /// The shared store: the one [`Backend::with_store`] set, else job status's.
@@ -251,6 +297,9 @@ impl Queue {
         for m in &mut messages {
             crate::trace::inject(&mut m.headers);
             validate(&caps, kind, m)?;
+            if let Some(levels) = self.backend.priority_levels {
+                crate::tiers::check_priority(m, levels)?;
+            }
         }
         if caps.max_batch == 0 {
             return Err(QueueError::backend(

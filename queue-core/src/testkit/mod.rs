@@ -153,6 +153,17 @@ macro_rules! conformance_suite {
     };
 }
 
+/// Expands to one `#[tokio::test]` per case named after the harness, like
+/// [`conformance_suite!`](crate::conformance_suite) but for the listed cases only (a
+/// slow variant of a backend, such as its priority tiers, need not run them all):
+/// `conformance_cases!(harness; round_trip priority_honoured)`.
+#[macro_export]
+macro_rules! conformance_cases {
+    ($harness:path ; $($case:ident)*) => {
+        $crate::conformance_suite!(@cases $harness ; $($case)*);
+    };
+}
+
 /// How the kit reaches a driver.
 #[derive(Clone)]
 pub struct Harness {
@@ -229,6 +240,21 @@ impl Harness {
     /// while the crashed member's session lasts can be left without its partitions.
     pub fn crash_settle(mut self, wait: Duration) -> Self {
         self.crash_settle = wait;
+        self
+    }
+
+    /// Every driver the factory opens wrapped in [`crate::tiers::PriorityTiers`] with
+    /// `levels` levels (at least 4: `priority_honoured` sends priorities 1 to 3), so that
+    /// the kit checks the emulated priorities over this backend.
+    pub fn priority_tiers(mut self, levels: u8) -> Self {
+        let inner = self.factory.clone();
+        self.factory = Arc::new(move || {
+            let open = inner();
+            Box::pin(async move {
+                let d = open.await?;
+                Ok(Arc::new(crate::tiers::PriorityTiers::new(d, levels)?) as Arc<dyn Driver>)
+            })
+        });
         self
     }
 

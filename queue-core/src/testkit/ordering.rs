@@ -188,10 +188,10 @@ pub async fn priority_honoured(h: &Harness) {
             .expect("send low");
     }
     p.send(Message::new("none")).await.expect("send default");
-    p.send(Message::new("high").priority(9))
+    p.send(Message::new("high").priority(3))
         .await
         .expect("send high");
-    p.send(Message::new("mid").priority(5))
+    p.send(Message::new("mid").priority(2))
         .await
         .expect("send mid");
     let mut order = Vec::new();
