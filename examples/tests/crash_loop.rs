@@ -6,56 +6,16 @@
 //! worker for ever on Kafka, and for 25 attempts elsewhere: the test fails at its spawn
 //! budget.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use queue::testkit::unique;
-use queue::{DeadLetterKind, JobState, JobStatuses, Message, MessageId};
+use queue::{DeadLetterKind, JobState, Message, MessageId};
 
-const STATUS: &str = "redis://127.0.0.1:6379";
-
-struct Worker {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Worker {
-    fn spawn(url: &str, queue: &str) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_poison-worker"))
-            .args([url, STATUS, queue, "2000"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start poison-worker");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Worker { child, lines }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Worker;
 
 async fn crash_loop_on(url: &str) {
-    let store = queue::connect_store(STATUS).await.unwrap_or_else(|e| {
-        panic!("Redis at {STATUS} is not reachable ({e}); run scripts/services.sh")
-    });
-    let backend = queue::connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("{url} is not reachable ({e}); run scripts/services.sh"))
-        .with_status(JobStatuses::new(store));
+    let backend = common::backend_with_status(url).await;
     let name = unique("crashloop");
     let q = backend.queue(name.clone());
     q.create().await.unwrap();

@@ -1,13 +1,15 @@
 //! A worker whose handler kills its process on a poison job: the victim of
-//! `tests/crash_loop.rs`. Any payload `poison` aborts the process (as a native crash or an
-//! out-of-memory kill would); any other job succeeds and prints `done <id>`.
+//! `tests/crash_loop.rs` and `tests/key_held_crash.rs`. Any payload `poison` aborts the
+//! process (as a native crash or an out-of-memory kill would); a payload starting with
+//! `fail-once` fails (retryable) on its first attempt and prints `failed <payload>`; any
+//! other job succeeds and prints `done <payload>`.
 //!
 //! Usage: `poison-worker QUEUE_URL STATUS_URL QUEUE LEASE_MS`
 
 use std::io::Write;
 use std::time::Duration;
 
-use queue::{Delivery, JobStatuses};
+use queue::{Delivery, JobError, JobStatuses};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -35,7 +37,13 @@ async fn main() -> std::process::ExitCode {
                 if d.payload.as_ref() == b"poison" {
                     std::process::abort();
                 }
-                println!("done {}", d.id);
+                let text = String::from_utf8_lossy(&d.payload).into_owned();
+                if text.starts_with("fail-once") && d.attempt == 1 {
+                    println!("failed {text}");
+                    let _ = std::io::stdout().flush();
+                    return Err(JobError::retry("the first attempt fails"));
+                }
+                println!("done {text}");
                 let _ = std::io::stdout().flush();
                 Ok(())
             })
