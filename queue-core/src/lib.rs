@@ -97,7 +97,7 @@ pub(crate) use runtime::{handle, inspect, producer, trace, worker};
 pub mod testkit;
 
 pub use driver::{
-    Capabilities, DeadLetterKind, DeadLetterReason, Driver, LeaseModel, Ordering, Peek,
+    Capabilities, DeadLetterKind, DeadLetterReason, Driver, KeyChars, LeaseModel, Ordering, Peek,
     ReceiveOptions,
 };
 pub use error::{redact, BoxError, DecodeError, QueueError, Result};

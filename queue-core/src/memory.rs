@@ -56,8 +56,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::driver::{
-    first_enqueued, receipt, receipt_str, Capabilities, ConnectFuture, Driver, LeaseModel,
-    Ordering, Peek, ReceiveOptions,
+    first_enqueued, receipt, receipt_str, Capabilities, ConnectFuture, Driver, KeyChars,
+    LeaseModel, Ordering, Peek, ReceiveOptions,
 };
 use crate::error::{QueueError, Result};
 use crate::message::{Delivery, Headers, Message, MessageId, Peeked, QueueStats, Receipt};
@@ -464,6 +464,8 @@ pub(crate) fn own_capabilities(config: &MemoryConfig) -> Capabilities {
         .with_give_back_keeps_attempt(true)
         .with_timer_granularity(Duration::from_millis(1))
         .with_peek(Peek::All)
+        .with_max_key_len(None)
+        .with_key_chars(KeyChars::Any)
 }
 
 /// Longest delay the in-memory driver accepts (and the longest nack delay).

@@ -289,6 +289,10 @@ impl Driver for PostgresQueue {
             .with_give_back_keeps_attempt(true)
             .with_timer_granularity(Duration::from_millis(1))
             .with_peek(Peek::All)
+            // Keys live in indexed `text` columns: no NUL, and a B-tree entry holds about
+            // 2.7 kB, so 1 KiB leaves room for the queue name beside it.
+            .with_max_key_len(Some(1024))
+            .with_key_chars(queue_core::driver::KeyChars::NoNul)
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {

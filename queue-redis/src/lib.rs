@@ -448,6 +448,9 @@ impl Driver for RedisQueue {
             .with_stale_receipts_refused(true)
             .with_give_back_keeps_attempt(true)
             .with_timer_granularity(Duration::from_millis(10))
+            // Keys are Redis strings: any text, any length.
+            .with_max_key_len(None)
+            .with_key_chars(queue_core::driver::KeyChars::Any)
     }
 
     fn idempotency_store(&self) -> Option<Arc<dyn IdempotencyStore>> {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use queue::{Capabilities, LeaseModel, Ordering, Peek, Profile, QueueError};
+use queue::{Capabilities, KeyChars, LeaseModel, Ordering, Peek, Profile, QueueError};
 
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/backends.md");
 const START: &str = "<!-- matrix:start (rendered by queue/tests/backends_doc.rs) -->";
@@ -57,11 +57,13 @@ const ROWS: &[Row] = &[
         _ => "?".into(),
     }),
     ("priority", |c| {
-        yes(
-            c.priority,
-            "native",
-            "emulated as tier queues with `Backend::with_priorities`; else refused",
-        )
+        if c.priority {
+            "native".into()
+        } else if c.lease == LeaseModel::Session {
+            "refused".into()
+        } else {
+            "emulated as tier queues with `Backend::with_priorities`; else refused".into()
+        }
     }),
     ("dedup id", |c| match c.dedup_window {
         None => format!(
@@ -69,6 +71,18 @@ const ROWS: &[Row] = &[
             time(queue::dedup::EMULATED_WINDOW)
         ),
         Some(w) => format!("native, {} window", time(w)),
+    }),
+    ("ordering key, dedup id text", |c| {
+        let chars = match c.key_chars {
+            KeyChars::Any => "any text",
+            KeyChars::NoNul => "text without NUL",
+            KeyChars::PrintableAscii => "printable ASCII",
+            _ => "?",
+        };
+        match c.max_key_len {
+            None => chars.to_string(),
+            Some(n) => format!("{chars}, up to {n} B"),
+        }
     }),
     ("dead-letter queue", |c| {
         match (c.native_dlq, c.max_receives) {

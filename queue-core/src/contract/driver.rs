@@ -24,9 +24,11 @@ pub use url::Url;
 
 use crate::error::{QueueError, Result};
 
+mod keys;
 mod moves;
 use crate::idempotency::IdempotencyStore;
 use crate::message::{headers, Delivery, Message, MessageId, Peeked, QueueStats, Receipt};
+pub use keys::KeyChars;
 pub use moves::{dead_letter_copy, first_enqueued, redriven_copy};
 
 /// How a backend orders deliveries.
@@ -155,6 +157,11 @@ pub struct Capabilities {
     pub max_receives: Option<u32>,
     /// Which queues [`Driver::peek`] can read without taking anything.
     pub peek: Peek,
+    /// Longest ordering key or dedup id, in bytes (`None`: bounded by the message size
+    /// only). A longer one is refused before anything is sent (SQS: 128).
+    pub max_key_len: Option<usize>,
+    /// The characters ordering keys and dedup ids may hold (SQS: printable ASCII).
+    pub key_chars: KeyChars,
 }
 
 impl Capabilities {
@@ -162,7 +169,8 @@ impl Capabilities {
     /// nack delays, no native DLQ, no ordering, no priorities, no dedup, per-message
     /// leases of up to 12 hours without extension, stale receipts not promised to be refused,
     /// no purge, give-backs counted as attempts,
-    /// approximate stats, one-second timers. Every field a
+    /// approximate stats, one-second timers, ordering keys and dedup ids of at most 128
+    /// printable ASCII characters. Every field a
     /// later version adds starts at its most conservative value here.
     pub fn baseline() -> Self {
         Capabilities {
@@ -183,6 +191,8 @@ impl Capabilities {
             give_back_keeps_attempt: false,
             max_receives: None,
             peek: Peek::None,
+            max_key_len: Some(128),
+            key_chars: KeyChars::PrintableAscii,
         }
     }
     /// Sets [`Capabilities::max_message_size`].
@@ -268,6 +278,16 @@ impl Capabilities {
     /// Sets [`Capabilities::peek`].
     pub fn with_peek(mut self, peek: Peek) -> Self {
         self.peek = peek;
+        self
+    }
+    /// Sets [`Capabilities::max_key_len`].
+    pub fn with_max_key_len(mut self, max: Option<usize>) -> Self {
+        self.max_key_len = max;
+        self
+    }
+    /// Sets [`Capabilities::key_chars`].
+    pub fn with_key_chars(mut self, chars: KeyChars) -> Self {
+        self.key_chars = chars;
         self
     }
 
@@ -650,6 +670,12 @@ pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Resu
     }
     if m.dedup_id.is_some() && caps.dedup_window.is_none() {
         return Err(QueueError::unsupported(backend, "deduplication ids"));
+    }
+    if let Some(k) = &m.ordering_key {
+        keys::check(caps, backend, "ordering key", k)?;
+    }
+    if let Some(k) = &m.dedup_id {
+        keys::check(caps, backend, "dedup id", k)?;
     }
     if m.priority.is_some() && !caps.priority {
         return Err(QueueError::unsupported(backend, "priorities"));

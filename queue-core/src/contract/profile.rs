@@ -21,7 +21,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::driver::{Capabilities, LeaseModel, Ordering, Peek};
+use crate::driver::{Capabilities, KeyChars, LeaseModel, Ordering, Peek};
 use crate::error::{QueueError, Result};
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -89,7 +89,9 @@ impl Profile {
                 .with_exact_stats(true)
                 .with_stale_receipts_refused(true)
                 .with_give_back_keeps_attempt(true)
-                .with_timer_granularity(Duration::from_millis(10)),
+                .with_timer_granularity(Duration::from_millis(10))
+                .with_max_key_len(None)
+                .with_key_chars(KeyChars::Any),
             Profile::Sqs | Profile::SqsFifo => {
                 let fifo = *self == Profile::SqsFifo;
                 base.with_max_message_size(MIB - 1024)
@@ -110,6 +112,8 @@ impl Profile {
                     .with_timer_granularity(Duration::from_secs(1))
                     .with_give_back_keeps_attempt(!fifo)
                     .with_max_receives(Some(25))
+                    .with_max_key_len(Some(128))
+                    .with_key_chars(KeyChars::PrintableAscii)
             }
             Profile::Kafka => base
                 .with_max_message_size(1_000_000 - 2048)
@@ -120,7 +124,9 @@ impl Profile {
                 .with_lease(LeaseModel::Session)
                 .with_give_back_keeps_attempt(true)
                 .with_max_lease(YEAR)
-                .with_timer_granularity(Duration::from_millis(10)),
+                .with_timer_granularity(Duration::from_millis(10))
+                .with_max_key_len(None)
+                .with_key_chars(KeyChars::Any),
             Profile::Postgres => base
                 .with_max_message_size(MIB)
                 .with_purge(true)
@@ -136,7 +142,9 @@ impl Profile {
                 .with_stale_receipts_refused(true)
                 .with_give_back_keeps_attempt(true)
                 .with_timer_granularity(Duration::from_millis(1))
-                .with_peek(Peek::All),
+                .with_peek(Peek::All)
+                .with_max_key_len(Some(1024))
+                .with_key_chars(KeyChars::NoNul),
         }
     }
 
@@ -186,7 +194,9 @@ impl Profile {
             give_back_keeps_attempt,
             lease,
             exact_stats,
-            stale_receipts_refused
+            stale_receipts_refused,
+            max_key_len,
+            key_chars
         );
         out
     }

@@ -86,8 +86,10 @@ impl Backend {
 
     /// This backend for an application that uses priorities `0..levels` (2 to 16), on every
     /// backend alike: where the backend has priorities (memory, Redis, PostgreSQL) a higher
-    /// one is refused at send; where it has none (SQS, Kafka) each level above 0 becomes a
-    /// tier queue read before the lower ones ([`crate::tiers`], which says what that costs).
+    /// one is refused at send; where it has none (SQS) each level above 0 becomes a tier
+    /// queue read before the lower ones ([`crate::tiers`], which says what that costs).
+    /// Kafka refuses it ([`QueueError::Unsupported`]): its consumers cannot keep tiers'
+    /// order (see [`crate::tiers`]).
     /// So `Message::priority` means the same on every backend, and a test on memory refuses
     /// what production would. Call it before making queues, with the same `levels` in
     /// producers and workers. A `levels` outside 2 to 16 is [`QueueError::InvalidOption`].

@@ -316,3 +316,113 @@ pub async fn delete_and_purge(h: &Harness) {
         "a re-created queue's dead-letter queue: want it empty (the old dead letters went with delete_queue), got {r:?}"
     );
 }
+
+/// Ordering keys and dedup ids at the declared edge ([`Capabilities::max_key_len`] and
+/// [`Capabilities::key_chars`](crate::Capabilities::key_chars)): a key exactly as long as
+/// declared (1,000 bytes where unbounded), made of the odd characters the backend
+/// declares it takes (separators, braces, spaces, newlines, non-ASCII where allowed),
+/// goes through and comes back intact; one byte more, a character outside the declared
+/// set, or an empty key is refused with `InvalidOption` before anything is sent.
+///
+/// [`Capabilities::max_key_len`]: crate::Capabilities::max_key_len
+pub async fn keys_at_edge(h: &Harness) {
+    use crate::driver::{KeyChars, Ordering};
+    let c = h.fresh("keys_at_edge").await;
+    let p = c.producer();
+    let (chars, max) = (c.caps.key_chars, c.caps.max_key_len);
+    let odd: &[char] = match chars {
+        KeyChars::PrintableAscii => &['a', '|', ':', '{', '}', '~', '!', '#', '-', '0'],
+        KeyChars::NoNul => &['a', '|', ':', '{', '}', ' ', '\n', 'é', '€', '\t'],
+        _ => &['a', '|', ':', '{', '}', ' ', '\n', 'é', '\0', '€'],
+    };
+    let len = max.unwrap_or(1000);
+    let mut edge = String::new();
+    for ch in odd.iter().cycle() {
+        if edge.len() >= len {
+            break;
+        }
+        edge.push(if edge.len() + ch.len_utf8() <= len {
+            *ch
+        } else {
+            'a'
+        });
+    }
+    assert_eq!(edge.len(), len);
+    let refused = |what: &str, r: crate::Result<crate::MessageId>| {
+        assert!(
+            matches!(r, Err(QueueError::InvalidOption(_))),
+            "{what}: want InvalidOption before sending, got {r:?}"
+        );
+    };
+    let outside = match chars {
+        KeyChars::PrintableAscii => Some("a b"),
+        KeyChars::NoNul => Some("a\0b"),
+        _ => None,
+    };
+    // Each kind of key the backend takes: its name, how a message gets it, the payload.
+    type SetKey = fn(Message, String) -> Message;
+    let kinds: [(&str, SetKey, bool, &str); 2] = [
+        (
+            "ordering key",
+            |m, k| m.ordering_key(k),
+            c.caps.ordering != Ordering::None,
+            "edge-key",
+        ),
+        (
+            "dedup id",
+            |m, k| m.dedup_id(k),
+            c.caps.dedup_window.is_some(),
+            "edge-dedup",
+        ),
+    ];
+    let mut sent = 0;
+    for (what, set, _, payload) in kinds.iter().filter(|k| k.2) {
+        p.send(set(Message::new(*payload), edge.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("a {what} of {len} bytes: want Ok, got {e}"));
+        sent += 1;
+        let try_key = |k: String| p.send(set(Message::new("x"), k));
+        refused(&format!("an empty {what}"), try_key(String::new()).await);
+        if let Some(max) = max {
+            refused(
+                &format!("a {what} one byte too long"),
+                try_key("a".repeat(max + 1)).await,
+            );
+        }
+        if let Some(bad) = outside {
+            refused(
+                &format!("a {what} outside the declared characters"),
+                try_key(bad.to_string()).await,
+            );
+        }
+    }
+    let got = c.collect(&c.q, sent, c.within(), c.unit * 50).await;
+    let mut names: Vec<String> = got
+        .iter()
+        .map(|d| String::from_utf8_lossy(&d.payload).into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<&str> = Vec::new();
+    if c.caps.dedup_window.is_some() {
+        want.push("edge-dedup");
+    }
+    if c.caps.ordering != Ordering::None {
+        want.push("edge-key");
+    }
+    assert_eq!(
+        names, want,
+        "want only the messages at the edge, none of the refused"
+    );
+    for d in &got {
+        if d.payload[..] == b"edge-key"[..] {
+            assert!(
+                d.ordering_key.as_deref() == Some(edge.as_str()),
+                "the ordering key at the edge came back altered: {:?}",
+                d.ordering_key
+                    .as_deref()
+                    .map(|k| (k.len(), k.chars().take(20).collect::<String>()))
+            );
+        }
+        c.ack(d).await;
+    }
+}

@@ -98,7 +98,7 @@ macro_rules! __with_conformance_cases {
             ordering_per_key ordering_survives_retries ordered_job_timeout_starts_at_handler
             ordering_refused priority_honoured
             dedup_within_window
-            oversize_refused limits_at_edge stats_agree unknown_queue_typed delete_and_purge
+            oversize_refused limits_at_edge keys_at_edge stats_agree unknown_queue_typed delete_and_purge
             backend_errors_typed
             graceful_shutdown_loses_nothing crash_mid_job_loses_nothing idempotent_effects
             status_lifecycle status_cancel

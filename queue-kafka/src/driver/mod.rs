@@ -338,6 +338,9 @@ impl Driver for KafkaQueue {
             .with_give_back_keeps_attempt(true)
             .with_max_lease(YEAR)
             .with_timer_granularity(Duration::from_millis(10))
+            // A key is the record key: any bytes, bounded by the record's size.
+            .with_max_key_len(None)
+            .with_key_chars(queue_core::driver::KeyChars::Any)
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<()> {

@@ -417,6 +417,10 @@ impl Driver for SqsQueue {
             .with_timer_granularity(Duration::from_secs(1))
             .with_give_back_keeps_attempt(!fifo)
             .with_max_receives(Some(self.config.max_receive_count))
+            // MessageGroupId and MessageDeduplicationId: 128 printable ASCII characters
+            // (emulated dedup ids on standard queues keep the same rule, for portability).
+            .with_max_key_len(Some(128))
+            .with_key_chars(queue_core::driver::KeyChars::PrintableAscii)
     }
 
     async fn create_queue(&self, queue: &str) -> Result<()> {
