@@ -29,7 +29,7 @@ async fn key_held_across_a_crash(url: &str, settle: Duration) {
         .unwrap();
 
     // The victim: A1 fails on its first attempt; kill it as soon as it says so, while A1
-    // waits for its retry (one second, the default policy's first backoff).
+    // waits for its retry (due 3 s later: the worker asks for that delay).
     let mut victim = Worker::spawn(url, &name);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut before_kill = Vec::new();
@@ -44,6 +44,9 @@ async fn key_held_across_a_crash(url: &str, settle: Duration) {
             Err(_) => {}
         }
     }
+    // The handler prints before it returns its error: give the worker time to nack (the
+    // retry is due 3 s later), so that the kill lands while the key is held.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     victim.child.kill().expect("SIGKILL the worker");
     victim.child.wait().unwrap();
     while let Ok(line) = victim.lines.try_recv() {

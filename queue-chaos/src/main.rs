@@ -123,7 +123,7 @@ enum Cmd {
         fault: f64,
     },
     /// Hostile messages from raw clients (1 %) among healthy jobs: every one dead-lettered
-    /// with its reason, healthy throughput at least 0.9x a clean drain.
+    /// with its reason, healthy throughput at least 0.8x a clean drain.
     Poison {
         /// Backends: redis, sqs, kafka.
         #[arg(long, value_delimiter = ',', default_value = "redis,sqs,kafka")]

@@ -50,8 +50,8 @@ like! {
     like_postgres => Profile::Postgres,
 }
 
-/// Priorities emulated as tiers ([`queue_core::tiers`]) over a profile that has none (SQS
-/// FIFO: tier names keep the `.fifo` suffix): the whole kit runs through the wrapper.
+/// Priorities emulated as tiers ([`queue_core::tiers`]) over the profile that has none
+/// (SQS standard; FIFO and Kafka refuse tiers): the whole kit runs through the wrapper.
 /// `queue-sqs` runs the wrapper's paths on a real standard queue.
 macro_rules! tiered {
     ($($module:ident => $profile:expr),* $(,)?) => {$(
@@ -66,5 +66,5 @@ macro_rules! tiered {
 }
 
 tiered! {
-    tiers_like_sqs_fifo => Profile::SqsFifo,
+    tiers_like_sqs => Profile::Sqs,
 }

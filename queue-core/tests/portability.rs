@@ -232,7 +232,7 @@ async fn require_names_every_missing_need_on_the_worn_profile() {
         .to_string();
     assert!(e.contains("memory (like kafka) cannot give"), "{e}");
     assert!(
-        e.contains("priorities (on memory, redis, postgres; on sqs and sqs-fifo with Backend::with_priorities)"),
+        e.contains("priorities (on memory, redis, postgres; on sqs with Backend::with_priorities)"),
         "{e}"
     );
 }

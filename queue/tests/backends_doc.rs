@@ -59,7 +59,7 @@ const ROWS: &[Row] = &[
     ("priority", |c| {
         if c.priority {
             "native".into()
-        } else if c.lease == LeaseModel::Session {
+        } else if c.lease == LeaseModel::Session || c.ordering != Ordering::None {
             "refused".into()
         } else {
             "emulated as tier queues with `Backend::with_priorities`; else refused".into()

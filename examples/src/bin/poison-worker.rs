@@ -1,7 +1,8 @@
 //! A worker whose handler kills its process on a poison job: the victim of
 //! `tests/crash_loop.rs` and `tests/key_held_crash.rs`. Any payload `poison` aborts the
 //! process (as a native crash or an out-of-memory kill would); a payload starting with
-//! `fail-once` fails (retryable) on its first attempt and prints `failed <payload>`; any
+//! `fail-once` fails (retryable, again in 3 s) on its first attempt and prints
+//! `failed <payload>`; any
 //! other job succeeds and prints `done <payload>`.
 //!
 //! Usage: `poison-worker QUEUE_URL STATUS_URL QUEUE LEASE_MS`
@@ -41,7 +42,8 @@ async fn main() -> std::process::ExitCode {
                 if text.starts_with("fail-once") && d.attempt == 1 {
                     println!("failed {text}");
                     let _ = std::io::stdout().flush();
-                    return Err(JobError::retry("the first attempt fails"));
+                    return Err(JobError::retry("the first attempt fails")
+                        .retry_after(Duration::from_secs(3)));
                 }
                 println!("done {text}");
                 let _ = std::io::stdout().flush();

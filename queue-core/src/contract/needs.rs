@@ -142,7 +142,7 @@ impl fmt::Display for Unmet {
             "; on any backend given a shared store"
         } else if self.need == Need::Priority {
             // Emulated as tiers (crate::tiers), declared by the application.
-            "; on sqs and sqs-fifo with Backend::with_priorities"
+            "; on sqs with Backend::with_priorities"
         } else {
             ""
         };
@@ -285,7 +285,7 @@ mod tests {
         let text = e.to_string();
         assert!(
             text.contains(
-                "priorities (on memory, redis, postgres; on sqs and sqs-fifo with Backend::with_priorities)"
+                "priorities (on memory, redis, postgres; on sqs with Backend::with_priorities)"
             ),
             "{text}"
         );

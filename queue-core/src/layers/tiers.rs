@@ -1,4 +1,5 @@
-//! Priorities where the backend has none (SQS): emulated once here, as tiers.
+//! Priorities where the backend has none (SQS standard queues): emulated once here, as
+//! tiers.
 //!
 //! [`Backend::with_priorities(levels)`](crate::Backend::with_priorities) declares that the
 //! application uses priorities `0..levels`. On a backend with native priorities (memory,
@@ -7,14 +8,17 @@
 //! them the driver is wrapped in [`PriorityTiers`], a [`Driver`] over the backend's own
 //! queues, the way object_store's wrapper stores work:
 //!
-//! - priority `p` of queue `Q` lives in tier queue `Q-p<p>` (before `.fifo` on SQS FIFO
-//!   queues: `orders-p2.fifo`); priority 0, and a message without a priority, in `Q`
+//! - priority `p` of queue `Q` lives in tier queue `Q-p<p>` (before `.fifo` for a backend
+//!   whose queue names end so); priority 0, and a message without a priority, in `Q`
 //!   itself, so an application that never sets a priority sees no difference;
 //! - a receive takes from the highest tier first: each tier in turn without waiting, until
 //!   `max` deliveries are in hand; when every tier is empty it long-polls all of them at
-//!   once, and the first that brings something cancels the others' waits (what a
-//!   cancelled poll had already taken is kept, or given back without an attempt if over
-//!   `max`), so a high-priority job that arrives during the wait is not held up by it;
+//!   once, and the first that brings something cancels the others' waits, so a
+//!   high-priority job that arrives during the wait is not held up by it. What a cancelled
+//!   poll returns is kept (what is over `max` is given back); what reaches a poll after it
+//!   returned is given back by the driver (SQS standard: a fresh copy at the back of its
+//!   tier, its attempt count kept, one more request). A receive that already holds
+//!   deliveries returns them even when another tier's call fails;
 //! - a retry stays in its tier (a nack goes back to the queue it came from), so a job keeps
 //!   its priority across retries; receipts carry their tier, so ack, nack, extend and
 //!   give-back reach the right queue;
@@ -37,13 +41,15 @@
 //!   backend's queue is (SQS standard is best-effort FIFO). A
 //!   job already received (a worker's prefetched batch) is not overtaken by a higher one
 //!   sent after it.
-//! - Tiers need a receive that does not wait to see what its queue holds. A session-lease
-//!   backend does not promise that: a Kafka consumer fetches only while it receives (and
-//!   answers nothing until it has joined its group), so a lower tier's record was seen
-//!   before a higher tier's in two runs of three of a test on Kafka. Tiers are
-//!   therefore refused there ([`QueueError::Unsupported`], naming why), and on the
-//!   in-memory backend wearing Kafka's profile, so that tests refuse what Kafka would:
-//!   priorities on Kafka stay refused rather than approximate.
+//! - Tiers are refused ([`QueueError::Unsupported`], naming why) where they could not keep
+//!   the backend's other promises, and on the in-memory backend wearing such a profile, so
+//!   that tests refuse what production would:
+//!   - a backend with ordering keys (SQS FIFO, Kafka): one key's jobs sent at two
+//!     priorities would sit in two queues, and the later could run first; and on SQS FIFO
+//!     a message given back after a cancelled poll counts a receive;
+//!   - a session-lease backend (Kafka): a consumer fetches only while it receives, so a
+//!     receive without waiting does not see what its topic holds; a lower tier's record
+//!     came before a higher tier's in two runs of three of a test of tiers on Kafka.
 //! - Dead letters of every tier go to the queue's one dead-letter queue, where operators
 //!   look; a redrive sends them back at priority 0 (a dead letter keeps no priority, on
 //!   every backend). A backend's own redrive policy (SQS's `maxReceiveCount`) moves a
@@ -61,7 +67,7 @@ use tokio::task::JoinSet;
 
 use crate::driver::{
     dead_letter_copy, receipt, receipt_str, Capabilities, DeadLetterReason, Driver, LeaseModel,
-    ReceiveOptions,
+    Ordering, ReceiveOptions,
 };
 use crate::error::{QueueError, Result};
 use crate::idempotency::IdempotencyStore;
@@ -104,13 +110,18 @@ impl PriorityTiers {
     /// [`QueueError::InvalidOption`]).
     pub fn new(inner: Arc<dyn Driver>, levels: u8) -> Result<Self> {
         check_levels(levels)?;
-        // See the module docs: a session-lease consumer's receive without waiting does not
-        // see what its queue holds, so tiers could not keep "higher first".
-        let kind = inner.kind();
-        if inner.capabilities().lease == LeaseModel::Session || kind.ends_with("(like kafka)") {
+        // See the module docs for why each is refused.
+        let (kind, caps) = (inner.kind(), inner.capabilities());
+        if caps.lease == LeaseModel::Session {
             return Err(QueueError::unsupported(
                 kind,
                 "priorities (emulated tiers need a receive that sees its queue without waiting; a Kafka consumer fetches only while it receives)",
+            ));
+        }
+        if caps.ordering != Ordering::None {
+            return Err(QueueError::unsupported(
+                kind,
+                "priorities (emulated tiers would split an ordering key's jobs across queues)",
             ));
         }
         Ok(PriorityTiers { inner, levels })
@@ -132,8 +143,10 @@ impl PriorityTiers {
         }
     }
 
-    /// Every tier queue of `queue`, highest first (for operators: each has its own stats
-    /// and, where the backend makes one, dead-letter queue).
+    /// Every tier queue of `queue`, highest first, for operators: each is a queue of the
+    /// backend with its own stats and, where the backend makes one, dead-letter queue (read
+    /// them through a backend without [`with_priorities`](crate::Backend::with_priorities):
+    /// through this wrapper a name is taken for an application's queue).
     pub fn queues(&self, queue: &str) -> Vec<String> {
         self.tiers().map(|t| Self::tier_name(queue, t)).collect()
     }
@@ -211,7 +224,10 @@ impl PriorityTiers {
         let mut got: BTreeMap<u8, Vec<Delivery>> = BTreeMap::new();
         let mut error = None;
         while let Some(joined) = polls.join_next().await {
-            let (t, r) = joined.map_err(|e| QueueError::backend(self.inner.kind(), e))?;
+            let (t, r) = match joined {
+                Ok(polled) => polled,
+                Err(e) => (0, Err(QueueError::backend(self.inner.kind(), e))),
+            };
             match r.map_err(|e| named(queue, e)) {
                 Ok(ds) if !ds.is_empty() => {
                     // The others stop waiting; what they already took comes back below.
@@ -358,12 +374,16 @@ impl Driver for PriorityTiers {
             }
             let now = ReceiveOptions::new(want, Duration::ZERO, opts.lease)
                 .cancelled_by(opts.cancel.clone());
-            let got = self
-                .inner
-                .receive(&Self::tier_name(queue, t), now)
-                .await
-                .map_err(|e| named(queue, e))?;
-            out.extend(got.into_iter().map(|d| Self::outer(queue, t, d)));
+            match self.inner.receive(&Self::tier_name(queue, t), now).await {
+                Ok(got) => out.extend(got.into_iter().map(|d| Self::outer(queue, t, d))),
+                // What is in hand is returned, never left leased; the error comes back
+                // on the next receive.
+                Err(e) if !out.is_empty() => {
+                    tracing::warn!(queue, error = %e, "a priority tier's receive failed");
+                    break;
+                }
+                Err(e) => return Err(named(queue, e)),
+            }
         }
         if !out.is_empty() || opts.wait.is_zero() || opts.cancel.is_cancelled() {
             return Ok(out);
@@ -411,6 +431,7 @@ impl Driver for PriorityTiers {
         self.inner
             .give_back(&self.inner_delivery(delivery)?, delay)
             .await
+            .map_err(|e| named(&delivery.queue, e))
     }
 
     async fn extend(&self, queue: &str, receipt: &Receipt, lease: Duration) -> Result<()> {
@@ -551,6 +572,14 @@ mod tests {
         assert_eq!(PriorityTiers::tier_name("jobs", 0), "jobs");
         assert_eq!(PriorityTiers::tier_name("jobs", 2), "jobs-p2");
         assert_eq!(PriorityTiers::tier_name("jobs.fifo", 3), "jobs-p3.fifo");
+        // Backends with ordering keys or session leases are refused (module docs).
+        for like in [Profile::SqsFifo, Profile::Kafka] {
+            let inner = Arc::new(MemoryQueue::with_config(MemoryConfig::like(like)));
+            assert!(matches!(
+                PriorityTiers::new(inner, 3),
+                Err(QueueError::Unsupported { .. })
+            ));
+        }
         assert_eq!(tiers(3).queues("jobs"), ["jobs-p2", "jobs-p1", "jobs"]);
     }
 
@@ -590,11 +619,12 @@ mod tests {
             kafka.with_priorities(3),
             Err(QueueError::Unsupported { .. })
         ));
-        for url in [
-            "memory://",
-            "memory://x?like=sqs",
-            "memory://z?like=sqs-fifo",
-        ] {
+        let fifo = crate::connect("memory://w?like=sqs-fifo").await.unwrap();
+        assert!(matches!(
+            fifo.with_priorities(3),
+            Err(QueueError::Unsupported { .. })
+        ));
+        for url in ["memory://", "memory://x?like=sqs"] {
             let b = crate::connect(url).await.unwrap();
             let native = b.capabilities().priority;
             assert!(matches!(

@@ -86,10 +86,11 @@ impl Backend {
 
     /// This backend for an application that uses priorities `0..levels` (2 to 16), on every
     /// backend alike: where the backend has priorities (memory, Redis, PostgreSQL) a higher
-    /// one is refused at send; where it has none (SQS) each level above 0 becomes a tier
-    /// queue read before the lower ones ([`crate::tiers`], which says what that costs).
-    /// Kafka refuses it ([`QueueError::Unsupported`]): its consumers cannot keep tiers'
-    /// order (see [`crate::tiers`]).
+    /// one is refused at send; where it has none (SQS standard queues) each level above 0
+    /// becomes a tier queue read before the lower ones ([`crate::tiers`], which says what
+    /// that costs). SQS FIFO queues and Kafka refuse it ([`QueueError::Unsupported`]):
+    /// tiers would split a key's jobs across queues, and Kafka's consumers could not keep
+    /// tiers' order (see [`crate::tiers`]).
     /// So `Message::priority` means the same on every backend, and a test on memory refuses
     /// what production would. Call it before making queues, with the same `levels` in
     /// producers and workers. A `levels` outside 2 to 16 is [`QueueError::InvalidOption`].

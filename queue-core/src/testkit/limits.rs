@@ -414,6 +414,14 @@ pub async fn keys_at_edge(h: &Harness) {
         "want only the messages at the edge, none of the refused"
     );
     for d in &got {
+        if d.payload[..] == b"edge-dedup"[..] {
+            // A message sent with a dedup id has that id as its message id.
+            assert!(
+                d.id.as_str() == edge,
+                "the dedup id at the edge came back altered as the message id ({} bytes)",
+                d.id.as_str().len()
+            );
+        }
         if d.payload[..] == b"edge-key"[..] {
             assert!(
                 d.ordering_key.as_deref() == Some(edge.as_str()),
