@@ -248,3 +248,85 @@ async fn a_job_that_ignores_its_cancel_signal_succeeds() {
     assert!(s.cancel_requested);
     w.shutdown().await;
 }
+
+/// A memory store that counts its calls (a batch call counts once).
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryStore,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn get(&self, k: &str) -> Result<Option<Versioned>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(k).await
+    }
+    async fn insert(&self, k: &str, v: &[u8], ttl: Duration) -> Result<Option<u64>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.insert(k, v, ttl).await
+    }
+    async fn replace(&self, k: &str, n: u64, v: &[u8], ttl: Duration) -> Result<Option<u64>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.replace(k, n, v, ttl).await
+    }
+    async fn delete(&self, k: &str) -> Result<bool> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(k).await
+    }
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Versioned>>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_many(keys).await
+    }
+    async fn write_many(&self, w: &[queue_core::store::Write<'_>]) -> Result<Vec<Option<u64>>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.write_many(w).await
+    }
+}
+
+/// Job status costs the store few calls per job when jobs run together: a send batch's
+/// `queued` records in one call, a receive's starts in one read and one write, ends
+/// gathered likewise and written without a read. Without the batches this run made five
+/// calls per job (1,000 here).
+#[tokio::test(start_paused = true)]
+async fn status_writes_are_batched() {
+    let store = Arc::new(Counting::default());
+    let (b, q) = setup(store.clone(), Retention::default()).await;
+    let mut ids = Vec::new();
+    for chunk in 0..4 {
+        let batch = (0..50)
+            .map(|i| job_message(&echo(&format!("{chunk}-{i}")), SendOptions::default()).unwrap())
+            .collect();
+        ids.extend(q.producer().send_batch(batch).await.unwrap());
+    }
+    let queued = store.calls.load(Ordering::SeqCst);
+    assert_eq!(queued, 4, "one status call per send batch");
+    let w = q
+        .worker()
+        .concurrency(50)
+        .poll_wait(Duration::from_millis(50))
+        .handle(|_: Echo, _| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    for _ in 0..2000 {
+        if w.report().succeeded == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = w.shutdown().await;
+    assert_eq!(r.succeeded, 200, "{r:?}");
+    let worker_calls = store.calls.load(Ordering::SeqCst) - queued;
+    for id in &ids {
+        let s = b.job_status(id).await.unwrap().expect("record");
+        assert_eq!((s.state, s.attempt), (JobState::Succeeded, 1), "{s:?}");
+    }
+    println!("status calls: {queued} for the sends, {worker_calls} for the worker");
+    assert!(
+        worker_calls <= 100,
+        "the worker made {worker_calls} status calls for 200 jobs (at most half a call per job)"
+    );
+}

@@ -49,6 +49,8 @@
 //! | insert | `INSERT … ON CONFLICT (key) DO UPDATE … WHERE kv.expires_at <= now() RETURNING version`: a live row wins, an expired one is taken over, in one statement |
 //! | replace | `UPDATE … SET version = version + 1 … WHERE key = $1 AND version = $2 AND expires_at > now() RETURNING version` |
 //! | delete | `DELETE … RETURNING expires_at > now()` |
+//! | get_many | `SELECT key, value, version … WHERE key = ANY($1) AND expires_at > now()` |
+//! | write_many | the batch's inserts as one `INSERT … SELECT … FROM unnest($1, $2, $3) ON CONFLICT …` and its replaces as one `UPDATE … FROM unnest(…)`, each statement its own transaction, both sent together: two statements per batch, whatever its size |
 //! | retention | `expires_at` from the database's clock; reads never see an expired row, and the store deletes expired rows in batches of 1,000 at most once per `sweep_interval` (default a minute), as it inserts, so the table does not grow without bound |
 //!
 //! Statements are prepared once per connection. A lost connection is reopened by the next

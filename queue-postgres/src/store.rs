@@ -1,10 +1,11 @@
 //! [`PostgresStore`]: the layers' shared store in `<schema>.kv`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use queue_core::store::{Store, Versioned};
+use queue_core::store::{self, Store, Versioned, Write};
 use queue_core::Result;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Statement};
@@ -35,6 +36,9 @@ struct Conn {
     insert: Statement,
     replace: Statement,
     delete: Statement,
+    get_many: Statement,
+    insert_many: Statement,
+    replace_many: Statement,
 }
 
 impl PostgresStore {
@@ -132,12 +136,44 @@ impl PostgresStore {
             ))
             .await
             .map_err(map_err)?;
+        let get_many = client
+            .prepare(&format!(
+                "SELECT key, value, version FROM \"{s}\".kv
+                 WHERE key = ANY($1::text[]) AND expires_at > now()"
+            ))
+            .await
+            .map_err(map_err)?;
+        let insert_many = client
+            .prepare(&format!(
+                "INSERT INTO \"{s}\".kv AS t (key, value, version, expires_at)
+                 SELECT k, v, 1, now() + ms * interval '1 millisecond'
+                   FROM unnest($1::text[], $2::bytea[], $3::float8[]) AS u(k, v, ms)
+                 ON CONFLICT (key) DO UPDATE
+                   SET value = EXCLUDED.value, version = 1, expires_at = EXCLUDED.expires_at
+                   WHERE t.expires_at <= now()
+                 RETURNING key, version"
+            ))
+            .await
+            .map_err(map_err)?;
+        let replace_many = client
+            .prepare(&format!(
+                "UPDATE \"{s}\".kv AS t SET value = u.v, version = t.version + 1,
+                   expires_at = now() + u.ms * interval '1 millisecond'
+                 FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::float8[]) AS u(k, v, ver, ms)
+                 WHERE t.key = u.k AND t.version = u.ver AND t.expires_at > now()
+                 RETURNING t.key, t.version"
+            ))
+            .await
+            .map_err(map_err)?;
         let c = Arc::new(Conn {
             client,
             get,
             insert,
             replace,
             delete,
+            get_many,
+            insert_many,
+            replace_many,
         });
         *slot = Some(c.clone());
         Ok(c)
@@ -219,5 +255,78 @@ impl Store for PostgresStore {
             .await
             .map_err(map_err)?;
         Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    /// One statement for the whole batch.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Versioned>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.conn().await?;
+        let rows = c
+            .client
+            .query(&c.get_many, &[&keys])
+            .await
+            .map_err(map_err)?;
+        let mut found: HashMap<String, Versioned> = rows
+            .into_iter()
+            .map(|r| (r.get(0), Versioned::new(r.get(1), version(r.get(2)))))
+            .collect();
+        Ok(keys.iter().map(|k| found.remove(*k)).collect())
+    }
+
+    /// Two statements for the whole batch (its inserts, its replaces), sent together.
+    async fn write_many(&self, writes: &[Write<'_>]) -> Result<Vec<Option<u64>>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement cannot write a row twice.
+        store::check_distinct(writes.iter().map(|w| w.key))?;
+        let c = self.conn().await?;
+        self.sweep(&c).await;
+        let (mut ik, mut iv, mut ims) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rk, mut rv, mut rver, mut rms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for w in writes {
+            match w.expect {
+                None => {
+                    ik.push(w.key);
+                    iv.push(w.value);
+                    ims.push(millis(w.ttl));
+                }
+                // No row has a version past i64::MAX: such a replace loses, unsent.
+                Some(v) => {
+                    if let Ok(v) = i64::try_from(v) {
+                        rk.push(w.key);
+                        rv.push(w.value);
+                        rver.push(v);
+                        rms.push(millis(w.ttl));
+                    }
+                }
+            }
+        }
+        let inserts = async {
+            if ik.is_empty() {
+                return Ok(Vec::new());
+            }
+            c.client.query(&c.insert_many, &[&ik, &iv, &ims]).await
+        };
+        let replaces = async {
+            if rk.is_empty() {
+                return Ok(Vec::new());
+            }
+            c.client
+                .query(&c.replace_many, &[&rk, &rv, &rver, &rms])
+                .await
+        };
+        let (inserted, replaced) = tokio::join!(inserts, replaces);
+        let mut won: HashMap<String, u64> = HashMap::new();
+        for r in inserted
+            .map_err(map_err)?
+            .into_iter()
+            .chain(replaced.map_err(map_err)?)
+        {
+            won.insert(r.get(0), version(r.get(1)));
+        }
+        Ok(writes.iter().map(|w| won.remove(w.key)).collect())
     }
 }

@@ -1,12 +1,14 @@
 //! [`RedisStore`]: the layers' [`Store`] on Redis, for job status shared by every process.
 
 use super::*;
-use queue_core::store::{Store, Versioned};
+use queue_core::store::{Store, Versioned, Write};
 
 /// A [`Store`] on Redis (standalone or Cluster). Each entry is a HASH `kv:<key>` with
 /// fields `v` (the value) and `n` (the version), and the entry's time to live as the key's
 /// expiry, so Redis itself enforces retention. `insert` and `replace` are Lua scripts on
-/// that one key: atomic, and in Cluster each entry lives in its key's slot.
+/// that one key: atomic, and in Cluster each entry lives in its key's slot. A batch
+/// (`get_many`, `write_many`) sends its commands together on the multiplexed connection
+/// (one round trip to each server involved), each still a command on its own key.
 ///
 /// The store need not share a server with the queue: SQS or Kafka with a Redis store is a
 /// valid pair. Durability is Redis's, as for the queue (see the crate docs).
@@ -92,5 +94,19 @@ impl Store for RedisStore {
             .await
             .map_err(map_err)?;
         Ok(n > 0)
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Versioned>>> {
+        futures_util::future::try_join_all(keys.iter().map(|k| self.get(k))).await
+    }
+
+    async fn write_many(&self, writes: &[Write<'_>]) -> Result<Vec<Option<u64>>> {
+        futures_util::future::try_join_all(writes.iter().map(|w| async move {
+            match w.expect {
+                None => self.insert(w.key, w.value, w.ttl).await,
+                Some(v) => self.replace(w.key, v, w.value, w.ttl).await,
+            }
+        }))
+        .await
     }
 }

@@ -47,11 +47,59 @@ impl Versioned {
     }
 }
 
+/// One write of a batch ([`Store::write_many`]): an insert if absent
+/// ([`Write::insert`]) or a replace at a version ([`Write::replace`]), with the same
+/// meaning as [`Store::insert`] and [`Store::replace`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Write<'a> {
+    /// The entry's key.
+    pub key: &'a str,
+    /// `None`: write only if no live entry is there. `Some(v)`: only if the live entry's
+    /// version is `v`.
+    pub expect: Option<u64>,
+    /// The bytes to store.
+    pub value: &'a [u8],
+    /// The entry's new time to live.
+    pub ttl: Duration,
+}
+
+impl<'a> Write<'a> {
+    /// Writes `value` under `key` if no live entry is there.
+    pub fn insert(key: &'a str, value: &'a [u8], ttl: Duration) -> Self {
+        Write {
+            key,
+            expect: None,
+            value,
+            ttl,
+        }
+    }
+
+    /// Writes `value` under `key` if the live entry's version is `version`.
+    pub fn replace(key: &'a str, version: u64, value: &'a [u8], ttl: Duration) -> Self {
+        Write {
+            key,
+            expect: Some(version),
+            value,
+            ttl,
+        }
+    }
+}
+
 /// A shared key-value map with versions and expiry. See the [module docs](self).
 ///
 /// `ttl` is at least 1 ms and at most [`MAX_TTL`]; the layers check it before a store sees
 /// it. Implementations must be safe to call from many processes at once: the two writes
 /// are atomic on the server.
+///
+/// The batch calls ([`get_many`](Store::get_many), [`write_many`](Store::write_many)) are
+/// how the layers keep the store's round trips per job low (job status records a whole
+/// receive's starts in one call): a store that can should answer each in one round trip.
+/// Their default implementations call the single ones in turn, so a store written for an
+/// earlier version keeps working. A batch is not a transaction: each write in it is
+/// atomic on its own and may win or lose on its own, and after an error some of its
+/// writes may have landed (the layers read again before they retry). The keys of one
+/// batch are distinct (the layers never repeat one; a store may refuse a batch that does).
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The entry under `key`, unless absent or expired.
@@ -70,6 +118,44 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Option<u64>>;
     /// Removes the entry; true if a live one was there.
     async fn delete(&self, key: &str) -> Result<bool>;
+
+    /// The entries under `keys`, in their order (`None`: absent or expired), in one round
+    /// trip where the store can.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Versioned>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+
+    /// Makes each write as [`insert`](Store::insert) or [`replace`](Store::replace)
+    /// would, in one round trip where the store can; returns each write's new version, or
+    /// `None` where it lost, in the writes' order.
+    async fn write_many(&self, writes: &[Write<'_>]) -> Result<Vec<Option<u64>>> {
+        let mut out = Vec::with_capacity(writes.len());
+        for w in writes {
+            out.push(match w.expect {
+                None => self.insert(w.key, w.value, w.ttl).await?,
+                Some(v) => self.replace(w.key, v, w.value, w.ttl).await?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Refuses a batch that names one key twice (see [`Store`]): for stores whose batch
+/// statement cannot write one entry twice.
+pub fn check_distinct<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for k in keys {
+        if !seen.insert(k) {
+            return Err(QueueError::InvalidOption(format!(
+                "a store batch names the key {k:?} twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The longest time to live a layer asks a store for: a year.
@@ -190,8 +276,19 @@ impl MemoryStore {
     }
 
     fn write(&self, key: &str, value: &[u8], ttl: Duration, expect: Option<u64>) -> Option<u64> {
-        let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_locked(&mut map, key, value, ttl, expect)
+    }
+
+    fn write_locked(
+        &self,
+        map: &mut Map,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        expect: Option<u64>,
+    ) -> Option<u64> {
+        let now = Instant::now();
         let current = map.live(key, now).map(|e| e.version);
         if current != expect {
             return None;
@@ -245,6 +342,28 @@ impl Store for MemoryStore {
             map.by_expiry.remove(&(old.expires, key.to_string()));
         }
         Ok(live)
+    }
+
+    /// One lock for the whole batch.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Versioned>>> {
+        let now = Instant::now();
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(keys
+            .iter()
+            .map(|k| {
+                map.live(k, now)
+                    .map(|e| Versioned::new(e.value.clone(), e.version))
+            })
+            .collect())
+    }
+
+    /// One lock for the whole batch.
+    async fn write_many(&self, writes: &[Write<'_>]) -> Result<Vec<Option<u64>>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(writes
+            .iter()
+            .map(|w| self.write_locked(&mut map, w.key, w.value, w.ttl, w.expect))
+            .collect())
     }
 }
 

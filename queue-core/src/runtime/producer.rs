@@ -224,9 +224,13 @@ impl Producer {
             Some(f) => self.send_fair(f, messages).await?,
         };
         if let Some(status) = self.queue.backend().status() {
-            for (id, queue) in &sent {
-                if let Err(e) = status.queued(id.as_str(), queue, job).await {
-                    crate::status::write_failed("queued", id.as_str(), &e);
+            let records: Vec<(&str, &str)> = sent
+                .iter()
+                .map(|(id, queue)| (id.as_str(), queue.as_str()))
+                .collect();
+            if let Err(e) = status.queued(&records, job).await {
+                for (id, _) in &records {
+                    crate::status::write_failed("queued", id, &e);
                 }
             }
         }

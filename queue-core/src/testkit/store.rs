@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::Store;
+use crate::store::{Store, Versioned, Write};
 
 /// Runs every store case on `store`, with keys unique to this run.
 pub async fn run<S, F, Fut>(store: &S, pass: F)
@@ -89,6 +89,14 @@ where
     let short = Duration::from_millis(300);
     let e = key("expiring");
     store.insert(&e, b"1", short).await.unwrap();
+    let be = key("batch-expiring");
+    assert_eq!(
+        store
+            .write_many(&[Write::insert(&be, b"1", short)])
+            .await
+            .unwrap(),
+        [Some(1)]
+    );
     let kept = key("kept");
     store.insert(&kept, b"1", short).await.unwrap();
     assert_eq!(store.replace(&kept, 1, b"2", long).await.unwrap(), Some(2));
@@ -109,6 +117,27 @@ where
     );
     assert_eq!(store.insert(&e, b"new", long).await.unwrap(), Some(1));
     assert_eq!(store.get(&e).await.unwrap().unwrap().value, b"new".to_vec());
+    let got = store.get_many(&[&be, &kept]).await.unwrap();
+    assert!(
+        got[0].is_none() && got[1].is_some(),
+        "get_many must not return an expired entry: {got:?}"
+    );
+    assert_eq!(
+        store
+            .write_many(&[Write::replace(&be, 1, b"late", long)])
+            .await
+            .unwrap(),
+        [None],
+        "a batch must not replace an expired entry"
+    );
+    assert_eq!(
+        store
+            .write_many(&[Write::insert(&be, b"new", long)])
+            .await
+            .unwrap(),
+        [Some(1)],
+        "a batch may insert where an entry expired"
+    );
     assert!(!store.delete(&key("never")).await.unwrap());
 
     // Races: of many writers replacing at the same version, exactly one wins.
@@ -125,8 +154,111 @@ where
         wins
     };
     assert_eq!(wins, 1, "exactly one replace at a version may win");
-    for k in ["a", "bin", "empty", "expiring", "kept", "race"] {
+
+    batches(store, &key).await;
+    for k in [
+        "a",
+        "bin",
+        "empty",
+        "expiring",
+        "kept",
+        "race",
+        "batch-expiring",
+    ] {
         let _ = store.delete(&key(k)).await;
+    }
+}
+
+/// The batch calls: each entry read or written as the single calls would, results in the
+/// callers' order, every write winning or losing on its own.
+async fn batches<S: Store + ?Sized>(store: &S, key: &impl Fn(&str) -> String) {
+    let long = Duration::from_secs(3600);
+    let [b1, b2, b3, b4, never] = ["b1", "b2", "b3", "b4", "never"].map(key);
+    assert_eq!(store.get_many(&[]).await.unwrap(), []);
+    assert_eq!(store.write_many(&[]).await.unwrap(), []);
+    store.insert(&b1, b"1", long).await.unwrap();
+    store.insert(&b2, b"2", long).await.unwrap();
+    assert_eq!(
+        store.get_many(&[&b2, &never, &b1]).await.unwrap(),
+        [
+            Some(Versioned::new(b"2".to_vec(), 1)),
+            None,
+            Some(Versioned::new(b"1".to_vec(), 1))
+        ],
+        "get_many answers in the keys' order, None for an absent key"
+    );
+    let won = store
+        .write_many(&[
+            Write::insert(&b3, b"3", long),
+            Write::insert(&b1, b"lost", long),
+            Write::replace(&b2, 1, b"22", long),
+            Write::replace(&b4, 1, b"lost", long),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        won,
+        [Some(1), None, Some(2), None],
+        "each write of a batch wins or loses on its own: a new insert, an insert over a \
+         live entry, a replace at the version read, a replace of an absent key"
+    );
+    let got = store.get_many(&[&b1, &b2, &b3, &b4]).await.unwrap();
+    let got: Vec<Option<(&[u8], u64)>> = got
+        .iter()
+        .map(|v| v.as_ref().map(|v| (v.value.as_slice(), v.version)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some((&b"1"[..], 1)),
+            Some((&b"22"[..], 2)),
+            Some((&b"3"[..], 1)),
+            None
+        ],
+        "a lost write changes nothing"
+    );
+    assert_eq!(
+        store
+            .write_many(&[Write::replace(&b2, 1, b"stale", long)])
+            .await
+            .unwrap(),
+        [None],
+        "a batch's replace at an old version must fail"
+    );
+    // A batch the size of a busy worker's receive, binary values and all.
+    let many: Vec<String> = (0..300).map(|i| key(&format!("many-{i}"))).collect();
+    let values: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    let writes: Vec<Write<'_>> = many
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| Write::insert(k, v, long))
+        .collect();
+    assert!(store
+        .write_many(&writes)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| *r == Some(1)));
+    let keys: Vec<&str> = many.iter().map(String::as_str).collect();
+    let got = store.get_many(&keys).await.unwrap();
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(
+            g.as_ref().map(|v| (v.value.as_slice(), v.version)),
+            Some((values[i].as_slice(), 1)),
+            "entry {i} of a 300-entry batch"
+        );
+    }
+    let replaces: Vec<Write<'_>> = many
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Write::replace(k, if i % 2 == 0 { 1 } else { 5 }, b"r", long))
+        .collect();
+    let won = store.write_many(&replaces).await.unwrap();
+    for (i, w) in won.iter().enumerate() {
+        assert_eq!(*w, (i % 2 == 0).then_some(2), "replace {i} of 300");
+    }
+    for k in many.iter().chain([&b1, &b2, &b3, &b4]) {
+        let _ = store.delete(k).await;
     }
 }
 

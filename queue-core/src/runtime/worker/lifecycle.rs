@@ -4,7 +4,7 @@
 //! lines and a count, never a job.
 
 use super::*;
-use crate::status::{JobState, JobStatuses, Progress, Start, CANCEL_POLL};
+use crate::status::{JobState, JobStatuses, Progress, Start, Written, CANCEL_POLL};
 
 /// What one job's handler shares with the worker: where its status lives, and the result
 /// it set.
@@ -12,6 +12,8 @@ pub(crate) struct Life {
     status: JobStatuses,
     id: String,
     result: Mutex<Option<std::result::Result<serde_json::Value, String>>>,
+    /// The record as this run last wrote it: its end is then written without a read.
+    written: Mutex<Option<Written>>,
 }
 
 impl fmt::Debug for Life {
@@ -22,8 +24,9 @@ impl fmt::Debug for Life {
 
 impl Life {
     pub(crate) async fn progress(&self, p: Progress) {
-        if let Err(e) = self.status.progress(&self.id, p).await {
-            crate::status::write_failed("progress", &self.id, &e);
+        match self.status.progress(&self.id, p).await {
+            Ok(w) => *self.written.lock().unwrap_or_else(|p| p.into_inner()) = w,
+            Err(e) => crate::status::write_failed("progress", &self.id, &e),
         }
     }
 
@@ -53,6 +56,7 @@ impl Tracked {
                     status: s.clone(),
                     id: d.id.as_str().to_string(),
                     result: Mutex::new(None),
+                    written: Mutex::new(None),
                 })
             }),
             job: job.map(str::to_string),
@@ -85,16 +89,21 @@ pub(super) async fn started(inner: &Inner, d: &Delivery, t: &Tracked) -> Started
         )
         .await
     {
-        Ok(Start::Cancelled) => {
+        Ok((Start::Cancelled, _)) => {
             tracing::info!("job was cancelled before it ran; acked without running");
             release_unique(status, d, |_| true).await;
             return Started::Cancelled;
         }
-        Ok(Start::Crashed(n)) => {
+        Ok((Start::Crashed(n), _)) => {
             release_unique(status, d, |_| true).await;
             return Started::Crashed(n);
         }
-        Ok(Start::Run) => release_unique(status, d, |at_start| at_start).await,
+        Ok((Start::Run, written)) => {
+            if let Some(life) = &t.life {
+                *life.written.lock().unwrap_or_else(|p| p.into_inner()) = written;
+            }
+            release_unique(status, d, |at_start| at_start).await
+        }
         Err(e) => {
             crate::status::write_failed("running", id, &e);
             backend_error(inner, "job status write failed", Some(&d.id), &e);
@@ -131,7 +140,11 @@ pub(super) async fn ended(
         }
         _ => None,
     };
-    if let Err(e) = status.finish(id, state, error, result).await {
+    let written = t
+        .life
+        .as_ref()
+        .and_then(|l| l.written.lock().unwrap_or_else(|p| p.into_inner()).take());
+    if let Err(e) = status.finish(id, state, error, result, written).await {
         crate::status::write_failed(state.as_str(), id, &e);
         backend_error(inner, "job status write failed", Some(&d.id), &e);
     }
@@ -151,8 +164,9 @@ async fn release_unique(status: &JobStatuses, d: &Delivery, when: impl Fn(bool) 
     }
 }
 
-/// Every [`CANCEL_POLL`], asks the store about each running job and fires the cancel
-/// signal of those someone cancelled. Runs until the worker's loop drops it.
+/// Every [`CANCEL_POLL`], asks the store about the running jobs (one read for all) and
+/// fires the cancel signal of those someone cancelled. Runs until the worker's loop drops
+/// it.
 pub(super) async fn watch_cancels(inner: Arc<Inner>) {
     let Some(status) = inner.status.clone() else {
         return;
@@ -167,15 +181,20 @@ pub(super) async fn watch_cancels(inner: Arc<Inner>) {
             .filter(|(_, t)| !t.is_cancelled())
             .map(|(id, t)| (id.clone(), t.clone()))
             .collect();
-        for (id, token) in running {
-            match status.cancel_requested(&id).await {
-                Ok(true) => {
-                    tracing::info!(queue = %inner.name, id, "job cancelled: signalling its handler");
-                    token.cancel();
+        // At most a few hundred ids per read, however many jobs run.
+        for chunk in running.chunks(256) {
+            let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+            match status.cancel_requested(&ids).await {
+                Ok(asked) => {
+                    for ((id, token), asked) in chunk.iter().zip(asked) {
+                        if asked {
+                            tracing::info!(queue = %inner.name, id, "job cancelled: signalling its handler");
+                            token.cancel();
+                        }
+                    }
                 }
-                Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(queue = %inner.name, id, error = %e, "could not read job status");
+                    tracing::warn!(queue = %inner.name, error = %e, "could not read job status");
                     break; // the store is down: try again at the next tick
                 }
             }

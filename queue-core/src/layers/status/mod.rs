@@ -46,6 +46,8 @@ use crate::error::{QueueError, Result};
 use crate::message::unix_millis;
 use crate::store::{self, Store};
 
+pub(crate) mod batch;
+
 /// How often a worker asks the store whether one of its running jobs was cancelled.
 pub const CANCEL_POLL: Duration = Duration::from_millis(500);
 
@@ -255,8 +257,22 @@ pub const DEFAULT_MAX_RESULT: usize = 64 * 1024;
 
 /// Job status over a [`Store`]: read, cancel, and (for producers and workers of a backend
 /// given it with [`Backend::with_status`](crate::Backend::with_status)) record.
+///
+/// Recording costs the store few round trips per job: a producer records a send batch's
+/// `queued` records in one [`Store::write_many`]; the starts and ends of the jobs a
+/// process runs at once are gathered into one [`Store::get_many`] and one
+/// [`Store::write_many`] per batch; an end needs no read when nothing changed
+/// the record since its start; the cancel watcher reads every running job's record in one
+/// call per [`CANCEL_POLL`].
 #[derive(Clone)]
 pub struct JobStatuses {
+    core: Arc<Core>,
+    batcher: Arc<batch::Batcher>,
+}
+
+/// What every copy of a [`JobStatuses`] shares, and its batcher's task holds.
+#[derive(Clone)]
+struct Core {
     store: Arc<dyn Store>,
     retention: Retention,
     max_result: usize,
@@ -265,9 +281,9 @@ pub struct JobStatuses {
 impl fmt::Debug for JobStatuses {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JobStatuses")
-            .field("store", &self.store)
-            .field("retention", &self.retention)
-            .field("max_result", &self.max_result)
+            .field("store", &self.core.store)
+            .field("retention", &self.core.retention)
+            .field("max_result", &self.core.max_result)
             .finish()
     }
 }
@@ -287,6 +303,10 @@ pub(crate) enum Start {
     Crashed(u32),
 }
 
+/// A record as this process last wrote it, and the version it got: an end can then be
+/// written without reading the record first.
+pub(crate) type Written = (JobStatus, u64);
+
 /// The error a job dead-lettered `crashed` carries.
 pub(crate) fn crashed_error(crashes: u32) -> String {
     format!(
@@ -300,9 +320,12 @@ impl JobStatuses {
     /// [`DEFAULT_MAX_RESULT`] bytes.
     pub fn new(store: Arc<dyn Store>) -> Self {
         JobStatuses {
-            store,
-            retention: Retention::default(),
-            max_result: DEFAULT_MAX_RESULT,
+            core: Arc::new(Core {
+                store,
+                retention: Retention::default(),
+                max_result: DEFAULT_MAX_RESULT,
+            }),
+            batcher: Arc::default(),
         }
     }
 
@@ -317,7 +340,9 @@ impl JobStatuses {
             store::check("k", d)
                 .map_err(|e| QueueError::InvalidOption(format!("retention of {what}: {e}")))?;
         }
-        self.retention = retention;
+        Arc::make_mut(&mut self.core).retention = retention;
+        // A batcher already started works with the settings it started with.
+        self.batcher = Arc::default();
         Ok(self)
     }
 
@@ -329,63 +354,83 @@ impl JobStatuses {
                 "max_result_bytes must be 1 to 16 MiB, got {n}"
             )));
         }
-        self.max_result = n;
+        Arc::make_mut(&mut self.core).max_result = n;
+        self.batcher = Arc::default();
         Ok(self)
     }
 
     /// The store underneath.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+        &self.core.store
     }
 
     /// The job's record, or `None` for an unknown or expired id.
     pub async fn get(&self, id: &str) -> Result<Option<JobStatus>> {
-        Ok(self.read(id).await?.map(|(s, _)| s))
+        Ok(self.core.read(id).await?.map(|(s, _)| s))
     }
 
     /// Cancels a job from any process. See [`CancelOutcome`]; a finished job is
     /// [`QueueError::JobFinished`], an unknown one [`QueueError::JobNotFound`].
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
         let mut outcome = Err(QueueError::JobNotFound(id.to_string()));
-        self.update(id, |rec| {
-            outcome = Err(QueueError::JobNotFound(id.to_string()));
-            let mut rec = rec?;
-            let (result, write) = match rec.state {
-                JobState::Queued | JobState::Failed => {
-                    rec.state = JobState::Cancelled;
-                    rec.finished_at = Some(now());
-                    (Ok(CancelOutcome::Cancelled), true)
-                }
-                JobState::Running => {
-                    let first = !rec.cancel_requested;
-                    rec.cancel_requested = true;
-                    (Ok(CancelOutcome::Requested), first)
-                }
-                state => (
-                    Err(QueueError::JobFinished {
-                        id: id.to_string(),
-                        state,
-                    }),
-                    false,
-                ),
-            };
-            outcome = result;
-            write.then_some(rec)
-        })
-        .await?;
+        self.core
+            .update(id, |rec| {
+                outcome = Err(QueueError::JobNotFound(id.to_string()));
+                let mut rec = rec?;
+                let (result, write) = match rec.state {
+                    JobState::Queued | JobState::Failed => {
+                        rec.state = JobState::Cancelled;
+                        rec.finished_at = Some(now());
+                        (Ok(CancelOutcome::Cancelled), true)
+                    }
+                    JobState::Running => {
+                        let first = !rec.cancel_requested;
+                        rec.cancel_requested = true;
+                        (Ok(CancelOutcome::Requested), first)
+                    }
+                    state => (
+                        Err(QueueError::JobFinished {
+                            id: id.to_string(),
+                            state,
+                        }),
+                        false,
+                    ),
+                };
+                outcome = result;
+                write.then_some(rec)
+            })
+            .await?;
         outcome
     }
 
-    /// Records a sent job as `queued`, unless a worker already wrote its record.
-    pub(crate) async fn queued(&self, id: &str, queue: &str, job: Option<&str>) -> Result<()> {
-        let rec = JobStatus::new(id, queue, job, JobState::Queued, now());
-        let bytes = encode(&rec)?;
-        let ttl = self.retention.for_state(JobState::Queued);
-        self.store.insert(&key(id), &bytes, ttl).await.map(|_| ())
+    /// Records sent jobs as `queued` (each `(id, queue)`), unless a worker already wrote
+    /// a job's record: one store call for the whole send.
+    pub(crate) async fn queued(&self, sent: &[(&str, &str)], job: Option<&str>) -> Result<()> {
+        let at = now();
+        let ttl = self.core.retention.for_state(JobState::Queued);
+        let keys: Vec<String> = sent.iter().map(|(id, _)| key(id)).collect();
+        let values = sent
+            .iter()
+            .map(|(id, queue)| encode(&JobStatus::new(id, queue, job, JobState::Queued, at)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut writes = Vec::with_capacity(sent.len());
+        for (k, v) in keys.iter().zip(&values) {
+            store::check(k, ttl)?;
+            writes.push(store::Write::insert(k, v, ttl));
+        }
+        // One id twice in a send (a caller's own ids) would name one key twice.
+        if store::check_distinct(keys.iter().map(String::as_str)).is_err() {
+            for w in &writes {
+                self.core.store.insert(w.key, w.value, ttl).await?;
+            }
+            return Ok(());
+        }
+        self.core.store.write_many(&writes).await.map(|_| ())
     }
 
     /// Records the start of an attempt; says to skip a cancelled job, or to dead-letter
-    /// one whose runs ended without settling `crash_limit` times (0: never).
+    /// one whose runs ended without settling `crash_limit` times (0: never). Returns the
+    /// record as written, for [`finish`](Self::finish).
     ///
     /// A record still `running` when a run starts is a run that never ended: the process
     /// died in it, or its lease ran out while it still ran. Counting those here costs no
@@ -398,69 +443,166 @@ impl JobStatuses {
         job: Option<&str>,
         attempt: u32,
         crash_limit: u32,
-    ) -> Result<Start> {
-        let mut start = Start::Run;
-        self.update(id, |rec| {
-            start = Start::Run;
-            let mut rec =
-                rec.unwrap_or_else(|| JobStatus::new(id, queue, job, JobState::Queued, now()));
-            match rec.state {
-                JobState::Cancelled => {
-                    start = Start::Cancelled;
-                    return None;
-                }
-                JobState::Succeeded => return None,
-                JobState::Running => rec.crashes = rec.crashes.saturating_add(1),
-                // Redriven from the dead-letter queue: it starts afresh.
-                JobState::Dead => rec.crashes = 0,
-                _ => {}
-            }
-            if crash_limit > 0 && rec.crashes >= crash_limit {
-                start = Start::Crashed(rec.crashes);
-                rec.state = JobState::Dead;
-                rec.finished_at = Some(now());
-                rec.last_error = Some(crashed_error(rec.crashes));
-                return Some(rec);
-            }
-            rec.state = JobState::Running;
-            rec.attempt = attempt;
-            rec.started_at = Some(now());
-            rec.finished_at = None;
-            rec.cancel_requested = false;
-            rec.progress = None;
-            Some(rec)
-        })
-        .await?;
-        Ok(start)
+    ) -> Result<(Start, Option<Written>)> {
+        let args = StartArgs::new(queue, job, attempt, crash_limit);
+        match self
+            .batcher
+            .submit(&self.core, id, batch::Op::Start(args.clone()))
+            .await
+        {
+            Some(batch::Done::Start(start, written)) => Ok((start, written)),
+            Some(batch::Done::Failed(e)) => Err(e),
+            // No batcher (no runtime to run it in, or its runtime ended): on our own.
+            _ => self.core.start_one(id, &args).await,
+        }
     }
 
-    /// Whether someone asked to cancel this running job.
-    pub(crate) async fn cancel_requested(&self, id: &str) -> Result<bool> {
-        Ok(self
-            .read(id)
-            .await?
-            .is_some_and(|(r, _)| r.cancel_requested && r.state == JobState::Running))
+    /// Whether someone asked to cancel each of these running jobs: one read for all.
+    pub(crate) async fn cancel_requested(&self, ids: &[&str]) -> Result<Vec<bool>> {
+        let keys: Vec<String> = ids.iter().map(|id| key(id)).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let got = self.core.store.get_many(&refs).await?;
+        Ok(got
+            .into_iter()
+            .zip(ids)
+            .map(|(v, id)| {
+                v.and_then(|v| decode(id, &v.value).ok())
+                    .is_some_and(|r| r.cancel_requested && r.state == JobState::Running)
+            })
+            .collect())
     }
 
-    /// Records a running job's progress.
-    pub(crate) async fn progress(&self, id: &str, p: Progress) -> Result<()> {
-        self.update(id, |rec| {
-            let mut rec = rec.filter(|r| r.state == JobState::Running)?;
-            rec.progress = Some(p.clone());
-            Some(rec)
-        })
-        .await
-        .map(|_| ())
+    /// Records a running job's progress; returns the record as written.
+    pub(crate) async fn progress(&self, id: &str, p: Progress) -> Result<Option<Written>> {
+        let (rec, version) = self
+            .core
+            .update(id, |rec| {
+                let mut rec = rec.filter(|r| r.state == JobState::Running)?;
+                rec.progress = Some(p.clone());
+                Some(rec)
+            })
+            .await?;
+        Ok(rec.zip(version))
     }
 
-    /// Records how an attempt ended.
+    /// Records how an attempt ended. `written`: the record as this process last wrote it
+    /// (from [`start`](Self::start)); when the store still holds that version, the end is
+    /// one write with no read.
     pub(crate) async fn finish(
         &self,
         id: &str,
         state: JobState,
         error: Option<String>,
         result: Option<std::result::Result<serde_json::Value, String>>,
+        written: Option<Written>,
     ) -> Result<()> {
+        let end = self.core.end(state, error, result, id);
+        match self
+            .batcher
+            .submit(
+                &self.core,
+                id,
+                batch::Op::Finish(end.clone(), written.map(Box::new)),
+            )
+            .await
+        {
+            Some(batch::Done::Finished) => Ok(()),
+            Some(batch::Done::Failed(e)) => Err(e),
+            _ => self.core.finish_one(id, &end).await,
+        }
+    }
+}
+
+/// A start's inputs.
+#[derive(Clone, Debug)]
+pub(crate) struct StartArgs {
+    queue: String,
+    job: Option<String>,
+    attempt: u32,
+    crash_limit: u32,
+}
+
+impl StartArgs {
+    fn new(queue: &str, job: Option<&str>, attempt: u32, crash_limit: u32) -> Self {
+        StartArgs {
+            queue: queue.to_string(),
+            job: job.map(str::to_string),
+            attempt,
+            crash_limit,
+        }
+    }
+}
+
+/// An end's inputs, the result already checked against the size limit.
+#[derive(Clone, Debug)]
+pub(crate) struct End {
+    state: JobState,
+    error: Option<String>,
+    result: Option<serde_json::Value>,
+}
+
+impl Core {
+    /// The change a start makes to a record (`None`: absent), and what the worker does.
+    fn start_change(id: &str, a: &StartArgs, rec: Option<JobStatus>) -> (Start, Option<JobStatus>) {
+        let mut rec = rec.unwrap_or_else(|| {
+            JobStatus::new(id, &a.queue, a.job.as_deref(), JobState::Queued, now())
+        });
+        match rec.state {
+            JobState::Cancelled => return (Start::Cancelled, None),
+            JobState::Succeeded => return (Start::Run, None),
+            JobState::Running => rec.crashes = rec.crashes.saturating_add(1),
+            // Redriven from the dead-letter queue: it starts afresh.
+            JobState::Dead => rec.crashes = 0,
+            _ => {}
+        }
+        if a.crash_limit > 0 && rec.crashes >= a.crash_limit {
+            let n = rec.crashes;
+            rec.state = JobState::Dead;
+            rec.finished_at = Some(now());
+            rec.last_error = Some(crashed_error(n));
+            return (Start::Crashed(n), Some(rec));
+        }
+        rec.state = JobState::Running;
+        rec.attempt = a.attempt;
+        rec.started_at = Some(now());
+        rec.finished_at = None;
+        rec.cancel_requested = false;
+        rec.progress = None;
+        (Start::Run, Some(rec))
+    }
+
+    /// The change an end makes to a record (`None`: write nothing).
+    fn end_change(e: &End, rec: Option<JobStatus>) -> Option<JobStatus> {
+        let mut rec = rec?;
+        if rec.state == JobState::Succeeded {
+            return None; // final: a duplicate's run does not rewrite it
+        }
+        rec.state = e.state;
+        // A run that ended, however: the count is of runs in a row that never did.
+        rec.crashes = 0;
+        rec.last_error = e.error.clone().or(rec.last_error);
+        if e.state.is_finished() {
+            rec.finished_at = Some(now());
+        }
+        if e.state == JobState::Succeeded {
+            rec.result = e.result.clone();
+            rec.progress = rec.progress.map(|p| Progress { percent: 100, ..p });
+        }
+        if e.state == JobState::Queued {
+            rec.started_at = None;
+        }
+        Some(rec)
+    }
+
+    /// An end's inputs: a result over the size limit is left out, and why becomes the
+    /// error (unless the attempt has one of its own).
+    fn end(
+        &self,
+        state: JobState,
+        error: Option<String>,
+        result: Option<std::result::Result<serde_json::Value, String>>,
+        id: &str,
+    ) -> End {
         let (result, result_error) = match result {
             Some(Ok(v)) => {
                 let size = serde_json::to_vec(&v)
@@ -480,29 +622,35 @@ impl JobStatuses {
             Some(Err(why)) => (None, Some(why)),
             None => (None, None),
         };
-        self.update(id, |rec| {
-            let mut rec = rec?;
-            if rec.state == JobState::Succeeded {
-                return None; // final: a duplicate's run does not rewrite it
-            }
-            rec.state = state;
-            // A run that ended, however: the count is of runs in a row that never did.
-            rec.crashes = 0;
-            rec.last_error = error.clone().or(result_error.clone()).or(rec.last_error);
-            if state.is_finished() {
-                rec.finished_at = Some(now());
-            }
-            if state == JobState::Succeeded {
-                rec.result = result.clone();
-                rec.progress = rec.progress.map(|p| Progress { percent: 100, ..p });
-            }
-            if state == JobState::Queued {
-                rec.started_at = None;
-            }
-            Some(rec)
-        })
-        .await
-        .map(|_| ())
+        End {
+            state,
+            error: error.or(result_error),
+            result,
+        }
+    }
+
+    /// A start on its own: read, change, write until the write lands.
+    async fn start_one(&self, id: &str, a: &StartArgs) -> Result<(Start, Option<Written>)> {
+        let mut start = Start::Run;
+        let (rec, version) = self
+            .update(id, |rec| {
+                let (s, next) = Self::start_change(id, a, rec);
+                start = s;
+                next
+            })
+            .await?;
+        let written = match start {
+            Start::Run => rec.zip(version),
+            _ => None,
+        };
+        Ok((start, written))
+    }
+
+    /// An end on its own.
+    async fn finish_one(&self, id: &str, e: &End) -> Result<()> {
+        self.update(id, |rec| Self::end_change(e, rec))
+            .await
+            .map(|_| ())
     }
 
     async fn read(&self, id: &str) -> Result<Option<(JobStatus, u64)>> {
@@ -511,23 +659,18 @@ impl JobStatuses {
         let Some(v) = self.store.get(&k).await? else {
             return Ok(None);
         };
-        let rec: JobStatus = serde_json::from_slice(&v.value).map_err(|e| {
-            QueueError::backend(
-                "status store",
-                format!("record of job {id:?} unreadable: {e}"),
-            )
-        })?;
-        Ok(Some((rec, v.version)))
+        Ok(Some((decode(id, &v.value)?, v.version)))
     }
 
     /// Reads, changes and writes back one record until the write lands at the version it
     /// read. `change` gets the current record (`None`: absent) and returns the new one,
-    /// or `None` to write nothing. Returns the record as written (or as found).
+    /// or `None` to write nothing. Returns the record as written (or as found) and, when
+    /// written, its new version.
     async fn update(
         &self,
         id: &str,
         mut change: impl FnMut(Option<JobStatus>) -> Option<JobStatus>,
-    ) -> Result<Option<JobStatus>> {
+    ) -> Result<(Option<JobStatus>, Option<u64>)> {
         let k = key(id);
         for _ in 0..CAS_TRIES {
             let found = self.read(id).await?;
@@ -536,7 +679,7 @@ impl JobStatuses {
                 None => (None, None),
             };
             let Some(next) = change(current.clone()) else {
-                return Ok(current);
+                return Ok((current, None));
             };
             let bytes = encode(&next)?;
             let ttl = self.retention.for_state(next.state);
@@ -544,8 +687,8 @@ impl JobStatuses {
                 Some(v) => self.store.replace(&k, v, &bytes, ttl).await?,
                 None => self.store.insert(&k, &bytes, ttl).await?,
             };
-            if written.is_some() {
-                return Ok(Some(next));
+            if let Some(v) = written {
+                return Ok((Some(next), Some(v)));
             }
         }
         Err(QueueError::backend(
@@ -553,6 +696,15 @@ impl JobStatuses {
             format!("job {id:?}: {CAS_TRIES} concurrent writes in a row; gave up"),
         ))
     }
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<JobStatus> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        QueueError::backend(
+            "status store",
+            format!("record of job {id:?} unreadable: {e}"),
+        )
+    })
 }
 
 fn key(id: &str) -> String {
@@ -578,7 +730,7 @@ mod tests {
     use super::*;
 
     async fn start(s: &JobStatuses) -> Start {
-        s.start("j", "q", Some("job"), 1, 3).await.expect("start")
+        s.start("j", "q", Some("job"), 1, 3).await.expect("start").0
     }
 
     /// Runs in a row that never ended count; one that ends resets the count, and so does
@@ -586,10 +738,10 @@ mod tests {
     #[tokio::test]
     async fn crashes_count_runs_in_a_row_that_never_ended() {
         let s = JobStatuses::new(Arc::new(crate::MemoryStore::new()));
-        s.queued("j", "q", Some("job")).await.unwrap();
+        s.queued(&[("j", "q")], Some("job")).await.unwrap();
         assert!(matches!(start(&s).await, Start::Run));
         assert!(matches!(start(&s).await, Start::Run)); // the first never ended: 1
-        s.finish("j", JobState::Failed, Some("boom".into()), None)
+        s.finish("j", JobState::Failed, Some("boom".into()), None, None)
             .await
             .unwrap();
         assert_eq!(s.get("j").await.unwrap().unwrap().crashes, 0, "a run ended");
@@ -605,7 +757,7 @@ mod tests {
         // Limit 0: never.
         for _ in 0..5 {
             let r = s.start("j", "q", Some("job"), 1, 0).await.unwrap();
-            assert!(matches!(r, Start::Run));
+            assert!(matches!(r.0, Start::Run));
         }
     }
 }
