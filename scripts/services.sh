@@ -96,9 +96,17 @@ moto_up() {
   wait_for "moto (sqs) $MOTO_PORT" 60 port_open $MOTO_PORT
 }
 
+# Tools built from crates.io are built at opt-level 1: they serve tests, and on a fresh
+# 2-core machine their build is most of the install time (tansu at the default opt-level 3
+# with its dynostore feature took about 25 minutes beside the project's own build).
+cargo_install() {
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install --locked "$@"
+}
+
 # Kafka: tansu 0.6.0 (crates.io) on 127.0.0.1:9092 with sqlite storage, in its own working
-# directory (it reads a .env there). Building it takes about 11 minutes on 2 cores, so an
-# installed binary is reused.
+# directory (it reads a .env there). Only its `libsql` feature (the sqlite storage engine)
+# is built. Building it takes about 12 minutes of a 2-core machine, so an installed binary
+# is reused.
 TANSU_VERSION=0.6.0
 TANSU_PORT=9092
 tansu_bin() {
@@ -111,8 +119,8 @@ tansu_bin() {
 tansu_up() {
   local bin
   if ! bin=$(tansu_bin); then
-    log "building tansu $TANSU_VERSION from crates.io (about 11 minutes)"
-    cargo install --locked tansu --version "$TANSU_VERSION" --features libsql,dynostore \
+    log "building tansu $TANSU_VERSION from crates.io (about 12 minutes)"
+    cargo_install tansu --version "$TANSU_VERSION" --features libsql \
       >"$STATE/tansu-install.log" 2>&1 || die "cargo install tansu failed: $(tail -5 "$STATE/tansu-install.log")"
     bin=$(tansu_bin) || die "tansu installed but not found"
   fi
@@ -172,14 +180,14 @@ tools_up() {
   fi
   if ! cargo public-api --version 2>/dev/null | grep -q "$PUBLIC_API_VERSION"; then
     log "building cargo-public-api $PUBLIC_API_VERSION from crates.io (a few minutes)"
-    cargo install --locked cargo-public-api --version "$PUBLIC_API_VERSION" \
+    cargo_install cargo-public-api --version "$PUBLIC_API_VERSION" \
       >"$STATE/public-api-install.log" 2>&1 \
       || die "cargo install cargo-public-api failed: $(tail -5 "$STATE/public-api-install.log")"
   fi
   log "cargo-public-api $PUBLIC_API_VERSION is installed"
   if ! cargo +nightly fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
     log "building cargo-fuzz $CARGO_FUZZ_VERSION from crates.io (about two minutes)"
-    cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" \
+    cargo_install cargo-fuzz --version "$CARGO_FUZZ_VERSION" \
       >"$STATE/cargo-fuzz-install.log" 2>&1 \
       || die "cargo install cargo-fuzz failed: $(tail -5 "$STATE/cargo-fuzz-install.log")"
   fi
