@@ -86,8 +86,17 @@ async fn crash_loop_on(url: &str) {
         "{s:?}"
     );
     // The dead letter says why, where the backend can list dead letters (Kafka cannot peek).
+    // The record says `dead` before the worker has moved the message (it is written as the
+    // delivery is set aside): wait for the move, boundedly.
     if backend.capabilities().can_peek(true) {
-        let dead = q.dead_letters(10).await.unwrap();
+        let mut dead = q.dead_letters(10).await.unwrap();
+        for _ in 0..100 {
+            if !dead.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            dead = q.dead_letters(10).await.unwrap();
+        }
         assert_eq!(dead.len(), 1, "{dead:?}");
         assert_eq!(dead[0].reason, Some(DeadLetterKind::Crashed), "{dead:?}");
     }

@@ -286,8 +286,8 @@ impl Store for Counting {
 
 /// Job status costs the store few calls per job when jobs run together: a send batch's
 /// `queued` records in one call, a receive's starts in one read and one write, ends
-/// gathered likewise and written without a read. Without the batches this run made five
-/// calls per job (1,000 here).
+/// gathered likewise and written without a read. With the batcher bypassed (each write on
+/// its own) this run's worker made 802 calls.
 #[tokio::test(start_paused = true)]
 async fn status_writes_are_batched() {
     let store = Arc::new(Counting::default());

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use queue_core::store::{self, Store, Versioned, Write};
 use queue_core::Result;
 use tokio::sync::Mutex;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::{map_err, Target};
@@ -268,11 +269,11 @@ impl Store for PostgresStore {
             .query(&c.get_many, &[&keys])
             .await
             .map_err(map_err)?;
-        let mut found: HashMap<String, Versioned> = rows
+        let found: HashMap<String, Versioned> = rows
             .into_iter()
             .map(|r| (r.get(0), Versioned::new(r.get(1), version(r.get(2)))))
             .collect();
-        Ok(keys.iter().map(|k| found.remove(*k)).collect())
+        Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
     }
 
     /// Two statements for the whole batch (its inserts, its replaces), sent together.
@@ -284,14 +285,19 @@ impl Store for PostgresStore {
         store::check_distinct(writes.iter().map(|w| w.key))?;
         let c = self.conn().await?;
         self.sweep(&c).await;
+        // In key order: two processes writing the same rows lock them in the same order.
+        let mut sorted: Vec<&Write<'_>> = writes.iter().collect();
+        sorted.sort_unstable_by_key(|w| w.key);
         let (mut ik, mut iv, mut ims) = (Vec::new(), Vec::new(), Vec::new());
         let (mut rk, mut rv, mut rver, mut rms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for w in writes {
+        let (mut ins, mut reps) = (Vec::new(), Vec::new());
+        for w in sorted {
             match w.expect {
                 None => {
                     ik.push(w.key);
                     iv.push(w.value);
                     ims.push(millis(w.ttl));
+                    ins.push(w);
                 }
                 // No row has a version past i64::MAX: such a replace loses, unsent.
                 Some(v) => {
@@ -300,6 +306,7 @@ impl Store for PostgresStore {
                         rv.push(w.value);
                         rver.push(v);
                         rms.push(millis(w.ttl));
+                        reps.push(w);
                     }
                 }
             }
@@ -320,12 +327,29 @@ impl Store for PostgresStore {
         };
         let (inserted, replaced) = tokio::join!(inserts, replaces);
         let mut won: HashMap<String, u64> = HashMap::new();
-        for r in inserted
-            .map_err(map_err)?
-            .into_iter()
-            .chain(replaced.map_err(map_err)?)
-        {
-            won.insert(r.get(0), version(r.get(1)));
+        for (rows, part) in [(inserted, ins), (replaced, reps)] {
+            match rows {
+                Ok(rows) => {
+                    for r in rows {
+                        won.insert(r.get(0), version(r.get(1)));
+                    }
+                }
+                // A deadlock with another process's batch rolled this statement back
+                // whole: its writes again, one statement each.
+                Err(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => {
+                    tracing::debug!("postgres store: batch deadlocked, writing it row by row");
+                    for w in part {
+                        let v = match w.expect {
+                            None => self.insert(w.key, w.value, w.ttl).await?,
+                            Some(v) => self.replace(w.key, v, w.value, w.ttl).await?,
+                        };
+                        if let Some(v) = v {
+                            won.insert(w.key.to_string(), v);
+                        }
+                    }
+                }
+                Err(e) => return Err(map_err(e)),
+            }
         }
         Ok(writes.iter().map(|w| won.remove(w.key)).collect())
     }

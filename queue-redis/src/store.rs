@@ -7,8 +7,9 @@ use queue_core::store::{Store, Versioned, Write};
 /// fields `v` (the value) and `n` (the version), and the entry's time to live as the key's
 /// expiry, so Redis itself enforces retention. `insert` and `replace` are Lua scripts on
 /// that one key: atomic, and in Cluster each entry lives in its key's slot. A batch
-/// (`get_many`, `write_many`) sends its commands together on the multiplexed connection
-/// (one round trip to each server involved), each still a command on its own key.
+/// (`get_many`, `write_many`) issues its commands at once on the multiplexed connection,
+/// which writes them out together rather than waiting for each reply; each is still a
+/// command on its own key. A batch fails as a whole when one of its commands fails.
 ///
 /// The store need not share a server with the queue: SQS or Kafka with a Redis store is a
 /// valid pair. Durability is Redis's, as for the queue (see the crate docs).

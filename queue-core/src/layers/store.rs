@@ -93,8 +93,9 @@ impl<'a> Write<'a> {
 /// are atomic on the server.
 ///
 /// The batch calls ([`get_many`](Store::get_many), [`write_many`](Store::write_many)) are
-/// how the layers keep the store's round trips per job low (job status records a whole
-/// receive's starts in one call): a store that can should answer each in one round trip.
+/// how the layers keep the store's round trips per job low (job status gathers the starts
+/// and ends of jobs running together into one read and one write): a store that can should
+/// answer each in one round trip.
 /// Their default implementations call the single ones in turn, so a store written for an
 /// earlier version keeps working. A batch is not a transaction: each write in it is
 /// atomic on its own and may win or lose on its own, and after an error some of its

@@ -47,6 +47,7 @@ use crate::message::unix_millis;
 use crate::store::{self, Store};
 
 pub(crate) mod batch;
+use batch::Submitted;
 
 /// How often a worker asks the store whether one of its running jobs was cancelled.
 pub const CANCEL_POLL: Duration = Duration::from_millis(500);
@@ -359,6 +360,14 @@ impl JobStatuses {
         Ok(self)
     }
 
+    /// A copy for one worker, with a batcher of its own, on the worker's runtime.
+    pub(crate) fn for_worker(&self) -> Self {
+        JobStatuses {
+            core: self.core.clone(),
+            batcher: Arc::default(),
+        }
+    }
+
     /// The store underneath.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.core.store
@@ -414,14 +423,19 @@ impl JobStatuses {
             .map(|(id, queue)| encode(&JobStatus::new(id, queue, job, JobState::Queued, at)))
             .collect::<Result<Vec<_>>>()?;
         let mut writes = Vec::with_capacity(sent.len());
-        for (k, v) in keys.iter().zip(&values) {
-            store::check(k, ttl)?;
-            writes.push(store::Write::insert(k, v, ttl));
+        for ((k, v), (id, _)) in keys.iter().zip(&values).zip(sent) {
+            // An id too long for a key is not recorded; the others are.
+            match store::check(k, ttl) {
+                Ok(()) => writes.push(store::Write::insert(k, v, ttl)),
+                Err(e) => write_failed("queued", id, &e),
+            }
         }
         // One id twice in a send (a caller's own ids) would name one key twice.
         if store::check_distinct(keys.iter().map(String::as_str)).is_err() {
             for w in &writes {
-                self.core.store.insert(w.key, w.value, ttl).await?;
+                if let Err(e) = self.core.store.insert(w.key, w.value, ttl).await {
+                    write_failed("queued", w.key.trim_start_matches("status:"), &e);
+                }
             }
             return Ok(());
         }
@@ -447,28 +461,47 @@ impl JobStatuses {
         let args = StartArgs::new(queue, job, attempt, crash_limit);
         match self
             .batcher
-            .submit(&self.core, id, batch::Op::Start(args.clone()))
+            .submit(&self.core, id, batch::Op::Start(args))
             .await
         {
-            Some(batch::Done::Start(start, written)) => Ok((start, written)),
-            Some(batch::Done::Failed(e)) => Err(e),
-            // No batcher (no runtime to run it in, or its runtime ended): on our own.
-            _ => self.core.start_one(id, &args).await,
+            Submitted::Done(batch::Done::Start(start, written)) => Ok((start, written)),
+            Submitted::Done(batch::Done::Failed(e)) => Err(e),
+            Submitted::Done(batch::Done::Finished) => Err(QueueError::backend(
+                "status store",
+                "a start answered as an end",
+            )),
+            // No batcher (no runtime to run it in): on our own.
+            Submitted::NotTaken(batch::Op::Start(args)) => self.core.start_one(id, &args).await,
+            Submitted::NotTaken(_) => Err(QueueError::backend(
+                "status store",
+                "a start given back as an end",
+            )),
         }
     }
 
     /// Whether someone asked to cancel each of these running jobs: one read for all.
     pub(crate) async fn cancel_requested(&self, ids: &[&str]) -> Result<Vec<bool>> {
         let keys: Vec<String> = ids.iter().map(|id| key(id)).collect();
+        for k in &keys {
+            store::check(k, Duration::from_secs(1))?;
+        }
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let got = self.core.store.get_many(&refs).await?;
+        if got.len() != ids.len() {
+            return Err(short_answer(ids.len(), got.len()));
+        }
         Ok(got
             .into_iter()
             .zip(ids)
-            .map(|(v, id)| {
-                v.and_then(|v| decode(id, &v.value).ok())
-                    .is_some_and(|r| r.cancel_requested && r.state == JobState::Running)
-            })
+            .map(
+                |(v, id)| match v.map(|v| decode(id, &v.value)).transpose() {
+                    Ok(r) => r.is_some_and(|r| r.cancel_requested && r.state == JobState::Running),
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "could not read job status");
+                        false
+                    }
+                },
+            )
             .collect())
     }
 
@@ -502,13 +535,21 @@ impl JobStatuses {
             .submit(
                 &self.core,
                 id,
-                batch::Op::Finish(end.clone(), written.map(Box::new)),
+                batch::Op::Finish(end, written.map(Box::new)),
             )
             .await
         {
-            Some(batch::Done::Finished) => Ok(()),
-            Some(batch::Done::Failed(e)) => Err(e),
-            _ => self.core.finish_one(id, &end).await,
+            Submitted::Done(batch::Done::Finished) => Ok(()),
+            Submitted::Done(batch::Done::Failed(e)) => Err(e),
+            Submitted::Done(batch::Done::Start(..)) => Err(QueueError::backend(
+                "status store",
+                "an end answered as a start",
+            )),
+            Submitted::NotTaken(batch::Op::Finish(end, _)) => self.core.finish_one(id, &end).await,
+            Submitted::NotTaken(_) => Err(QueueError::backend(
+                "status store",
+                "an end given back as a start",
+            )),
         }
     }
 }
@@ -696,6 +737,14 @@ impl Core {
             format!("job {id:?}: {CAS_TRIES} concurrent writes in a row; gave up"),
         ))
     }
+}
+
+/// A store's batch call answered for fewer (or more) entries than it was asked about.
+fn short_answer(asked: usize, got: usize) -> QueueError {
+    QueueError::backend(
+        "status store",
+        format!("a batch call about {asked} entries answered for {got}"),
+    )
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<JobStatus> {

@@ -580,7 +580,7 @@ impl Worker {
                     caps: caps.clone(),
                     counters: counters.clone(),
                     limits: limits.clone(),
-                    status: self.queue.backend().status().cloned(),
+                    status: self.queue.backend().status().map(|s| s.for_worker()),
                     running: Mutex::new(HashMap::new()),
                     never_cancelled: CancellationToken::new(),
                 })
