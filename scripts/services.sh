@@ -215,7 +215,15 @@ status() {
 }
 
 case "${1:-up}" in
-  up) redis_up; redis_cluster_up; postgres_up; moto_up; tansu_up; tools_up; browser_up ;;
+  up)
+    # The tools' builds (a few minutes) go beside tansu's (the longest step): a cargo
+    # build's last minutes leave a core idle.
+    tools_up >"$STATE/tools-up.log" 2>&1 & tools=$!
+    redis_up; redis_cluster_up; postgres_up; moto_up; tansu_up; browser_up
+    tools_ok=0; wait $tools || tools_ok=$?
+    cat "$STATE/tools-up.log" >&2
+    [ "$tools_ok" -eq 0 ] || die "installing the test tools failed (see above)"
+    ;;
   status) status ;;
   *) die "usage: $0 [up|status]" ;;
 esac
