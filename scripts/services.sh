@@ -2,8 +2,11 @@
 # Installs (when missing) and starts (when not running) every server the tests need, on
 # loopback only, then waits until each answers. Idempotent: run it as often as you like.
 #
-#   scripts/services.sh          # start everything
-#   scripts/services.sh status   # say what answers
+#   scripts/services.sh             # start everything
+#   scripts/services.sh up-kafka    # only the Kafka broker (tansu: a long build on a fresh machine)
+#   scripts/services.sh up-others   # every server but the Kafka broker
+#   scripts/services.sh tools       # the test tools (cargo-public-api, cargo-fuzz)
+#   scripts/services.sh status      # say what answers
 #
 # State (logs, data, the Python virtualenv) lives under .services/ and .venv/ in the repo.
 set -euo pipefail
@@ -214,16 +217,24 @@ status() {
   pg_ready && echo "postgresql 127.0.0.1:$PG_PORT: up" || echo "postgresql 127.0.0.1:$PG_PORT: down"
 }
 
+# Every server but Kafka.
+others_up() {
+  redis_up; redis_cluster_up; postgres_up; moto_up; browser_up
+}
+
 case "${1:-up}" in
   up)
     # The tools' builds (a few minutes) go beside tansu's (the longest step): a cargo
     # build's last minutes leave a core idle.
     tools_up >"$STATE/tools-up.log" 2>&1 & tools=$!
-    redis_up; redis_cluster_up; postgres_up; moto_up; tansu_up; browser_up
+    others_up; tansu_up
     tools_ok=0; wait $tools || tools_ok=$?
     cat "$STATE/tools-up.log" >&2
     [ "$tools_ok" -eq 0 ] || die "installing the test tools failed (see above)"
     ;;
+  up-kafka) tansu_up ;;
+  up-others) others_up ;;
+  tools) tools_up ;;
   status) status ;;
-  *) die "usage: $0 [up|status]" ;;
+  *) die "usage: $0 [up|up-kafka|up-others|tools|status]" ;;
 esac

@@ -4,8 +4,10 @@
 #
 # Where the time goes on a fresh machine: installing the servers and tools (tansu, the test
 # Kafka broker, is a Rust build) and building the workspace's tests are both CPU work, so
-# they run side by side; then the tests run under cargo-nextest, several test binaries at a
-# time (.config/nextest.toml says which tests must run alone or one at a time).
+# they run side by side; the tests run under cargo-nextest, several test binaries at a time
+# (.config/nextest.toml says which tests must run alone or one at a time), those that need
+# no Kafka while tansu still builds. Arguments go to cargo nextest (one run, after every
+# server is up): `scripts/test.sh -E 'package(queue-redis)'`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -42,21 +44,51 @@ fi
 # binaries need their backends' features; queue-redis's `tls` is compiled too).
 FEATURES="--all-features"
 
-step "starting the servers (scripts/services.sh up, log in .services/services-up.log) while the tests build"
-"$ROOT/scripts/services.sh" up >"$ROOT/.services/services-up.log" 2>&1 &
-services=$!
+# What runs the Kafka tests (the `kafka` test group in .config/nextest.toml: keep the two
+# filters the same).
+KAFKA='package(queue-kafka) | (test(/kafka/) & !package(queue-core))'
+
+# Three installs go beside the build of the tests: the servers but Kafka (quick), tansu, the
+# test Kafka broker (on a fresh machine a Rust build of about 15 minutes), and the tools the
+# last steps use (cargo-public-api, cargo-fuzz). The tests that need no Kafka run while tansu
+# still builds; the two cargo installs run at a lower CPU priority so that the tests' build
+# and those tests come first.
+step "starting the servers (scripts/services.sh, logs in .services/services-*.log) while the tests build"
+"$ROOT/scripts/services.sh" up-others >"$ROOT/.services/services-others.log" 2>&1 &
+others=$!
+nice -n 10 "$ROOT/scripts/services.sh" up-kafka >"$ROOT/.services/services-kafka.log" 2>&1 &
+kafka=$!
+nice -n 15 "$ROOT/scripts/services.sh" tools >"$ROOT/.services/services-tools.log" 2>&1 &
+tools=$!
+# await PID NAME: waits for one of the installs; a failure fails the run (the tests that
+# need what it installs then fail too, loudly).
+await() {
+  if ! wait "$1"; then
+    status=1
+    echo "scripts/services.sh $2 failed; what needs it will fail:" | tee -a "$LOG"
+  fi
+  tee -a "$LOG" <"$ROOT/.services/services-$2.log" | tail -8
+}
 run_to "$NLOG" cargo nextest run --workspace --all-targets $FEATURES --no-run
 step "tests built; waiting for the servers"
-if ! wait $services; then
-  status=1
-  echo "scripts/services.sh up failed; the tests that need its servers will fail:" | tee -a "$LOG"
-fi
-cat "$ROOT/.services/services-up.log" | tee -a "$LOG" >/dev/null
-tail -20 "$ROOT/.services/services-up.log"
+await $others others
 
 # Tests that need a server fail (never skip) when it is missing.
-step "running the tests"
-run_to "$NLOG" cargo nextest run --workspace --all-targets $FEATURES --no-fail-fast "$@"
+if [ $# -eq 0 ]; then
+  step "running the tests that need no Kafka"
+  run_to "$NLOG" cargo nextest run --workspace --all-targets $FEATURES --no-fail-fast -E "not ($KAFKA)"
+  step "waiting for the Kafka broker"
+  await $kafka kafka
+  step "running the Kafka tests"
+  run_to "$NLOG" cargo nextest run --workspace --all-targets $FEATURES --no-fail-fast -E "$KAFKA"
+else
+  # Arguments (a filter, say) go to one nextest run over every server.
+  await $kafka kafka
+  step "running the tests ($*)"
+  run_to "$NLOG" cargo nextest run --workspace --all-targets $FEATURES --no-fail-fast "$@"
+fi
+step "waiting for the test tools"
+await $tools tools
 step "running the doctests (the README's and docs' Rust blocks among them)"
 run cargo test --workspace $FEATURES --doc
 # The quickstart's build graph holds no backend client (a small cold build).
