@@ -289,11 +289,21 @@ struct RssSampler {
 }
 
 fn rss_kb() -> u64 {
+    proc_status_kb("VmRSS:")
+}
+
+/// The process's peak resident memory so far (Linux's VmHWM), in KB.
+fn peak_rss_kb() -> u64 {
+    proc_status_kb("VmHWM:")
+}
+
+/// A `/proc/self/status` figure in KB (0 where there is none).
+fn proc_status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
@@ -647,8 +657,8 @@ async fn in_flight_mode(a: &Args, n: usize) -> std::process::ExitCode {
         match inflight::run(a, backend, n).await {
             Ok(r) => {
                 println!(
-                    "{:<8} {:>8} jobs in flight: worker {:>7.1} MB, {:>5.2} KB per job, all started after {:.1} s",
-                    r.backend, r.jobs, r.worker_mb, r.kb_per_job, r.all_started_after_s
+                    "{:<8} {:>8} jobs in flight: worker {:>7.1} MB, {:>5.2} KB per job, process peak {:>7.1} MB, all started after {:.1} s",
+                    r.backend, r.jobs, r.worker_mb, r.kb_per_job, r.process_peak_mb, r.all_started_after_s
                 );
                 out.push(r);
             }

@@ -1,5 +1,5 @@
-//! Running one delivery or one batch: decoding, the per-key line, supervision (lease
-//! heartbeats, the job timeout, panics, forced shutdown), and handing the outcome to
+//! Running one delivery or one batch: decoding, the per-key line, supervision (leases
+//! kept alive, the job timeout, panics, forced shutdown), and handing the outcome to
 //! settlement.
 
 use super::*;
@@ -11,7 +11,7 @@ pub(super) enum Ran {
     Forced,
 }
 
-/// Runs `fut` with lease heartbeats for `receipts`, the job timeout, panic capture and
+/// Runs `fut` with its `receipts`' leases kept alive, the job timeout, panic capture and
 /// shutdown forcing. `Ok` carries the handler's output.
 ///
 /// The handler future is polled right here, inside the job's own task, not spawned as a
@@ -37,51 +37,41 @@ pub(super) async fn supervise<T: Send + 'static>(
             )))
         });
     }
-    let lease = inner.config.lease;
-    let extend = matches!(inner.caps.lease, LeaseModel::PerMessage { extend: true });
-    let beat = (lease / 3).max(inner.caps.timer_granularity);
-    let now = tokio::time::Instant::now();
-    // `check_config` bounds the lease and the timeout, so these sums cannot overflow; the
-    // checked forms keep that true if the bounds ever move.
-    let far = || now + Duration::from_secs(100 * 365 * 24 * 3600);
-    let mut next_beat = now.checked_add(beat).unwrap_or_else(far);
-    let timeout_at = job_timeout.map(|t| now.checked_add(t).unwrap_or_else(far));
-    let heartbeat = tokio::time::sleep_until(next_beat);
-    tokio::pin!(heartbeat);
-    let deadline = tokio::time::sleep_until(timeout_at.unwrap_or_else(far));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut handler => {
-                return r.map_err(|p| Some(Failure::retryable(format!(
-                    "handler panicked: {}",
-                    panic_message(p)
-                ))));
-            }
-            _ = &mut heartbeat, if extend => {
-                next_beat = next_beat.checked_add(beat).unwrap_or_else(far);
-                heartbeat.as_mut().reset(next_beat);
-                for r in receipts {
-                    if let Err(e) = inner.driver.extend(&inner.name, r, lease).await {
-                        backend_error(inner, "lease extension failed", None, &e);
-                    }
-                }
-            }
-            _ = &mut deadline, if timeout_at.is_some() => {
-                let t = job_timeout.unwrap_or_default();
-                return Err(Some(Failure {
-                    error: format!("job timed out after {t:?}"),
-                    permanent: false,
-                    kind: DeadLetterKind::Timeout,
-                    retry_after: None,
-                    rate_limited: None,
-                }));
-            }
-            _ = forced(&mut force) => {
-                return Err(None);
-            }
+    // Its leases are kept alive by the loop's extender (see `leases`) while it runs.
+    let _held = leases::extendable(inner).then(|| inner.leases.hold(receipts));
+    // The job timeout's timer exists only when a timeout is set (boxed: a job without
+    // one does not carry its space). `check_config` bounds the timeout, so the sum
+    // cannot overflow; the checked form keeps that true if the bound ever moves.
+    let mut deadline = job_timeout.map(|t| {
+        let now = tokio::time::Instant::now();
+        let far = now + Duration::from_secs(100 * 365 * 24 * 3600);
+        Box::pin(tokio::time::sleep_until(now.checked_add(t).unwrap_or(far)))
+    });
+    let timed_out = async {
+        match deadline.as_mut() {
+            Some(sleep) => sleep.await,
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        biased;
+        r = &mut handler => {
+            r.map_err(|p| Some(Failure::retryable(format!(
+                "handler panicked: {}",
+                panic_message(p)
+            ))))
+        }
+        _ = timed_out => {
+            let t = job_timeout.unwrap_or_default();
+            Err(Some(Failure {
+                error: format!("job timed out after {t:?}"),
+                permanent: false,
+                kind: DeadLetterKind::Timeout,
+                retry_after: None,
+                rate_limited: None,
+            }))
+        }
+        _ = forced(&mut force) => Err(None),
     }
 }
 
@@ -145,56 +135,130 @@ pub(super) struct Turn {
     pub(super) done: Option<oneshot::Sender<bool>>,
 }
 
-pub(super) async fn run_one(
+/// One delivery's task: runs it, settles it, and tells the next of its key's line.
+///
+/// A plain function returning an `async move` block, not an `async fn`: an `async fn`
+/// keeps each argument twice in its future (as passed, and as rebound in its body), and
+/// a worker holds this future once per job in flight.
+#[allow(clippy::manual_async_fn)] // deliberate, see above
+pub(super) fn run_one(
     inner: Arc<Inner>,
     d: Delivery,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     force: watch::Receiver<bool>,
     acks: mpsc::UnboundedSender<Receipt>,
     turn: Turn,
-) {
-    let (meters, prepared) = prepare(&inner, &d);
-    let span = tracing::info_span!("job", queue = %inner.name, id = %d.id, job = %meters.job, attempt = d.attempt);
-    crate::trace::continue_trace(&span, &d.headers);
-    let settled = run_one_inner(&inner, &d, force, &acks, turn.after, meters, prepared)
-        .instrument(span)
-        .await;
-    if let Some(done) = turn.done {
-        let _ = done.send(settled);
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _permit = permit;
+        let (meters, prepared) = prepare(&inner, &d);
+        let span = tracing::info_span!("job", queue = %inner.name, id = %d.id, job = %meters.job, attempt = d.attempt);
+        crate::trace::continue_trace(&span, &d.headers);
+        let settled = run_one_inner(&inner, &d, force, &acks, turn.after, meters, prepared)
+            .instrument(span)
+            .await;
+        if let Some(done) = turn.done {
+            let _ = done.send(settled);
+        }
     }
 }
 
 /// Runs and settles one delivery; true when it was acked or dead-lettered (its successor
 /// with the same ordering key may go), false when it went back to the queue.
-pub(super) async fn run_one_inner(
+///
+/// This future lives as long as the job runs, and a worker holds one per job in flight:
+/// its size is that of its largest step plus what lives across steps. So the steps before
+/// the handler ([`before_run`]) and after it ([`after_run`]) are boxed futures of their
+/// own, allocated only while they run, and so are the steps only failures take (settling
+/// a failure, a rate limit's back-off). See docs/benchmarks.md, in flight. A plain
+/// function returning an `async move` block for the same reason as [`run_one`].
+#[allow(clippy::manual_async_fn)]
+pub(super) fn run_one_inner<'a>(
+    inner: &'a Inner,
+    d: &'a Delivery,
+    force: watch::Receiver<bool>,
+    acks: &'a mpsc::UnboundedSender<Receipt>,
+    after: Option<oneshot::Receiver<bool>>,
+    meters: &'a JobMeters,
+    prepared: Prepared,
+) -> impl Future<Output = bool> + Send + 'a {
+    // An `async move` block, not an `async fn`: see `run_one`.
+    async move {
+        record_wait(d, meters);
+        let tracked = &prepared.1;
+        // The steps before the handler and those after it are boxed: only the running
+        // step stays in this future for as long as the handler runs.
+        let go = before_run(inner, d, &force, acks, after, meters, prepared.0, tracked);
+        let (fut, policy, key, place) = match Box::pin(go).await {
+            Go::Run {
+                fut,
+                policy,
+                key,
+                place,
+            } => (fut, policy, key, place),
+            Go::Settled(settled) => return settled,
+        };
+        let timeout = inner.config.job_timeout;
+        let started = Instant::now();
+        let ran = match supervise(inner, &[&d.receipt], fut(), force, timeout).await {
+            Ok(Ok(())) => Ran::Done(vec![]),
+            Ok(Err(e)) => Ran::Done(vec![(0, Failure::from_job(e))]),
+            Err(Some(f)) => Ran::Done(vec![(0, f)]),
+            Err(None) => Ran::Forced,
+        };
+        meters.duration.record(started.elapsed().as_secs_f64());
+        let end = after_run(inner, d, acks, meters, tracked, ran, key.as_deref(), policy);
+        let settled = Box::pin(end).await;
+        // A per-key place, if any, is held until the delivery is settled.
+        drop(place);
+        settled
+    }
+}
+
+/// What the steps before the handler decided: run it (holding the idempotency key and the
+/// per-key place, if any), or the delivery is settled already.
+enum Go {
+    Run {
+        fut: Thunk,
+        policy: RetryPolicy,
+        key: Option<String>,
+        /// Boxed: most workers have no limits, and this lives as long as the job runs.
+        place: Option<Box<limits::Place>>,
+    },
+    /// Settled without running: true when acked or dead-lettered.
+    Settled(bool),
+}
+
+/// Decoding, the per-key line, limits, the idempotency claim and the start's status.
+#[allow(clippy::too_many_arguments)]
+async fn before_run(
     inner: &Inner,
     d: &Delivery,
-    force: watch::Receiver<bool>,
+    force: &watch::Receiver<bool>,
     acks: &mpsc::UnboundedSender<Receipt>,
     after: Option<oneshot::Receiver<bool>>,
     meters: &JobMeters,
-    prepared: Prepared,
-) -> bool {
-    record_wait(d, meters);
-    let (prepared, tracked) = prepared;
+    prepared: Result<(Thunk, RetryPolicy), DecodeError>,
+    tracked: &Tracked,
+) -> Go {
     let (fut, policy) = match prepared {
         Ok(p) => p,
         Err(e @ DecodeError::UnknownJob { .. }) if !settle::unknown_too_long(inner, d) => {
             // A rolling deploy: a newer producer's job, which a newer worker will know.
             tracing::info!(error = %e, "no handler here for this job yet; giving it back");
             settle::give_back_unknown(inner, d).await;
-            return false;
+            return Go::Settled(false);
         }
         Err(e) => {
             tracing::warn!(error = %e, "undecodable message, dead-lettering");
             let f = Failure::malformed(&e);
             let error = f.error.clone();
-            let dead = settle_failure(inner, d, f, RetryPolicy::none(), meters).await;
+            let dead = Box::pin(settle_failure(inner, d, f, RetryPolicy::none(), meters)).await;
             if dead && inner.status.is_some() {
-                lifecycle::started(inner, d, &tracked).await;
-                lifecycle::ended(inner, d, &tracked, JobState::Dead, Some(error)).await;
+                lifecycle::started(inner, d, tracked).await;
+                lifecycle::ended(inner, d, tracked, JobState::Dead, Some(error)).await;
             }
-            return dead;
+            return Go::Settled(dead);
         }
     };
     // Wait for this key's predecessor (still running here) before anything else, keeping
@@ -212,20 +276,19 @@ pub(super) async fn run_one_inner(
         };
         if !go {
             give_back(inner, d).await;
-            return false;
+            return Go::Settled(false);
         }
     }
-    // A per-key place, if any, is held until this function returns.
-    let _place = match limits::admit(inner, d).await {
+    let place = match limits::admit(inner, d).await {
         limits::Admit::Run(place) => place,
-        limits::Admit::Deferred => return false,
+        limits::Admit::Deferred => return Go::Settled(false),
     };
     let key = match claim(inner, d).await {
         Claim::Run(key) => key,
         Claim::Skip => {
             bump(&inner.counters.duplicates_skipped);
             let _ = acks.send(d.receipt.clone());
-            return true;
+            return Go::Settled(true);
         }
         Claim::Later => {
             // Another worker is running this key: look again after a lease.
@@ -233,16 +296,16 @@ pub(super) async fn run_one_inner(
             if let Err(e) = inner.driver.give_back(d, delay).await {
                 backend_error(inner, "could not defer message", Some(&d.id), &e);
             }
-            return false;
+            return Go::Settled(false);
         }
     };
-    match lifecycle::started(inner, d, &tracked).await {
+    match lifecycle::started(inner, d, tracked).await {
         lifecycle::Started::Run => {}
         lifecycle::Started::Cancelled => {
             release(inner, key.as_deref()).await;
             bump(&inner.counters.cancelled);
             let _ = acks.send(d.receipt.clone());
-            return true;
+            return Go::Settled(true);
         }
         lifecycle::Started::Crashed(n) => {
             // Its runs keep killing the process: set it aside, not run again.
@@ -255,50 +318,68 @@ pub(super) async fn run_one_inner(
                 retry_after: None,
                 rate_limited: None,
             };
-            return settle_failure(inner, d, f, RetryPolicy::none(), meters).await;
+            return Go::Settled(
+                Box::pin(settle_failure(inner, d, f, RetryPolicy::none(), meters)).await,
+            );
         }
     }
-    let timeout = inner.config.job_timeout;
-    let started = Instant::now();
-    let ran = match supervise(inner, &[&d.receipt], fut(), force, timeout).await {
-        Ok(Ok(())) => Ran::Done(vec![]),
-        Ok(Err(e)) => Ran::Done(vec![(0, Failure::from_job(e))]),
-        Err(Some(f)) => Ran::Done(vec![(0, f)]),
-        Err(None) => Ran::Forced,
-    };
-    meters.duration.record(started.elapsed().as_secs_f64());
+    Go::Run {
+        fut,
+        policy,
+        key,
+        place: place.map(Box::new),
+    }
+}
+
+/// Settling after the handler ran, and the end's status.
+#[allow(clippy::too_many_arguments)]
+async fn after_run(
+    inner: &Inner,
+    d: &Delivery,
+    acks: &mpsc::UnboundedSender<Receipt>,
+    meters: &JobMeters,
+    tracked: &Tracked,
+    ran: Ran,
+    key: Option<&str>,
+    policy: RetryPolicy,
+) -> bool {
     // Where the job goes back to the queue, its status leaves `running` first: a worker
     // that starts it again must not find it `running` and count a crash.
     match ran {
         Ran::Forced => {
-            release(inner, key.as_deref()).await;
-            lifecycle::ended(inner, d, &tracked, JobState::Queued, None).await;
+            release(inner, key).await;
+            lifecycle::ended(inner, d, tracked, JobState::Queued, None).await;
             give_back(inner, d).await;
             false
         }
         Ran::Done(mut failures) => match failures.pop() {
             None => {
-                settle_success(inner, d, key.as_deref(), acks, meters).await;
-                lifecycle::ended(inner, d, &tracked, JobState::Succeeded, None).await;
+                settle_success(inner, d, key, acks, meters).await;
+                lifecycle::ended(inner, d, tracked, JobState::Succeeded, None).await;
                 true
             }
             Some((_, f)) if f.rate_limited.is_some() && limits::pauses(inner, d) => {
-                release(inner, key.as_deref()).await;
-                lifecycle::ended(inner, d, &tracked, JobState::Queued, Some(f.error)).await;
-                limits::back_off(inner, d, f.rate_limited.unwrap_or_default()).await;
+                release(inner, key).await;
+                lifecycle::ended(inner, d, tracked, JobState::Queued, Some(f.error)).await;
+                Box::pin(limits::back_off(
+                    inner,
+                    d,
+                    f.rate_limited.unwrap_or_default(),
+                ))
+                .await;
                 false
             }
             Some((_, f)) if tracked.cancel.is_cancelled() => {
                 // Stopped by its cancel signal: settled, not retried.
                 tracing::info!(error = %f.error, "job cancelled");
-                release(inner, key.as_deref()).await;
+                release(inner, key).await;
                 bump(&inner.counters.cancelled);
                 let _ = acks.send(d.receipt.clone());
-                lifecycle::ended(inner, d, &tracked, JobState::Cancelled, Some(f.error)).await;
+                lifecycle::ended(inner, d, tracked, JobState::Cancelled, Some(f.error)).await;
                 true
             }
             Some((_, mut f)) => {
-                release(inner, key.as_deref()).await;
+                release(inner, key).await;
                 // Rate limited with no rate limit for this job: nothing to pause, so an
                 // ordinary retry after the pause asked for (it spends an attempt: never
                 // given back for ever).
@@ -306,10 +387,10 @@ pub(super) async fn run_one_inner(
                     f.retry_after = Some(pause);
                 }
                 let error = f.error.clone();
-                lifecycle::ended(inner, d, &tracked, JobState::Failed, Some(error.clone())).await;
-                let dead = settle_failure(inner, d, f, policy, meters).await;
+                lifecycle::ended(inner, d, tracked, JobState::Failed, Some(error.clone())).await;
+                let dead = Box::pin(settle_failure(inner, d, f, policy, meters)).await;
                 if dead {
-                    lifecycle::ended(inner, d, &tracked, JobState::Dead, Some(error)).await;
+                    lifecycle::ended(inner, d, tracked, JobState::Dead, Some(error)).await;
                 }
                 dead
             }

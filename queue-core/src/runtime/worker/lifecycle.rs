@@ -74,10 +74,18 @@ pub(super) enum Started {
 }
 
 /// Records the start of a run and registers its cancel signal.
+///
+/// Without job status this is no work. With it, the store's future is boxed: every job's
+/// task holds this step's state for as long as the job runs, and a kilobyte and a half of
+/// status bookkeeping per job in flight is what a worker without status must not carry.
 pub(super) async fn started(inner: &Inner, d: &Delivery, t: &Tracked) -> Started {
-    let Some(status) = &inner.status else {
-        return Started::Run;
-    };
+    match &inner.status {
+        None => Started::Run,
+        Some(status) => Box::pin(record_start(inner, status, d, t)).await,
+    }
+}
+
+async fn record_start(inner: &Inner, status: &JobStatuses, d: &Delivery, t: &Tracked) -> Started {
     let id = d.id.as_str();
     match status
         .start(
@@ -117,7 +125,7 @@ pub(super) async fn started(inner: &Inner, d: &Delivery, t: &Tracked) -> Started
     Started::Run
 }
 
-/// Records how a run ended and forgets its cancel signal.
+/// Records how a run ended and forgets its cancel signal (boxed, as [`started`]).
 pub(super) async fn ended(
     inner: &Inner,
     d: &Delivery,
@@ -125,9 +133,19 @@ pub(super) async fn ended(
     state: JobState,
     error: Option<String>,
 ) {
-    let Some(status) = &inner.status else {
-        return;
-    };
+    if let Some(status) = &inner.status {
+        Box::pin(record_end(inner, status, d, t, state, error)).await
+    }
+}
+
+async fn record_end(
+    inner: &Inner,
+    status: &JobStatuses,
+    d: &Delivery,
+    t: &Tracked,
+    state: JobState,
+    error: Option<String>,
+) {
     let id = d.id.as_str();
     inner
         .running

@@ -198,10 +198,17 @@ fn reservation(inner: &Inner, d: &Delivery) -> String {
 
 /// Takes the delivery's slot(s); waits in place for a near one, gives the job back until
 /// a far one. A store that fails lets the job run (logged): a limit is not worth a job.
+///
+/// Without limits this is no work; with them the step's future is boxed, so that a job's
+/// task does not carry its state while the job runs (see `lifecycle::started`).
 pub(super) async fn admit(inner: &Inner, d: &Delivery) -> Admit {
-    let Some(limits) = &inner.limits else {
-        return Admit::Run(None);
-    };
+    match &inner.limits {
+        None => Admit::Run(None),
+        Some(limits) => Box::pin(admit_limited(inner, limits, d)).await,
+    }
+}
+
+async fn admit_limited(inner: &Inner, limits: &Limits, d: &Delivery) -> Admit {
     let place = match place(inner, limits, d).await {
         Ok(Some(p)) => p,
         Ok(None) => {

@@ -63,6 +63,7 @@ mod claims;
 mod config;
 mod dispatch;
 mod handler;
+mod leases;
 mod lifecycle;
 mod limits;
 mod meters;
@@ -583,6 +584,7 @@ impl Worker {
                     status: self.queue.backend().status().map(|s| s.for_worker()),
                     running: Mutex::new(HashMap::new()),
                     never_cancelled: CancellationToken::new(),
+                    leases: leases::Leases::default(),
                 })
             })
             .collect();
@@ -740,4 +742,6 @@ struct Inner {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// The cancel signal of every job when job status is off: never fired.
     never_cancelled: CancellationToken,
+    /// The running jobs' leases, extended by this loop's one extender.
+    leases: leases::Leases,
 }

@@ -21,6 +21,8 @@ pub(super) async fn run(
     aux.spawn(acker(inner.clone(), ack_rx));
     // Dropped (aborted) when this loop ends.
     let _cancels = AbortOnDrop(tokio::spawn(lifecycle::watch_cancels(inner.clone())));
+    let _leases = leases::extendable(&inner)
+        .then(|| AbortOnDrop(tokio::spawn(leases::extend_leases(inner.clone()))));
     let _places = inner
         .primary
         .then(|| AbortOnDrop(tokio::spawn(limits::renew_places(inner.clone()))));
