@@ -19,6 +19,8 @@
 //! - Flow control over the same store, on every backend: [`limit`] (rate limits per queue
 //!   and per key, per-key concurrency, a handler's back-off), [`unique`] (one job per
 //!   key), [`pause`] (a queue paused for all its workers).
+//! - [`flow`]: jobs that wait for other jobs (a DAG across queues) and read their
+//!   results, with a failure policy per dependency ([`Backend::add_flow`]).
 //! - [`driver`]: the interface a backend implements ([`Driver`]), for driver authors.
 //! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering, priority and
 //!   dedup semantics (`memory://NAME`).
@@ -87,7 +89,7 @@ mod runtime;
 pub use contract::{driver, needs, options, profile};
 #[cfg(feature = "cron")]
 pub use layers::schedule;
-pub use layers::{dedup, fair, limit, pause, relay, status, store, tiers, unique};
+pub use layers::{dedup, fair, flow, limit, pause, relay, status, store, tiers, unique};
 pub use runtime::{idempotency, job, retry};
 
 pub(crate) use contract::{error, message, registry};

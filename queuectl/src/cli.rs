@@ -169,6 +169,10 @@ pub enum Reason {
     Timeout,
     /// No worker knew the job's name within its grace (a newer job type than the workers).
     UnknownJob,
+    /// Its runs kept killing the worker process.
+    Crashed,
+    /// A job of a flow whose dependency failed; it never ran.
+    DependencyFailed,
 }
 
 impl From<Reason> for DeadLetterKind {
@@ -179,6 +183,8 @@ impl From<Reason> for DeadLetterKind {
             Reason::Malformed => DeadLetterKind::Malformed,
             Reason::Timeout => DeadLetterKind::Timeout,
             Reason::UnknownJob => DeadLetterKind::UnknownJob,
+            Reason::Crashed => DeadLetterKind::Crashed,
+            Reason::DependencyFailed => DeadLetterKind::DependencyFailed,
         }
     }
 }

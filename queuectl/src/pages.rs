@@ -135,7 +135,7 @@ pub(crate) fn queue(v: QueueView<'_>) -> Markup {
                 strong { "Redrive" } " "
                 select name="reason" aria-label="reason" {
                     option value="all" { "all reasons" }
-                    @for r in ["max-attempts", "permanent", "malformed", "timeout", "unknown-job"] { option value=(r) { (r) } }
+                    @for r in ["max-attempts", "permanent", "malformed", "timeout", "unknown-job", "crashed", "dependency-failed"] { option value=(r) { (r) } }
                 }
                 " up to " input name="limit" size="6" placeholder="all" aria-label="limit";
                 label { " " input type="checkbox" name="confirm" value="yes"; " I mean it" }

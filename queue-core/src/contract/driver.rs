@@ -331,6 +331,9 @@ pub enum DeadLetterKind {
     /// (`crashed`): the handler kills the process (an abort, out of memory, a native crash),
     /// so the job is set aside instead of taking every worker down in turn.
     Crashed,
+    /// A job of a flow whose dependency failed, under [`crate::flow::OnFailure::Fail`]
+    /// (`dependency-failed`): it never ran.
+    DependencyFailed,
 }
 
 impl DeadLetterKind {
@@ -343,6 +346,7 @@ impl DeadLetterKind {
             DeadLetterKind::Timeout => "timeout",
             DeadLetterKind::UnknownJob => "unknown-job",
             DeadLetterKind::Crashed => "crashed",
+            DeadLetterKind::DependencyFailed => "dependency-failed",
         }
     }
 }
@@ -363,6 +367,7 @@ impl FromStr for DeadLetterKind {
             "timeout" => DeadLetterKind::Timeout,
             "unknown-job" => DeadLetterKind::UnknownJob,
             "crashed" => DeadLetterKind::Crashed,
+            "dependency-failed" => DeadLetterKind::DependencyFailed,
             other => {
                 return Err(QueueError::InvalidOption(format!(
                     "unknown dead-letter reason {other:?}"
@@ -644,6 +649,8 @@ pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Resu
         match k.as_str() {
             headers::IDEMPOTENCY_KEY => {}
             headers::UNIQUE if crate::unique::valid_header(v) => {}
+            headers::FLOW if crate::flow::parse_header(v).is_some() => {}
+            headers::FLOW_FAILED => {}
             headers::MAX_ATTEMPTS if v.parse::<u32>().is_ok_and(|n| n >= 1) => {}
             headers::MAX_ATTEMPTS => {
                 return Err(QueueError::InvalidOption(format!(

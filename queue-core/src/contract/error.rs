@@ -131,6 +131,11 @@ pub enum QueueError {
         /// What does not match, and what to do.
         reason: String,
     },
+    /// A flow that cannot run (a cycle, a dependency on a job not in it, too large, a job
+    /// the backend would refuse, an id another flow has), or one whose records cannot be
+    /// read; nothing was written. See [`crate::flow`].
+    #[error("invalid flow: {0}")]
+    InvalidFlow(String),
     /// An operation needs job status, and the backend was not given a status store
     /// ([`crate::Backend::with_status`]).
     #[error(

@@ -54,6 +54,12 @@ pub mod headers {
     /// The unique-key lock a job holds, `<scope>:<lock>`, written by a unique send and
     /// released by the worker (see [`crate::unique`]).
     pub const UNIQUE: &str = "x-queue-unique";
+    /// The flow and node a job belongs to, `<flow id>/<node>` (see [`crate::flow`]).
+    pub const FLOW: &str = "x-queue-flow";
+    /// On a flow's job whose dependency failed under [`crate::flow::OnFailure::Fail`]:
+    /// why. The worker dead-letters it without running it (`dependency-failed`), unless
+    /// it was redriven since.
+    pub const FLOW_FAILED: &str = "x-queue-flow-failed";
 }
 
 /// A message id, assigned by the framework when a [`Message`] is built, so it is the same

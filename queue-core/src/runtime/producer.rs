@@ -210,7 +210,7 @@ impl Producer {
 
     /// Sends, then records each job as `queued` where job status is on. A failed status
     /// write is logged and counted, never an error: the job was sent.
-    async fn send_named(
+    pub(crate) async fn send_named(
         &self,
         messages: Vec<Message>,
         job: Option<&str>,

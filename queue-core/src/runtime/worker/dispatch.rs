@@ -241,6 +241,14 @@ async fn before_run(
     prepared: Result<(Thunk, RetryPolicy), DecodeError>,
     tracked: &Tracked,
 ) -> Go {
+    if let Some(why) = flows::doomed(d) {
+        let dead = flows::dead_letter_doomed(inner, d, why, meters).await;
+        if dead && inner.status.is_some() {
+            lifecycle::started(inner, d, tracked).await;
+            lifecycle::ended(inner, d, tracked, JobState::Dead, Some(why.to_string())).await;
+        }
+        return Go::Settled(dead);
+    }
     let (fut, policy) = match prepared {
         Ok(p) => p,
         Err(e @ DecodeError::UnknownJob { .. }) if !settle::unknown_too_long(inner, d) => {
@@ -303,6 +311,10 @@ async fn before_run(
         lifecycle::Started::Run => {}
         lifecycle::Started::Cancelled => {
             release(inner, key.as_deref()).await;
+            if !flows::recorded(inner, d, || Outcome::Failed("cancelled".into())).await {
+                flows::give_back_unrecorded(inner, d).await;
+                return Go::Settled(false);
+            }
             bump(&inner.counters.cancelled);
             let _ = acks.send(d.receipt.clone());
             return Go::Settled(true);
@@ -354,6 +366,13 @@ async fn after_run(
         }
         Ran::Done(mut failures) => match failures.pop() {
             None => {
+                let result = tracked.flow.as_ref().and_then(|f| f.run().take_result());
+                if !flows::recorded(inner, d, || Outcome::Succeeded(result)).await {
+                    release(inner, key).await;
+                    lifecycle::ended(inner, d, tracked, JobState::Queued, None).await;
+                    flows::give_back_unrecorded(inner, d).await;
+                    return false;
+                }
                 settle_success(inner, d, key, acks, meters).await;
                 lifecycle::ended(inner, d, tracked, JobState::Succeeded, None).await;
                 true
@@ -373,6 +392,12 @@ async fn after_run(
                 // Stopped by its cancel signal: settled, not retried.
                 tracing::info!(error = %f.error, "job cancelled");
                 release(inner, key).await;
+                let why = format!("cancelled: {}", f.error);
+                if !flows::recorded(inner, d, || Outcome::Failed(why)).await {
+                    lifecycle::ended(inner, d, tracked, JobState::Queued, None).await;
+                    flows::give_back_unrecorded(inner, d).await;
+                    return false;
+                }
                 bump(&inner.counters.cancelled);
                 let _ = acks.send(d.receipt.clone());
                 lifecycle::ended(inner, d, tracked, JobState::Cancelled, Some(f.error)).await;
@@ -408,6 +433,16 @@ pub(super) async fn run_batch(
     let Mode::Batch(handler) = &inner.mode else {
         return;
     };
+    // A flow's jobs whose dependency failed never reach the handler.
+    let (doomed, batch): (Vec<Delivery>, Vec<Delivery>) =
+        batch.into_iter().partition(|d| flows::doomed(d).is_some());
+    for d in &doomed {
+        let why = flows::doomed(d).unwrap_or_default();
+        flows::dead_letter_doomed(&inner, d, why, &inner.meters.batch).await;
+    }
+    if batch.is_empty() {
+        return;
+    }
     let span = tracing::info_span!("batch", queue = %inner.name, size = batch.len());
     async {
         for d in &batch {
@@ -448,6 +483,11 @@ pub(super) async fn run_batch(
                     let tracked = Tracked::new(&inner, d, None);
                     match failed.remove(&i) {
                         None => {
+                            let done = || Outcome::Succeeded(None);
+                            if !flows::recorded(&inner, d, done).await {
+                                flows::give_back_unrecorded(&inner, d).await;
+                                continue;
+                            }
                             settle_success(&inner, d, None, &acks, &inner.meters.batch).await;
                             lifecycle::ended(&inner, d, &tracked, JobState::Succeeded, None).await;
                         }
@@ -536,6 +576,7 @@ pub(super) fn prepare<'a>(inner: &'a Inner, d: &Delivery) -> (&'a JobMeters, Pre
                 shutdown: inner.shutdown.clone(),
                 cancel: tracked.cancel.clone(),
                 life: tracked.life.clone(),
+                flow: tracked.flow.clone(),
             };
             let policy = reg.retry.unwrap_or(default);
             let m = meters.jobs.get(&env.job).unwrap_or(&meters.unknown);

@@ -133,6 +133,7 @@ pub struct JobContext {
     /// not retried). See [`JobContext::cancelled`].
     pub cancel: CancellationToken,
     pub(super) life: Option<Arc<lifecycle::Life>>,
+    pub(super) flow: Option<crate::flow::FlowContext>,
 }
 
 impl JobContext {
@@ -148,7 +149,14 @@ impl JobContext {
             shutdown: CancellationToken::new(),
             cancel: CancellationToken::new(),
             life: None,
+            flow: None,
         }
+    }
+
+    /// The flow this job belongs to, if it is one of a [`crate::flow::Flow`]'s jobs: its
+    /// dependencies' states and results.
+    pub fn flow(&self) -> Option<&crate::flow::FlowContext> {
+        self.flow.as_ref()
     }
 
     /// Completes when someone cancels this job (never, without job status on):
@@ -180,14 +188,21 @@ impl JobContext {
     }
 
     /// Keeps `value` as the job's result, stored with its status when the handler succeeds
-    /// (the last call wins). Without job status on this does nothing. A value that does
-    /// not serialize, or whose JSON is over the status store's limit, is not stored; the
-    /// job's `last_error` says why, and the job still succeeds.
+    /// (the last call wins), and, for a flow's job, in its flow for the jobs that depend
+    /// on it ([`crate::flow::FlowContext::results`]). Without job status and outside a
+    /// flow this does nothing. A value that does not serialize, or whose JSON is over the
+    /// status store's limit, is not stored; the job's `last_error` says why, and the job
+    /// still succeeds.
     pub fn set_result<T: serde::Serialize + ?Sized>(&self, value: &T) {
+        if self.life.is_none() && self.flow.is_none() {
+            return;
+        }
+        let v = serde_json::to_value(value).map_err(|e| format!("result does not serialize: {e}"));
+        if let (Some(flow), Ok(v)) = (&self.flow, &v) {
+            flow.run().set_result(v.clone());
+        }
         if let Some(life) = &self.life {
-            life.set_result(
-                serde_json::to_value(value).map_err(|e| format!("result does not serialize: {e}")),
-            );
+            life.set_result(v);
         }
     }
 

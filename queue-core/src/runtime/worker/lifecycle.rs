@@ -40,6 +40,8 @@ pub(super) struct Tracked {
     pub(super) cancel: CancellationToken,
     pub(super) life: Option<Arc<Life>>,
     pub(super) job: Option<String>,
+    /// Its flow, when it is a flow's job.
+    pub(super) flow: Option<crate::flow::FlowContext>,
 }
 
 impl Tracked {
@@ -60,6 +62,10 @@ impl Tracked {
                 })
             }),
             job: job.map(str::to_string),
+            flow: d
+                .headers
+                .get(headers::FLOW)
+                .and_then(|h| crate::flow::FlowContext::for_delivery(&inner.backend, h)),
         }
     }
 }

@@ -62,6 +62,7 @@ mod checks;
 mod claims;
 mod config;
 mod dispatch;
+mod flows;
 mod handler;
 mod leases;
 mod lifecycle;
@@ -75,6 +76,7 @@ pub use config::WorkerConfig;
 
 pub use signal::shutdown_signal;
 
+use crate::flow::Outcome;
 use crate::status::JobState;
 use checks::*;
 use claims::*;
@@ -585,6 +587,7 @@ impl Worker {
                     running: Mutex::new(HashMap::new()),
                     never_cancelled: CancellationToken::new(),
                     leases: leases::Leases::default(),
+                    backend: self.queue.backend().clone(),
                 })
             })
             .collect();
@@ -744,4 +747,6 @@ struct Inner {
     never_cancelled: CancellationToken,
     /// The running jobs' leases, extended by this loop's one extender.
     leases: leases::Leases,
+    /// The backend, for the layers that send (a flow's worker sends the jobs it releases).
+    backend: crate::Backend,
 }

@@ -171,6 +171,12 @@ pub(super) async fn settle_failure(
             false
         }
         Decision::DeadLetter => {
+            // A flow's job: its failure is recorded and its dependents advanced first.
+            let why = || Outcome::Failed(format!("{}: {}", f.kind, f.error));
+            if !flows::recorded(inner, d, why).await {
+                flows::give_back_unrecorded(inner, d).await;
+                return false;
+            }
             tracing::warn!(error = %f.error, reason = f.kind.as_str(), "dead-lettering job");
             let reason = DeadLetterReason::new(f.kind, f.error, d.attempt);
             match inner.driver.dead_letter(d, &reason).await {
