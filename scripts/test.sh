@@ -44,9 +44,12 @@ fi
 # binaries need their backends' features; queue-redis's `tls` is compiled too).
 FEATURES="--all-features"
 
-# What runs the Kafka tests (the `kafka` test group in .config/nextest.toml: keep the two
-# filters the same).
-KAFKA='package(queue-kafka) | (test(/kafka/) & !package(queue-core))'
+# The test binaries that may talk to Kafka: they run once tansu answers. Wider than the
+# `kafka` test group in .config/nextest.toml (the tests that must take the broker one at a
+# time): the facade's tests, the chaos runs, queuectl's and the examples' cross-backend
+# tests connect to every backend, Kafka included, whatever their names say. A test binary
+# that gains a Kafka connection joins this list.
+KAFKA='package(queue-kafka) | package(queue) | package(queue-chaos) | binary(cli_backends) | binary(portable) | binary(key_held_crash) | binary(crash_loop) | binary(stories)'
 
 # Three installs go beside the build of the tests: the servers but Kafka (quick), tansu, the
 # test Kafka broker (on a fresh machine a Rust build of about 15 minutes), and the tools the
