@@ -1,5 +1,5 @@
 //! The stories behind the runnable examples in this folder (`long_job.rs`,
-//! `batch_handler.rs`, `idempotent_payment.rs`; the `web` example has its own package,
+//! `batch_handler.rs`, `idempotent_payment.rs`, `flow.rs`; the `web` example has its own package,
 //! `examples/web`), and helpers they share. Each example's `main` calls its story's `run`,
 //! which the tests in `examples/tests/stories.rs` call too.
 //!
@@ -34,6 +34,7 @@ pub async fn remove_queue(queue: &queue::Queue) -> queue::Result<()> {
 }
 
 pub mod batch_handler;
+pub mod flow;
 pub mod idempotent_payment;
 pub mod long_job;
 pub mod portable;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use examples::{batch_handler, idempotent_payment, long_job};
+use examples::{batch_handler, flow, idempotent_payment, long_job};
 use queue::JobState;
 
 fn timing() -> long_job::Timing {
@@ -61,6 +61,30 @@ async fn payment_story(url: &str) {
     assert_eq!(o.duplicates_skipped, 10);
 }
 
+/// The order pipeline and the thumbnail batch (see `examples/src/flow.rs`).
+async fn flow_story(url: &str, thumbnails: u32) {
+    use queue::flow::NodeState::{Failed, Succeeded};
+    let o = flow::run(url, thumbnails).await.expect("flow runs");
+    assert_eq!(o.orders[0].1, [Succeeded; 4], "{url}: {o:?}");
+    assert_eq!(
+        o.orders[1].1,
+        [Failed, Succeeded, Failed, Failed],
+        "{url}: {o:?}"
+    );
+    assert_eq!(o.shipped_with, ["INV-order-1"], "{url}");
+    assert_eq!(o.report, (thumbnails - 1, 1), "{url}");
+    assert_eq!(o.report_runs, 1, "{url}");
+    println!(
+        "{url}: {thumbnails} thumbnails to their report in {:?}",
+        o.batch_time
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_on_memory() {
+    flow_story("memory://flow-test", 1_000).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_job_on_memory() {
     long_job_story("memory://long-job-test").await;
@@ -81,6 +105,10 @@ mod redis {
     const URL: &str = "redis://127.0.0.1:6379";
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flow_on_redis() {
+        super::flow_story(URL, 100).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn long_job_on_redis() {
         super::long_job_story(URL).await;
     }
@@ -98,6 +126,10 @@ mod redis {
 mod sqs {
     const URL: &str = "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566";
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flow_on_sqs() {
+        super::flow_story(URL, 100).await;
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn long_job_on_sqs() {
         super::long_job_story(URL).await;
@@ -117,6 +149,10 @@ mod kafka {
     const URL: &str = "kafka://127.0.0.1:9092";
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flow_on_kafka() {
+        super::flow_story(URL, 100).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn long_job_on_kafka() {
         super::long_job_story(URL).await;
     }
@@ -127,5 +163,15 @@ mod kafka {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idempotent_payment_on_kafka() {
         super::payment_story(URL).await;
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    const URL: &str = "postgres://queue:queue@127.0.0.1:5432/queue_test";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flow_on_postgres() {
+        super::flow_story(URL, 100).await;
     }
 }

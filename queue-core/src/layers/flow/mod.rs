@@ -125,8 +125,10 @@ pub(crate) use record::Outcome;
 use record::{flow_key, node_key, FlowRec, NodeRec, Stored};
 
 /// The most jobs one flow may hold.
-pub const MAX_NODES: usize = 1_000;
-/// The most dependencies one job of a flow may have.
+pub const MAX_NODES: usize = 5_000;
+/// The most dependencies one job of a flow may have. Each settling dependency rewrites its
+/// dependent's record, which lists them all, so a job waiting on `n` costs its flow
+/// writes that grow as `n²`: a thousand is about 15 MB of store writes in all.
 pub const MAX_DEPENDENCIES: usize = 1_000;
 /// How long a flow's records live by default: seven days from when it was added.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
