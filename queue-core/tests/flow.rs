@@ -531,3 +531,120 @@ async fn adding_again_under_the_same_id_resumes_a_cut_short_add() {
     wa.shutdown().await;
     wb.shutdown().await;
 }
+
+/// A flow cancelled while its first job runs: that job's cancel signal fires (job status
+/// is on), the jobs after it are never sent, and every unfinished job reads `failed`,
+/// `cancelled`.
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_flow_stops_what_has_not_finished() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let b = connect(&format!("memory://flow-{}", fastrand::u64(..)))
+        .await
+        .unwrap()
+        .with_status(JobStatuses::new(store));
+    b.queue("q").create().await.unwrap();
+    let ran = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = ran.clone();
+    let w = b
+        .queue("q")
+        .worker()
+        .poll_wait(Duration::from_millis(20))
+        .handle(move |s: Step, ctx: JobContext| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(s.name.clone());
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(s.sleep_ms)) => Ok(()),
+                    _ = ctx.cancelled() => Err(JobError::permanent("stopped")),
+                }
+            }
+        })
+        .start()
+        .unwrap();
+    let mut f = Flow::new();
+    let a = f
+        .job(
+            "q",
+            &Step {
+                sleep_ms: 600_000,
+                ..step("a")
+            },
+        )
+        .unwrap();
+    let bb = f.job("q", &step("b")).unwrap();
+    let c = f.job("q", &step("c")).unwrap();
+    f.after(bb, &[a]).after(c, &[bb]);
+    let running = b.add_flow(f).await.unwrap();
+    queue_core::testkit::eventually(Duration::from_secs(10), "a runs", || {
+        ran.lock().unwrap().contains(&"a".to_string())
+    })
+    .await;
+
+    assert_eq!(b.cancel_flow(running.as_str()).await.unwrap(), Some(3));
+    assert_eq!(b.cancel_flow(running.as_str()).await.unwrap(), Some(0));
+    assert_eq!(b.cancel_flow("no-such-flow").await.unwrap(), None);
+    let s = finished(&b, running.as_str()).await;
+    assert!(
+        s.nodes.iter().all(|n| n.state == NodeState::Failed
+            && n.error.as_deref() == Some(queue_core::flow::CANCELLED)),
+        "{s:#?}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(*ran.lock().unwrap(), ["a"], "b and c were never sent");
+    let r = w.shutdown().await;
+    assert_eq!(r.cancelled, 1, "a stopped by its signal: {r:?}");
+    assert_eq!(b.queue("q").stats().await.unwrap().total(), 0);
+}
+
+/// Without job status, a cancelled flow's job already in its queue is skipped when a
+/// worker takes it: the worker reads its state in the flow first.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_flows_queued_job_is_skipped_without_job_status() {
+    let b = backend(&["q"]).await;
+    let mut f = Flow::new();
+    f.job("q", &step("queued")).unwrap();
+    let id = b.add_flow(f).await.unwrap();
+    assert_eq!(b.cancel_flow(id.as_str()).await.unwrap(), Some(1));
+    let w = b
+        .queue("q")
+        .worker()
+        .poll_wait(Duration::from_millis(20))
+        .handle(|s: Step, _| async move { Err(JobError::permanent(format!("{} ran", s.name))) })
+        .start()
+        .unwrap();
+    queue_core::testkit::eventually_worker(&w, Duration::from_secs(10), "skipped", |r| {
+        r.cancelled == 1
+    })
+    .await;
+    let r = w.shutdown().await;
+    assert_eq!((r.succeeded, r.failed), (0, 0), "{r:?}");
+    assert_eq!(b.queue("q").stats().await.unwrap().total(), 0);
+}
+
+/// A second delivery of a flow's job that already succeeded (a duplicate: a resend, a
+/// lease that ended) is acked without running, and sends nothing again.
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_of_a_finished_job_is_not_run_again() {
+    let b = backend(&["q"]).await;
+    let seen = Arc::new(Seen::default());
+    let mut f = Flow::new();
+    let a = f.job("q", &step("a")).unwrap();
+    let next = f.job("q", &step("b")).unwrap();
+    f.after(next, &[a]);
+    let id = b.add_flow(f).await.unwrap();
+    let w = worker(&b, "q", &seen, 4);
+    let s = finished(&b, id.as_str()).await;
+    let first = &s.nodes[0];
+    let again = job_message(&step("a"), SendOptions::default())
+        .unwrap()
+        .id(first.id.clone())
+        .header(headers::FLOW, format!("{id}/0"));
+    b.queue("q").producer().send(again).await.unwrap();
+    queue_core::testkit::eventually_worker(&w, Duration::from_secs(10), "skipped", |r| {
+        r.duplicates_skipped == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!((seen.count("a"), seen.count("b")), (1, 1));
+    w.shutdown().await;
+}

@@ -119,6 +119,15 @@ pub enum Command {
         /// The id.
         id: String,
     },
+    /// A flow's jobs with their states (see `queue::flow`); `--cancel` cancels what has
+    /// not finished.
+    Flow {
+        /// The flow's id.
+        id: String,
+        /// Cancel every job of it that has not finished.
+        #[arg(long)]
+        cancel: bool,
+    },
     /// The web dashboard, with Prometheus metrics at /metrics.
     Serve {
         /// Queues to show.
@@ -361,6 +370,27 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
                     ))
                 })?;
             output::job(out, fmt, &s)
+        }
+        Command::Flow { id, cancel } => {
+            let gone = || {
+                CliError::NotFound(format!(
+                    "no flow {id:?} in the store (unknown, or its records expired)"
+                ))
+            };
+            if cancel {
+                let n = backend
+                    .cancel_flow(&id)
+                    .await
+                    .map_err(explain_store)?
+                    .ok_or_else(gone)?;
+                eprintln!("cancelled {n} unfinished job(s) of flow {id:?}");
+            }
+            let s = backend
+                .flow(&id)
+                .await
+                .map_err(explain_store)?
+                .ok_or_else(gone)?;
+            output::flow(out, fmt, &s)
         }
         Command::Serve { .. } => unreachable!("handled above"),
     }

@@ -242,6 +242,61 @@ pub(crate) fn toggled(
     writeln!(out, "{queue:?} {what}{note}").map_err(io)
 }
 
+/// A flow: one line per job, with what it waits on.
+pub(crate) fn flow(out: Out<'_>, fmt: Output, s: &queue::flow::FlowStatus) -> Result<(), CliError> {
+    if fmt == Output::Json {
+        let nodes: Vec<_> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "node": n.node.index(),
+                    "queue": n.queue,
+                    "job": n.job,
+                    "id": n.id.as_str(),
+                    "state": n.state.as_str(),
+                    "after": n.dependencies.iter().map(|(d, p)| json!({
+                        "node": d.index(),
+                        "on_failure": format!("{p:?}").to_lowercase(),
+                    })).collect::<Vec<_>>(),
+                    "error": n.error,
+                    "result": n.result,
+                })
+            })
+            .collect();
+        return print_json(
+            out,
+            &json!({ "id": s.id.as_str(), "finished": s.is_finished(), "jobs": nodes }),
+        );
+    }
+    writeln!(
+        out,
+        "{:<5} {:<10} {:<20} {:<16} {:<14} error",
+        "node", "state", "queue", "job", "after"
+    )
+    .map_err(io)?;
+    for n in &s.nodes {
+        let after: Vec<String> = n.dependencies.iter().map(|(d, _)| d.to_string()).collect();
+        let after = if after.is_empty() {
+            "-".to_string()
+        } else {
+            after.join(",")
+        };
+        writeln!(
+            out,
+            "{:<5} {:<10} {:<20} {:<16} {:<14} {}",
+            n.node,
+            n.state.as_str(),
+            n.queue,
+            n.job.as_deref().unwrap_or("(raw)"),
+            after,
+            n.error.as_deref().unwrap_or("")
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn job(out: Out<'_>, fmt: Output, s: &JobStatus) -> Result<(), CliError> {
     if fmt == Output::Json {
         let v = serde_json::to_value(s).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -165,6 +165,23 @@ async fn story(url: &str, can: Can) {
     assert!(!q.is_paused().await.unwrap());
     assert_eq!(queuectl(url, &["job", "no-such-job"]).await.code, 4);
     assert_eq!(queuectl(url, &["stats", "no-such-queue-x"]).await.code, 4);
+
+    // A flow, job by job, then cancelled.
+    let mut f = queue::flow::Flow::new();
+    let first = f.message(n, queue::Message::new("first"));
+    let second = f.message(n, queue::Message::new("second"));
+    f.after(second, &[first]);
+    let id = backend.add_flow(f).await.unwrap();
+    let shown = ok_json(url, &["flow", id.as_str()]).await;
+    assert_eq!(shown["jobs"][0]["state"], "sent", "{shown}");
+    assert_eq!(shown["jobs"][1]["state"], "waiting", "{shown}");
+    assert_eq!(shown["jobs"][1]["after"][0]["node"], 0, "{shown}");
+    let text = queuectl(url, &["flow", id.as_str()]).await;
+    assert!(text.stdout.contains("waiting"), "{}", text.stdout);
+    let cancelled = ok_json(url, &["flow", id.as_str(), "--cancel"]).await;
+    assert_eq!(cancelled["finished"], true, "{cancelled}");
+    assert_eq!(cancelled["jobs"][1]["error"], "cancelled", "{cancelled}");
+    assert_eq!(queuectl(url, &["flow", "no-such-flow"]).await.code, 4);
     q.delete().await.ok();
 }
 

@@ -79,6 +79,13 @@
 //! - Across queues: nodes may be on any queue of the backend. Across backends: not yet
 //!   (a node names a queue, not a backend).
 //!
+//! - A job's worker reads its state in the flow before it runs it: one that has finished
+//!   already (a duplicate delivery of a job that succeeded, a job of a cancelled flow) is
+//!   acked without running, unless it was redriven from the dead-letter queue.
+//! - [`Backend::cancel_flow`] fails every unfinished job with the error `cancelled`: those
+//!   waiting are never sent, those queued are skipped, those running are asked to stop
+//!   (with job status on).
+//!
 //! # What a crash does
 //! - Adding: [`Backend::add_flow`] writes every node's record first, then sends the jobs
 //!   with no dependencies, marking each `sent`. Nothing runs before the records exist. A
@@ -123,6 +130,9 @@ use crate::store::{Store, MAX_TTL};
 
 pub(crate) use record::Outcome;
 use record::{flow_key, node_key, FlowRec, NodeRec, Stored};
+
+/// The error a cancelled flow's unfinished jobs carry ([`Backend::cancel_flow`]).
+pub const CANCELLED: &str = "cancelled";
 
 /// The most jobs one flow may hold.
 pub const MAX_NODES: usize = 5_000;
@@ -644,6 +654,47 @@ impl Backend {
         Ok(FlowId(id))
     }
 
+    /// Cancels flow `id`: every job of it that has not finished becomes `failed` with the
+    /// error `cancelled`. A job still waiting is never sent; one in its queue is skipped
+    /// when a worker takes it (acked unrun: its worker reads its state first); one running
+    /// now is asked to stop through job status ([`Backend::cancel_job`]: its
+    /// [`JobContext::cancelled`](crate::JobContext::cancelled) fires) where job status is
+    /// on, and otherwise runs to its end, advancing nothing. Returns how many jobs it
+    /// cancelled (0 for a flow already finished); `Ok(None)` for an unknown or expired
+    /// flow.
+    pub async fn cancel_flow(&self, id: &str) -> Result<Option<usize>> {
+        let Some(status) = self.flow(id).await? else {
+            return Ok(None);
+        };
+        let store = self.store().ok_or(QueueError::NoStatusStore)?;
+        let mut cancelled = 0;
+        for n in status.nodes.iter().filter(|n| !n.state.is_finished()) {
+            let mut was = None;
+            let changed = record::update(store.as_ref(), &node_key(id, n.node.0), |r| {
+                was = Some(r.s);
+                if r.s.is_finished() {
+                    return false;
+                }
+                r.s = NodeState::Failed;
+                r.error = Some(CANCELLED.into());
+                true
+            })
+            .await?;
+            if matches!(changed, Some((_, true))) {
+                cancelled += 1;
+                if was == Some(NodeState::Sent) && self.status().is_some() {
+                    // Running, or waiting in its queue: ask it to stop.
+                    match self.cancel_job(&n.id).await {
+                        Ok(_)
+                        | Err(QueueError::JobNotFound(_) | QueueError::JobFinished { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(Some(cancelled))
+    }
+
     /// Every job of flow `id` with its state; `Ok(None)` for an unknown or expired flow,
     /// [`QueueError::NoStatusStore`] without a shared store.
     pub async fn flow(&self, id: &str) -> Result<Option<FlowStatus>> {
@@ -787,6 +838,23 @@ impl FlowContext {
 
     pub(crate) fn run(&self) -> &FlowRun {
         &self.0
+    }
+
+    /// This job's state in its flow, and whether it was cancelled (`None`: the flow is
+    /// gone).
+    pub(crate) async fn state(&self) -> Result<Option<(NodeState, bool)>> {
+        match self
+            .0
+            .store
+            .get(&node_key(&self.0.flow, self.0.node))
+            .await?
+        {
+            Some(v) => {
+                let r = NodeRec::decode(&v)?;
+                Ok(Some((r.s, r.error.as_deref() == Some(CANCELLED))))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The flow's id.

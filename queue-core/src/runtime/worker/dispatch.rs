@@ -249,6 +249,29 @@ async fn before_run(
         }
         return Go::Settled(dead);
     }
+    if let flows::Before::Finished { cancelled } = flows::before(d, tracked).await {
+        tracing::info!(
+            cancelled,
+            "this flow job has finished already; acked without running"
+        );
+        // Its settlement may have been cut short (a crash after its outcome was written):
+        // advancing its dependents again is harmless, and finishes that.
+        let outcome = || match cancelled {
+            true => Outcome::Failed(crate::flow::CANCELLED.into()),
+            false => Outcome::Succeeded(None),
+        };
+        if !flows::recorded(inner, d, outcome).await {
+            flows::give_back_unrecorded(inner, d).await;
+            return Go::Settled(false);
+        }
+        if cancelled {
+            bump(&inner.counters.cancelled);
+        } else {
+            bump(&inner.counters.duplicates_skipped);
+        }
+        let _ = acks.send(d.receipt.clone());
+        return Go::Settled(true);
+    }
     let (fut, policy) = match prepared {
         Ok(p) => p,
         Err(e @ DecodeError::UnknownJob { .. }) if !settle::unknown_too_long(inner, d) => {

@@ -88,3 +88,35 @@ pub(super) async fn dead_letter_doomed(
     };
     Box::pin(settle_failure(inner, d, f, RetryPolicy::none(), m)).await
 }
+
+/// What the flow says of a job about to run.
+pub(super) enum Before {
+    Run,
+    /// A duplicate of a job that succeeded, or a job of a cancelled flow: acked unrun.
+    Finished {
+        cancelled: bool,
+    },
+}
+
+/// Reads the job's state in its flow before it runs (one store read, flows' jobs only).
+/// A job redriven from its dead-letter queue runs whatever its record says. A store that
+/// cannot be read lets the job run: at least once, as ever.
+pub(super) async fn before(d: &Delivery, t: &Tracked) -> Before {
+    let Some(flow) = &t.flow else {
+        return Before::Run;
+    };
+    if d.headers.contains_key(headers::REDRIVEN_AT) {
+        return Before::Run;
+    }
+    match Box::pin(flow.state()).await {
+        Ok(Some((crate::flow::NodeState::Succeeded, _))) => Before::Finished { cancelled: false },
+        Ok(Some((crate::flow::NodeState::Failed, true))) => Before::Finished { cancelled: true },
+        // Failed for its own reasons, yet back: its move to the dead-letter queue did not
+        // land. It runs again, to succeed or be dead-lettered once more.
+        Ok(_) => Before::Run,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read this job's flow state; running it");
+            Before::Run
+        }
+    }
+}
