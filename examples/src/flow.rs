@@ -190,7 +190,7 @@ async fn until_finished(
 ) -> Result<queue::flow::FlowStatus, Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     loop {
-        match backend.flow(id).await? {
+        match backend.flow_status(id).await? {
             Some(s) if s.is_finished() => return Ok(s),
             _ if t0.elapsed() > Duration::from_secs(120) => {
                 return Err(format!("flow {id} did not finish in two minutes").into())

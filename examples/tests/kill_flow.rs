@@ -74,7 +74,7 @@ async fn sigkilled_workers_leave_no_flow_stuck() {
         let mut still = Vec::new();
         for id in unfinished {
             let s = backend
-                .flow(id.as_str())
+                .flow_status(id.as_str())
                 .await
                 .unwrap()
                 .expect("flow exists");
@@ -87,7 +87,7 @@ async fn sigkilled_workers_leave_no_flow_stuck() {
         unfinished = still;
         if t0.elapsed() > Duration::from_secs(90) {
             last.kill().ok();
-            let s = backend.flow(unfinished[0].as_str()).await.unwrap();
+            let s = backend.flow_status(unfinished[0].as_str()).await.unwrap();
             panic!("{} flows stuck, for instance {s:#?}", unfinished.len());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

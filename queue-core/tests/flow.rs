@@ -150,7 +150,7 @@ fn worker(b: &Backend, queue: &str, seen: &Arc<Seen>, concurrency: usize) -> Wor
 async fn finished(b: &Backend, id: &str) -> FlowStatus {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let s = b.flow(id).await.unwrap().expect("the flow exists");
+        let s = b.flow_status(id).await.unwrap().expect("the flow exists");
         if s.is_finished() {
             return s;
         }
@@ -365,7 +365,7 @@ async fn bad_flows_are_refused_with_nothing_sent() {
     let mut f = Flow::new();
     let only = f.job("q", &step("b")).unwrap();
     f.after(only, &[NodeId_of(&mut Flow::new())]);
-    refused(b.add_flow(f).await.unwrap_err(), "no such job");
+    refused(b.add_flow(f).await.unwrap_err(), "another flow");
 
     let mut f = Flow::new();
     let a = f.job("q", &step("a")).unwrap();
@@ -381,6 +381,15 @@ async fn bad_flows_are_refused_with_nothing_sent() {
     refused(b.add_flow(f).await.unwrap_err(), "twice");
 
     refused(b.add_flow(Flow::new()).await.unwrap_err(), "no jobs");
+    let mut f = Flow::new();
+    f.message("q", Message::new("x").header(headers::IDEMPOTENCY_KEY, "k"));
+    refused(b.add_flow(f).await.unwrap_err(), "idempotency");
+    let mut f = Flow::new();
+    f.message("q", Message::new("x").dedup_id("d"));
+    refused(b.add_flow(f).await.unwrap_err(), "dedup");
+    let mut f = Flow::new();
+    f.job("no-such-queue", &step("a")).unwrap();
+    refused(b.add_flow(f).await.unwrap_err(), "does not exist");
     let mut big = Flow::new();
     for i in 0..=queue_core::flow::MAX_NODES {
         big.job("q", &step(&i.to_string())).unwrap();
@@ -390,7 +399,8 @@ async fn bad_flows_are_refused_with_nothing_sent() {
         b.add_flow(Flow::with_id("a/b")).await.unwrap_err(),
         "flow id",
     );
-    let mut f = Flow::new().retention(Duration::ZERO);
+    let mut f = Flow::new();
+    f.retention(Duration::ZERO);
     f.job("q", &step("a")).unwrap();
     refused(b.add_flow(f).await.unwrap_err(), "retention");
     // A message the backend would refuse (over its size limit).
@@ -420,7 +430,7 @@ async fn bad_flows_are_refused_with_nothing_sent() {
     assert_eq!(bare.queue("q").stats().await.unwrap().total(), 0);
 }
 
-/// A node id no flow of this test has: a second flow's, used in the wrong flow.
+/// A node of another flow, with an index this flow does not have either.
 #[allow(non_snake_case)]
 fn NodeId_of(f: &mut Flow) -> queue_core::flow::NodeId {
     for i in 0..5 {
@@ -499,7 +509,7 @@ async fn adding_again_under_the_same_id_resumes_a_cut_short_add() {
     };
     assert!(b.add_flow(order("z")).await.is_err(), "queue b is down");
     assert_eq!(b.queue("a").stats().await.unwrap().ready, 1);
-    let waiting = b.flow("order-7").await.unwrap().unwrap();
+    let waiting = b.flow_status("order-7").await.unwrap().unwrap();
     assert_eq!(waiting.nodes[1].state, NodeState::Released, "{waiting:#?}");
 
     driver.down.store(false, Ordering::SeqCst);

@@ -64,7 +64,7 @@ fn order(queue: &str, id: &str, charge_fails: bool) -> Flow {
 async fn finished(b: &Backend, id: &str, within: Duration) -> FlowStatus {
     let t0 = Instant::now();
     loop {
-        let s = b.flow(id).await.unwrap().expect("the flow exists");
+        let s = b.flow_status(id).await.unwrap().expect("the flow exists");
         if s.is_finished() {
             return s;
         }

@@ -386,7 +386,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
                 eprintln!("cancelled {n} unfinished job(s) of flow {id:?}");
             }
             let s = backend
-                .flow(&id)
+                .flow_status(&id)
                 .await
                 .map_err(explain_store)?
                 .ok_or_else(gone)?;

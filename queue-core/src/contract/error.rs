@@ -132,8 +132,9 @@ pub enum QueueError {
         reason: String,
     },
     /// A flow that cannot run (a cycle, a dependency on a job not in it, too large, a job
-    /// the backend would refuse, an id another flow has), or one whose records cannot be
-    /// read; nothing was written. See [`crate::flow`].
+    /// the backend would refuse, a queue that does not exist, an id another flow has:
+    /// refused before anything is written), or one whose records cannot be read. See
+    /// [`crate::flow`].
     #[error("invalid flow: {0}")]
     InvalidFlow(String),
     /// An operation needs job status, and the backend was not given a status store

@@ -6,7 +6,7 @@
 //! job it depends on has settled, and reads their results through
 //! [`JobContext::flow`](crate::JobContext::flow). A job may depend on several (a DAG,
 //! which BullMQ's trees cannot say), and each dependency has its own [`OnFailure`]
-//! policy. [`Backend::add_flow`] adds it in one call; [`Backend::flow`] reads each job's
+//! policy. [`Backend::add_flow`] adds it in one call; [`Backend::flow_status`] reads each job's
 //! state (`queuectl` and the dashboard show the same).
 //!
 //! ```
@@ -51,7 +51,7 @@
 //!     })
 //!     .start()?;
 //! # let mail = backend.queue("mail").worker().handle(|_: Email, _| async { Ok(()) }).start()?;
-//! # while !backend.flow(id.as_str()).await?.unwrap().is_finished() {
+//! # while !backend.flow_status(id.as_str()).await?.unwrap().is_finished() {
 //! #     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 //! # }
 //! # payments.shutdown().await; shipping.shutdown().await; mail.shutdown().await;
@@ -69,10 +69,12 @@
 //!   compare-and-set on the dependent's record, so a job whose last two dependencies
 //!   finish at the same instant in two workers is released once. The worker that releases
 //!   a job sends it.
-//! - Policies, per dependency ([`OnFailure`]): `Fail` (the default) sends the dependent at
-//!   once to be dead-lettered with the reason `dependency-failed`, and its own dependents
-//!   follow their policies in turn; `Ignore` lets it run once the others have settled,
-//!   without that result; `Continue` lets it run at once.
+//! - Policies, per dependency ([`OnFailure`]), applied when that dependency fails: `Fail`
+//!   (the default) sends the dependent at once to be dead-lettered with the reason
+//!   `dependency-failed`, and its own dependents follow their policies in turn; `Ignore`
+//!   lets it run once the others have settled, without that result; `Continue` lets it run
+//!   at once. A policy acts on a job still waiting: one already released (by a `Continue`
+//!   dependency's failure) runs, whatever its other dependencies do after.
 //! - Results: a job's [`JobContext::set_result`](crate::JobContext::set_result) value is
 //!   kept in its node (with or without job status on); [`FlowContext::results`] and
 //!   [`FlowContext::dependencies`] read them.
@@ -92,17 +94,29 @@
 //!   crash while sending leaves some roots `released` and unsent: add the same flow again
 //!   with the same id ([`Flow::with_id`], for instance the order's id) and the call sends
 //!   what was not sent and returns the same id; a different flow under an existing id is
-//!   refused ([`QueueError::InvalidFlow`]). A flow added without an id of its own cannot be
-//!   resumed: its records expire with its retention.
+//!   refused ([`QueueError::InvalidFlow`]). A random id is known before the call too
+//!   ([`Flow::id`]), so any flow can be resumed so, or cancelled.
 //! - Settling: a worker that dies after a job ran but before its settlement was recorded
 //!   has not acked it either, so the job is delivered again (at least once, as ever), and
 //!   the settlement is done again: a dependency already recorded is not counted twice,
-//!   and a dependent left `released` but unsent is sent by whoever finds it so. So a
-//!   crash can cost a duplicate run of a job (make effects idempotent, as everywhere), and
-//!   never leaves a flow stuck.
+//!   and a dependent left `released` but unsent is sent by the repeat of the settlement
+//!   that released it. So a crash costs at most a duplicate run of a job (make effects
+//!   idempotent, as everywhere), and leaves no flow stuck (`tests/kill_flow.rs` in the
+//!   examples SIGKILLs workers in the middle of forty flows). A duplicate can also send a
+//!   dependent twice, when it repeats a settlement that is still sending it.
 //! - A store that cannot be written when a job settles: the worker tries a few times, then
 //!   gives the job back (it runs again later) rather than ack a job whose dependents would
-//!   then never run.
+//!   then never run. On SQS each give-back counts toward the queue's `maxReceiveCount`, so
+//!   a store down for long enough lets SQS move the job to its dead-letter queue itself,
+//!   unsettled: its flow then waits on it until it is redriven.
+//! - A job that can never be sent (its queue was deleted, a dependency's failure grew it
+//!   past the size limit) fails, and its dependents follow their policies.
+//! - A worker whose backend has no shared store never runs a flow's job: it gives it back
+//!   (logged and counted as a backend error) for a worker that has the store.
+//!
+//! Unique keys, idempotency keys and dedup ids are refused on a flow's jobs: each would let
+//! a job be skipped or dropped while its flow counts it, and a flow's job runs once in
+//! effect without them (its worker reads its state before it runs it).
 //!
 //! # Limits
 //! At most [`MAX_NODES`] jobs per flow and [`MAX_DEPENDENCIES`] dependencies per job; a
@@ -159,7 +173,8 @@ pub enum OnFailure {
     /// It runs once its other dependencies have settled, without this one's result
     /// ([`Dependency::state`] says it failed).
     Ignore,
-    /// It runs at once, whatever its other dependencies are doing.
+    /// It runs at once when this dependency fails, whatever its other dependencies are
+    /// doing.
     Continue,
 }
 
@@ -170,7 +185,8 @@ pub enum OnFailure {
 pub enum NodeState {
     /// Waiting for its dependencies.
     Waiting,
-    /// Its dependencies have settled and it is being sent.
+    /// Released to run (its dependencies have settled, or one's failure released it under
+    /// [`OnFailure::Fail`] or [`OnFailure::Continue`]) and being sent.
     Released,
     /// In its queue (or running, or being retried).
     Sent,
@@ -205,20 +221,29 @@ impl fmt::Display for NodeState {
     }
 }
 
-/// A job's place in its [`Flow`], as [`Flow::job`] returned it.
+/// A job's place in its [`Flow`], as [`Flow::job`] returned it. It belongs to that flow:
+/// naming it in another is a mistake [`Backend::add_flow`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(u32);
+pub struct NodeId {
+    index: u32,
+    /// Which `Flow` made it (0 for those read back from the store).
+    flow: u32,
+}
 
 impl NodeId {
+    fn read(index: u32) -> Self {
+        NodeId { index, flow: 0 }
+    }
+
     /// Its index: the order in which it was added to the flow, from 0.
     pub fn index(self) -> u32 {
-        self.0
+        self.index
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        self.index.fmt(f)
     }
 }
 
@@ -252,7 +277,9 @@ struct Draft {
 /// cycle, too many jobs) are reported by [`Backend::add_flow`] as
 /// [`QueueError::InvalidFlow`], before anything is written or sent.
 pub struct Flow {
-    id: Option<String>,
+    id: String,
+    /// Tells this flow's [`NodeId`]s from another's (never 0).
+    tag: u32,
     nodes: Vec<Draft>,
     retention: Duration,
     mistakes: Vec<String>,
@@ -275,10 +302,11 @@ impl Default for Flow {
 }
 
 impl Flow {
-    /// An empty flow with a random id.
+    /// An empty flow with a random id ([`Flow::id`]).
     pub fn new() -> Self {
         Flow {
-            id: None,
+            id: MessageId::random().into_string(),
+            tag: fastrand::u32(1..),
             nodes: Vec::new(),
             retention: DEFAULT_RETENTION,
             mistakes: Vec::new(),
@@ -286,7 +314,7 @@ impl Flow {
     }
 
     /// An empty flow with an id of your own (1 to [`MAX_ID_LEN`] letters, digits, `-`,
-    /// `_`, `.` or `:`), such as an order's id: adding it again after a crash resumes it
+    /// `_` or `.`), such as an order's id: adding it again after a crash resumes it
     /// instead of starting a second one.
     pub fn with_id(id: impl Into<String>) -> Self {
         let id = id.into();
@@ -295,19 +323,27 @@ impl Flow {
             && id.len() <= MAX_ID_LEN
             && id
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !ok {
             f.mistakes.push(format!(
-                "flow id {id:?}: 1 to {MAX_ID_LEN} letters, digits, '-', '_', '.' or ':'"
+                "flow id {id:?}: 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.'"
             ));
         }
-        f.id = Some(id);
+        f.id = id;
         f
     }
 
+    /// Its id: the one [`Backend::add_flow`] returns, known before the call so that a
+    /// flow whose add failed halfway can be found ([`Backend::flow_status`]), cancelled,
+    /// or resumed (added again under this id with [`Flow::with_id`]).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// How long its records live from when it is added (default [`DEFAULT_RETENTION`],
-    /// at most a year): jobs that settle later advance nothing.
-    pub fn retention(mut self, ttl: Duration) -> Self {
+    /// 1 s to a year): all of them expire at that instant, and jobs that settle later
+    /// advance nothing.
+    pub fn retention(&mut self, ttl: Duration) -> &mut Self {
         if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
             self.mistakes
                 .push(format!("retention {ttl:?}: from 1 s to {MAX_TTL:?}"));
@@ -340,7 +376,10 @@ impl Flow {
             message,
             deps: Vec::new(),
         });
-        NodeId(n)
+        NodeId {
+            index: n,
+            flow: self.tag,
+        }
     }
 
     /// `node` runs after `dependency` has settled, under `on_failure`.
@@ -351,23 +390,27 @@ impl Flow {
         on_failure: OnFailure,
     ) -> &mut Self {
         let n = self.nodes.len() as u32;
-        if node.0 >= n || dependency.0 >= n {
+        if node.flow != self.tag || dependency.flow != self.tag {
+            self.mistakes.push(format!(
+                "job {node} depends on {dependency}: a job of another flow"
+            ));
+        } else if node.index >= n || dependency.index >= n {
             self.mistakes.push(format!(
                 "job {node} depends on {dependency}: no such job in this flow"
             ));
         } else if node == dependency {
             self.mistakes.push(format!("job {node} depends on itself"));
-        } else if self.nodes[node.0 as usize]
+        } else if self.nodes[node.index as usize]
             .deps
             .iter()
-            .any(|(d, _)| *d == dependency.0)
+            .any(|(d, _)| *d == dependency.index)
         {
             self.mistakes
                 .push(format!("job {node} depends on {dependency} twice"));
         } else {
-            self.nodes[node.0 as usize]
+            self.nodes[node.index as usize]
                 .deps
-                .push((dependency.0, on_failure));
+                .push((dependency.index, on_failure));
         }
         self
     }
@@ -392,7 +435,7 @@ impl Flow {
     }
 
     /// Checks the flow and lays out its records.
-    fn plan(self, backend: &Backend) -> Result<(String, Vec<NodeRec>, u64, Duration)> {
+    fn plan(self, backend: &Backend) -> Result<(String, Vec<NodeRec>, u64, u64)> {
         let mut mistakes = self.mistakes;
         let n = self.nodes.len();
         if n == 0 {
@@ -410,8 +453,25 @@ impl Flow {
                     d.deps.len()
                 ));
             }
-            if d.message.headers.contains_key(headers::UNIQUE) {
-                mistakes.push(format!("job {i}: unique jobs cannot be part of a flow"));
+            for (h, why) in [
+                (headers::UNIQUE, "unique jobs cannot be part of a flow"),
+                (
+                    headers::IDEMPOTENCY_KEY,
+                    "idempotency keys are not for a flow's jobs (a completed key would skip a \
+                     job, and with it its flow's bookkeeping): each runs once in effect anyway",
+                ),
+                (headers::FLOW, "the flow header is the framework's"),
+                (headers::FLOW_FAILED, "the flow header is the framework's"),
+            ] {
+                if d.message.headers.contains_key(h) {
+                    mistakes.push(format!("job {i}: {why}"));
+                }
+            }
+            if d.message.dedup_id.is_some() {
+                mistakes.push(format!(
+                    "job {i}: dedup ids are not for a flow's jobs (a duplicate within the \
+                     window would be dropped while its flow counts it sent)"
+                ));
             }
         }
         if let Some(cycle) = find_cycle(&self.nodes) {
@@ -421,7 +481,7 @@ impl Flow {
         if !mistakes.is_empty() {
             return Err(QueueError::InvalidFlow(mistakes.join("; ")));
         }
-        let id = self.id.unwrap_or_else(|| MessageId::random().into_string());
+        let id = self.id;
         let caps = backend.capabilities();
         let mut next: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (i, d) in self.nodes.iter().enumerate() {
@@ -429,20 +489,39 @@ impl Flow {
                 next[*dep as usize].push(i as u32);
             }
         }
-        let ttl_ms = self.retention.as_millis() as u64;
+        let exp = record::now_ms().saturating_add(self.retention.as_millis() as u64);
         let mut shape = Fnv::default();
         let mut recs = Vec::with_capacity(n);
         for (i, (d, next)) in self.nodes.into_iter().zip(next).enumerate() {
-            // Checked as it will be sent: with its flow header.
+            // Checked as it will be sent: with its flow header, and, for a job with
+            // dependencies, the longest reason a dependency's failure may give it.
             let mut probe = d.message.clone();
             probe
                 .headers
                 .insert(headers::FLOW.into(), format!("{id}/{i}"));
+            if !d.deps.is_empty() {
+                probe
+                    .headers
+                    .insert(headers::FLOW_FAILED.into(), "x".repeat(record::MAX_REASON));
+            }
             crate::driver::validate(&caps, backend.kind(), &probe)
                 .map_err(|e| QueueError::InvalidFlow(format!("job {i} on {}: {e}", d.queue)))?;
             shape.add(d.queue.as_bytes());
             shape.add(d.job.as_deref().unwrap_or("").as_bytes());
             shape.add(&d.message.payload);
+            for (k, v) in &d.message.headers {
+                shape.add(k.as_bytes());
+                shape.add(v.as_bytes());
+            }
+            shape.add(
+                &d.message
+                    .delay
+                    .unwrap_or_default()
+                    .as_millis()
+                    .to_le_bytes(),
+            );
+            shape.add(d.message.ordering_key.as_deref().unwrap_or("").as_bytes());
+            shape.add(&[d.message.priority.map_or(0, |p| p.saturating_add(1))]);
             for (dep, p) in &d.deps {
                 shape.add(&dep.to_le_bytes());
                 shape.add(&[*p as u8]);
@@ -464,10 +543,10 @@ impl Flow {
                 doomed: None,
                 result: None,
                 error: None,
-                ttl: ttl_ms,
+                exp,
             });
         }
-        Ok((id, recs, shape.0, self.retention))
+        Ok((id, recs, shape.0, exp))
     }
 }
 
@@ -532,7 +611,7 @@ impl Fnv {
     }
 }
 
-/// A job's state in its flow, as [`Backend::flow`] reads it.
+/// A job's state in its flow, as [`Backend::flow_status`] reads it.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct NodeStatus {
@@ -556,7 +635,7 @@ pub struct NodeStatus {
     pub error: Option<String>,
 }
 
-/// Every job of a flow with its state ([`Backend::flow`]).
+/// Every job of a flow with its state ([`Backend::flow_status`]).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct FlowStatus {
@@ -580,13 +659,17 @@ impl FlowStatus {
 
 fn node_status(i: u32, r: NodeRec) -> NodeStatus {
     NodeStatus {
-        node: NodeId(i),
+        node: NodeId::read(i),
         queue: r.q,
         job: r.job,
         id: MessageId::new(r.id),
         state: r.s,
-        dependencies: r.deps.into_iter().map(|(d, p)| (NodeId(d), p)).collect(),
-        failed_dependencies: r.failed.into_iter().map(NodeId).collect(),
+        dependencies: r
+            .deps
+            .into_iter()
+            .map(|(d, p)| (NodeId::read(d), p))
+            .collect(),
+        failed_dependencies: r.failed.into_iter().map(NodeId::read).collect(),
         result: r.result,
         error: r.error.or(r.doomed),
     }
@@ -603,25 +686,49 @@ impl Backend {
     /// ([`Backend::with_store`]).
     pub async fn add_flow(&self, flow: Flow) -> Result<FlowId> {
         let store = self.store().ok_or(QueueError::NoStatusStore)?.clone();
-        let (id, recs, shape, ttl) = flow.plan(self)?;
+        let (id, mut recs, shape, exp) = flow.plan(self)?;
+        // Each queue must exist: a job whose queue is missing could never be sent.
+        let mut queues: Vec<&str> = recs.iter().map(|r| r.q.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        for q in queues {
+            match self.queue(q).stats().await {
+                Ok(_) => {}
+                Err(QueueError::UnknownQueue(_)) => {
+                    return Err(QueueError::InvalidFlow(format!(
+                        "queue {q:?} does not exist (create it with Queue::create)"
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let head = FlowRec {
             n: recs.len() as u32,
             shape,
+            exp,
         };
         let head_bytes = serde_json::to_vec(&head).unwrap_or_default();
-        if store
-            .insert(&flow_key(&id), &head_bytes, ttl)
+        let fresh = store
+            .insert(&flow_key(&id), &head_bytes, record::ttl_until(exp))
             .await?
-            .is_none()
-        {
-            let same = match store.get(&flow_key(&id)).await? {
-                Some(v) => serde_json::from_slice::<FlowRec>(&v.value).ok() == Some(head),
-                None => false,
+            .is_some();
+        if !fresh {
+            let found = match store.get(&flow_key(&id)).await? {
+                Some(v) => serde_json::from_slice::<FlowRec>(&v.value).ok(),
+                None => None,
             };
-            if !same {
-                return Err(QueueError::InvalidFlow(format!(
-                    "a different flow already has the id {id:?}"
-                )));
+            match found {
+                // A resume: the records expire when the first add said.
+                Some(h) if (h.n, h.shape) == (head.n, head.shape) => {
+                    for r in &mut recs {
+                        r.exp = h.exp;
+                    }
+                }
+                _ => {
+                    return Err(QueueError::InvalidFlow(format!(
+                        "a different flow already has the id {id:?}"
+                    )))
+                }
             }
         }
         let entries: Vec<(String, Vec<u8>)> = recs
@@ -629,7 +736,13 @@ impl Backend {
             .enumerate()
             .map(|(i, r)| (node_key(&id, i as u32), record::encode_new(r)))
             .collect();
-        record::insert_all(store.as_ref(), &entries, ttl).await?;
+        let ttl = record::ttl_until(recs.first().map_or(exp, |r| r.exp));
+        let new = record::insert_all(store.as_ref(), &entries, ttl).await?;
+        if fresh && new.iter().any(|n| !n) {
+            return Err(QueueError::InvalidFlow(format!(
+                "records of an earlier flow with the id {id:?} are still in the store"
+            )));
+        }
         // The roots, as the store holds them (on a resume: as the first add left them).
         let roots: Vec<u32> = (0..recs.len() as u32)
             .filter(|i| recs[*i as usize].deps.is_empty())
@@ -663,14 +776,14 @@ impl Backend {
     /// cancelled (0 for a flow already finished); `Ok(None)` for an unknown or expired
     /// flow.
     pub async fn cancel_flow(&self, id: &str) -> Result<Option<usize>> {
-        let Some(status) = self.flow(id).await? else {
+        let Some(status) = self.flow_status(id).await? else {
             return Ok(None);
         };
         let store = self.store().ok_or(QueueError::NoStatusStore)?;
         let mut cancelled = 0;
         for n in status.nodes.iter().filter(|n| !n.state.is_finished()) {
             let mut was = None;
-            let changed = record::update(store.as_ref(), &node_key(id, n.node.0), |r| {
+            let changed = record::update(store.as_ref(), &node_key(id, n.node.index), |r| {
                 was = Some(r.s);
                 if r.s.is_finished() {
                     return false;
@@ -697,7 +810,7 @@ impl Backend {
 
     /// Every job of flow `id` with its state; `Ok(None)` for an unknown or expired flow,
     /// [`QueueError::NoStatusStore`] without a shared store.
-    pub async fn flow(&self, id: &str) -> Result<Option<FlowStatus>> {
+    pub async fn flow_status(&self, id: &str) -> Result<Option<FlowStatus>> {
         let store = self.store().ok_or(QueueError::NoStatusStore)?;
         if id.is_empty() || id.len() > MAX_ID_LEN {
             return Ok(None);
@@ -707,6 +820,12 @@ impl Backend {
         };
         let head: FlowRec = serde_json::from_slice(&head.value)
             .map_err(|e| QueueError::InvalidFlow(format!("flow {id:?}: unreadable record: {e}")))?;
+        if head.n as usize > MAX_NODES {
+            return Err(QueueError::InvalidFlow(format!(
+                "flow {id:?}: its record says {} jobs, over the {MAX_NODES} a flow may hold",
+                head.n
+            )));
+        }
         let keys: Vec<String> = (0..head.n).map(|i| node_key(id, i)).collect();
         let mut nodes = Vec::with_capacity(keys.len());
         for (c, chunk) in keys.chunks(256).enumerate() {
@@ -762,13 +881,7 @@ pub(crate) async fn settle(backend: &Backend, header: &str, outcome: &Outcome) -
         );
         return Ok(());
     };
-    let store = backend.store().ok_or_else(|| {
-        QueueError::InvalidFlow(
-            "this job belongs to a flow, and this worker's backend has no shared store to \
-             record it in: give it the same store as the producer's (Backend::with_store)"
-                .into(),
-        )
-    })?;
+    let store = backend.store().ok_or(QueueError::NoStatusStore)?;
     record::settle(store.as_ref(), flow, node, outcome, &sender(backend)).await
 }
 
@@ -864,7 +977,7 @@ impl FlowContext {
 
     /// This job's place in it.
     pub fn node(&self) -> NodeId {
-        NodeId(self.0.node)
+        NodeId::read(self.0.node)
     }
 
     /// This job's dependencies, in the order they were declared, each with its state and
@@ -886,10 +999,15 @@ impl FlowContext {
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut out = Vec::with_capacity(keys.len());
         for ((d, _), v) in me.deps.iter().zip(store.get_many(&refs).await?) {
-            let Some(v) = v else { continue };
+            let Some(v) = v else {
+                return Err(QueueError::InvalidFlow(format!(
+                    "flow {:?}: the record of job {d} is gone (expired?)",
+                    self.0.flow
+                )));
+            };
             let r = NodeRec::decode(&v)?;
             out.push(Dependency {
-                node: NodeId(*d),
+                node: NodeId::read(*d),
                 job: r.job,
                 queue: r.q,
                 id: MessageId::new(r.id),

@@ -1,6 +1,7 @@
 //! A flow's records in the store and the one state machine that advances them.
 //!
-//! Keys: `flow:{id}` holds the flow's size and creation time; `flow:{id}:{n}` holds node
+//! Keys: `flow:{id}` holds the flow's size, a digest of its shape and when its records
+//! expire; `flow:{id}:{n}` holds node
 //! `n`: the message to send, its dependencies (each with its failure policy), its
 //! dependents, and its state. Every change to a node is a compare-and-set of its record,
 //! so two workers that settle two dependencies of one node at the same instant cannot
@@ -47,6 +48,32 @@ pub(super) struct FlowRec {
     /// A digest of the flow's shape and messages: a second add with the same id and
     /// another flow is refused instead of resuming the wrong one.
     pub(super) shape: u64,
+    /// When its records expire, milliseconds since the Unix epoch.
+    pub(super) exp: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(super) fn now_ms() -> u64 {
+    crate::message::unix_millis(std::time::SystemTime::now())
+}
+
+/// The time to live left before `exp` (Unix ms), at least 1 ms: every record of a flow
+/// expires at the same instant, however often it is rewritten.
+pub(super) fn ttl_until(exp: u64) -> Duration {
+    Duration::from_millis(exp.saturating_sub(now_ms()).max(1))
+}
+
+/// The longest reason a doomed node carries in its header (bytes): a chain of failures
+/// does not nest its reasons, and a long error is cut.
+pub(super) const MAX_REASON: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(super) fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// A message as stored until its node is sent.
@@ -138,8 +165,8 @@ pub(super) struct NodeRec {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) error: Option<String>,
-    /// The flow's retention, milliseconds: every write keeps it.
-    pub(super) ttl: u64,
+    /// When the flow's records expire, milliseconds since the Unix epoch.
+    pub(super) exp: u64,
 }
 
 impl NodeRec {
@@ -153,7 +180,7 @@ impl NodeRec {
     }
 
     fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl.max(1))
+        ttl_until(self.exp)
     }
 
     /// The message that carries this node to its queue.
@@ -173,7 +200,7 @@ pub(super) fn encode_new(rec: &NodeRec) -> Vec<u8> {
 }
 
 fn corrupt(what: &str) -> QueueError {
-    QueueError::InvalidOption(format!(
+    QueueError::InvalidFlow(format!(
         "flow record unreadable ({what}): written by a newer version, or by hand"
     ))
 }
@@ -232,8 +259,26 @@ pub(super) async fn update(
 /// How a node's job ended, as its flow records it.
 #[derive(Debug, Clone)]
 pub(crate) enum Outcome {
-    Succeeded(Option<serde_json::Value>),
+    /// Its handler succeeded, with the result it set. `redriven`: this run came from the
+    /// dead-letter queue, and its success replaces a recorded failure.
+    Succeeded {
+        result: Option<serde_json::Value>,
+        redriven: bool,
+    },
     Failed(String),
+}
+
+/// Whether a send's error will be the same however often it is tried: the node then
+/// fails instead of holding up its dependency's settlement for ever.
+fn permanent(e: &QueueError) -> bool {
+    matches!(
+        e,
+        QueueError::Oversize { .. }
+            | QueueError::UnknownQueue(_)
+            | QueueError::InvalidOption(_)
+            | QueueError::Unsupported { .. }
+            | QueueError::InvalidFlow(_)
+    )
 }
 
 /// Sends a node that is `released`, then marks it `sent`. `send` is the producer's send.
@@ -250,7 +295,10 @@ where
 {
     let m = rec.message(flow, node)?;
     send(rec.q.clone(), rec.job.clone(), m).await?;
-    update(store, &node_key(flow, node), |r| {
+    // Best effort: the node is in its queue whatever this write does. Left `released`, it
+    // is sent again only by a repeat of the settlement that released it (a duplicate
+    // delivery), never by this one's retries.
+    let marked = update(store, &node_key(flow, node), |r| {
         if r.s == NodeState::Released {
             r.s = NodeState::Sent;
             true
@@ -258,7 +306,10 @@ where
             false
         }
     })
-    .await?;
+    .await;
+    if let Err(e) = marked {
+        tracing::warn!(flow, node, error = %e, "flow node sent, but not marked sent");
+    }
     Ok(())
 }
 
@@ -277,10 +328,18 @@ where
 {
     let key = node_key(flow, node);
     let written = update(store, &key, |r| match (&r.s, outcome) {
-        // A redriven job that now succeeded: its record says so. Its dependents were
-        // advanced by its failure already and stay as they are.
         (NodeState::Succeeded, _) | (NodeState::Failed, Outcome::Failed(_)) => false,
-        (_, Outcome::Succeeded(result)) => {
+        // A late success of a job recorded failed (an earlier attempt that outlived its
+        // lease while a later one was dead-lettered) does not undo the failure; a
+        // redriven job's success is recorded. Either way its dependents stay as its
+        // failure left them.
+        (
+            NodeState::Failed,
+            Outcome::Succeeded {
+                redriven: false, ..
+            },
+        ) => false,
+        (_, Outcome::Succeeded { result, .. }) => {
             r.s = NodeState::Succeeded;
             r.result = result.clone();
             r.error = None;
@@ -325,9 +384,18 @@ where
                 n.failed.push(node);
                 match n.deps[pos as usize].1 {
                     OnFailure::Fail if n.s == NodeState::Waiting => {
-                        n.doomed = Some(format!(
-                            "dependency {node} ({}) failed: {e}",
-                            rec.job.as_deref().unwrap_or("raw message")
+                        // The root cause, cut: a chain of dependency failures does not
+                        // nest its reasons in the header.
+                        let cause = match &rec.doomed {
+                            Some(d) => d.split_once("failed: ").map_or(d.as_str(), |x| x.1),
+                            None => e.as_str(),
+                        };
+                        n.doomed = Some(cut(
+                            &format!(
+                                "dependency {node} ({}) failed: {cause}",
+                                rec.job.as_deref().unwrap_or("raw message")
+                            ),
+                            MAX_REASON,
                         ));
                         release = true;
                     }
@@ -348,7 +416,16 @@ where
             // it. A dependent released by another dependency's settlement is that
             // one's to send (it may be sending it right now).
             Some((n, changed)) if released_now || (!changed && n.s == NodeState::Released) => {
-                send_released(store, flow, next, &n, send).await?;
+                if let Err(e) = send_released(store, flow, next, &n, send).await {
+                    if !permanent(&e) {
+                        return Err(e);
+                    }
+                    // It can never be sent (its queue is gone, it grew past the size
+                    // limit): it fails, and its dependents follow their policies.
+                    tracing::warn!(flow, node = next, error = %e, "flow node cannot be sent; failing it");
+                    let failed = Outcome::Failed(format!("could not be sent: {e}"));
+                    Box::pin(settle(store, flow, next, &failed, send)).await?;
+                }
             }
             Some(_) => {}
             None => tracing::warn!(flow, node = next, "flow node record gone (expired?)"),
@@ -400,7 +477,7 @@ mod tests {
             doomed: None,
             result: None,
             error: None,
-            ttl: 60_000,
+            exp: now_ms() + 60_000,
         }
     }
 
@@ -434,7 +511,10 @@ mod tests {
         let crash = |_: String, _: Option<String>, _: Message| async {
             Err(QueueError::backend("memory", "the process died here"))
         };
-        let done = Outcome::Succeeded(Some(serde_json::json!(1)));
+        let done = Outcome::Succeeded {
+            result: Some(serde_json::json!(1)),
+            redriven: false,
+        };
         for _ in 0..2 {
             settle(&store, "f", 0, &done, &ok).await.unwrap();
             let one = state(&store, 1).await;
@@ -508,5 +588,124 @@ mod tests {
         }
         assert_eq!(unhex("0g"), None);
         assert_eq!(unhex("abc"), None);
+    }
+
+    async fn put(store: &MemoryStore, recs: &[NodeRec]) {
+        for (i, r) in recs.iter().enumerate() {
+            store
+                .insert(
+                    &node_key("f", i as u32),
+                    &r.encode(),
+                    Duration::from_secs(60),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A dependent that can never be sent (its queue is gone) fails, and its own dependent
+    /// follows its policy: the settlement of its dependency ends instead of failing for
+    /// ever.
+    #[tokio::test]
+    async fn a_dependent_that_cannot_be_sent_fails_and_its_dependents_follow() {
+        let store = MemoryStore::new();
+        let mut gone = rec(NodeState::Waiting, &[0], &[2]);
+        gone.q = "gone".into();
+        put(
+            &store,
+            &[
+                rec(NodeState::Sent, &[], &[1]),
+                gone,
+                rec(NodeState::Waiting, &[1], &[]),
+            ],
+        )
+        .await;
+        let sent = Mutex::new(Vec::new());
+        let send = |q: String, _: Option<String>, m: Message| {
+            let r = if q == "gone" {
+                Err(QueueError::UnknownQueue(q))
+            } else {
+                sent.lock().unwrap().push(m);
+                Ok(())
+            };
+            async move { r }
+        };
+        let ok = Outcome::Succeeded {
+            result: None,
+            redriven: false,
+        };
+        settle(&store, "f", 0, &ok, &send).await.unwrap();
+        let one = state(&store, 1).await;
+        assert_eq!(one.s, NodeState::Failed);
+        assert!(one
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("could not be sent"));
+        // Its dependent (policy Fail) is sent to be dead-lettered.
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].headers.contains_key(headers::FLOW_FAILED));
+    }
+
+    /// A success that arrives after the job was recorded failed does not undo the failure
+    /// (an earlier attempt that outlived its lease); a redriven run's success does.
+    #[tokio::test]
+    async fn only_a_redriven_success_replaces_a_failure() {
+        let store = MemoryStore::new();
+        put(&store, &[rec(NodeState::Sent, &[], &[])]).await;
+        let none = |_: String, _: Option<String>, _: Message| async { Ok(()) };
+        settle(&store, "f", 0, &Outcome::Failed("boom".into()), &none)
+            .await
+            .unwrap();
+        let late = Outcome::Succeeded {
+            result: None,
+            redriven: false,
+        };
+        settle(&store, "f", 0, &late, &none).await.unwrap();
+        assert_eq!(state(&store, 0).await.s, NodeState::Failed);
+        let redriven = Outcome::Succeeded {
+            result: None,
+            redriven: true,
+        };
+        settle(&store, "f", 0, &redriven, &none).await.unwrap();
+        assert_eq!(state(&store, 0).await.s, NodeState::Succeeded);
+    }
+
+    /// Down a chain of `Fail` dependencies, each doomed job's reason names its own
+    /// dependency and the root cause once, within the header's bound.
+    #[tokio::test]
+    async fn a_chain_of_failures_does_not_nest_its_reasons() {
+        let store = MemoryStore::new();
+        put(
+            &store,
+            &[
+                rec(NodeState::Sent, &[], &[1]),
+                rec(NodeState::Waiting, &[0], &[2]),
+                rec(NodeState::Waiting, &[1], &[]),
+            ],
+        )
+        .await;
+        let sent = Mutex::new(Vec::new());
+        let send = |_: String, _: Option<String>, m: Message| {
+            sent.lock().unwrap().push(m);
+            async { Ok(()) }
+        };
+        let long = format!("permanent: {}", "x".repeat(1000));
+        settle(&store, "f", 0, &Outcome::Failed(long), &send)
+            .await
+            .unwrap();
+        let why1 = state(&store, 1).await.doomed.unwrap();
+        // Node 1's job is dead-lettered as the worker would record it.
+        let dead = Outcome::Failed(format!("dependency-failed: {why1}"));
+        settle(&store, "f", 1, &dead, &send).await.unwrap();
+        let why2 = state(&store, 2).await.doomed.unwrap();
+        assert!(
+            why2.starts_with("dependency 1 (raw message) failed: permanent: xx"),
+            "{why2}"
+        );
+        assert!(why2.len() <= MAX_REASON);
+        assert_eq!(why2.matches("failed:").count(), 1, "{why2}");
+        assert_eq!(sent.lock().unwrap().len(), 2);
     }
 }

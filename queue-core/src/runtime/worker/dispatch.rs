@@ -249,7 +249,12 @@ async fn before_run(
         }
         return Go::Settled(dead);
     }
-    if let flows::Before::Finished { cancelled } = flows::before(d, tracked).await {
+    let before = flows::before(inner, d, tracked).await;
+    if let flows::Before::NoStore = before {
+        flows::give_back_unrecorded(inner, d).await;
+        return Go::Settled(false);
+    }
+    if let flows::Before::Finished { cancelled } = before {
         tracing::info!(
             cancelled,
             "this flow job has finished already; acked without running"
@@ -258,7 +263,10 @@ async fn before_run(
         // advancing its dependents again is harmless, and finishes that.
         let outcome = || match cancelled {
             true => Outcome::Failed(crate::flow::CANCELLED.into()),
-            false => Outcome::Succeeded(None),
+            false => Outcome::Succeeded {
+                result: None,
+                redriven: false,
+            },
         };
         if !flows::recorded(inner, d, outcome).await {
             flows::give_back_unrecorded(inner, d).await;
@@ -390,7 +398,9 @@ async fn after_run(
         Ran::Done(mut failures) => match failures.pop() {
             None => {
                 let result = tracked.flow.as_ref().and_then(|f| f.run().take_result());
-                if !flows::recorded(inner, d, || Outcome::Succeeded(result)).await {
+                let redriven = d.headers.contains_key(headers::REDRIVEN_AT);
+                let done = || Outcome::Succeeded { result, redriven };
+                if !flows::recorded(inner, d, done).await {
                     release(inner, key).await;
                     lifecycle::ended(inner, d, tracked, JobState::Queued, None).await;
                     flows::give_back_unrecorded(inner, d).await;
@@ -417,7 +427,9 @@ async fn after_run(
                 release(inner, key).await;
                 let why = format!("cancelled: {}", f.error);
                 if !flows::recorded(inner, d, || Outcome::Failed(why)).await {
-                    lifecycle::ended(inner, d, tracked, JobState::Queued, None).await;
+                    // Cancelled it stays: its next delivery is skipped, and records the
+                    // cancellation in its flow then.
+                    lifecycle::ended(inner, d, tracked, JobState::Cancelled, Some(f.error)).await;
                     flows::give_back_unrecorded(inner, d).await;
                     return false;
                 }
@@ -506,7 +518,10 @@ pub(super) async fn run_batch(
                     let tracked = Tracked::new(&inner, d, None);
                     match failed.remove(&i) {
                         None => {
-                            let done = || Outcome::Succeeded(None);
+                            let done = || Outcome::Succeeded {
+                                result: None,
+                                redriven: d.headers.contains_key(headers::REDRIVEN_AT),
+                            };
                             if !flows::recorded(&inner, d, done).await {
                                 flows::give_back_unrecorded(&inner, d).await;
                                 continue;

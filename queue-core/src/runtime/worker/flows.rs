@@ -92,6 +92,9 @@ pub(super) async fn dead_letter_doomed(
 /// What the flow says of a job about to run.
 pub(super) enum Before {
     Run,
+    /// A flow's job, and this worker's backend has no shared store to record it in: it
+    /// is given back, never run, for a worker that has one.
+    NoStore,
     /// A duplicate of a job that succeeded, or a job of a cancelled flow: acked unrun.
     Finished {
         cancelled: bool,
@@ -101,8 +104,18 @@ pub(super) enum Before {
 /// Reads the job's state in its flow before it runs (one store read, flows' jobs only).
 /// A job redriven from its dead-letter queue runs whatever its record says. A store that
 /// cannot be read lets the job run: at least once, as ever.
-pub(super) async fn before(d: &Delivery, t: &Tracked) -> Before {
+pub(super) async fn before(inner: &Inner, d: &Delivery, t: &Tracked) -> Before {
     let Some(flow) = &t.flow else {
+        if d.headers.contains_key(headers::FLOW) && inner.backend.store().is_none() {
+            backend_error(
+                inner,
+                "a flow's job, and this worker's backend has no shared store to record it in \
+                 (Backend::with_store, the same store as the producer's): given back, not run",
+                Some(&d.id),
+                &QueueError::NoStatusStore,
+            );
+            return Before::NoStore;
+        }
         return Before::Run;
     };
     if d.headers.contains_key(headers::REDRIVEN_AT) {
