@@ -627,3 +627,66 @@ async fn rate_limited_under_per_key_concurrency_alone_is_a_bounded_retry() {
     assert_eq!((r.failed, r.rate_limited), (3, 0), "{r:?}");
     dead(&q, 1).await;
 }
+
+/// A job that snoozes three times, ten seconds each, then succeeds: it runs four times,
+/// every run its first attempt, ten seconds apart, and the report counts the snoozes.
+/// Past the worker's snooze_limit a snooze is a retry that spends an attempt, so a job
+/// that snoozes for ever ends in the dead-letter queue.
+#[tokio::test(start_paused = true)]
+async fn snooze_comes_back_later_without_spending_an_attempt() {
+    let backend = queue_core::connect("memory://snooze").await.unwrap();
+    let q = backend.queue("snooze");
+    q.create().await.unwrap();
+    q.producer().send(Message::new("patient")).await.unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let seen = runs.clone();
+    let t0 = tokio::time::Instant::now();
+    let w = q
+        .worker()
+        .poll_wait(Duration::from_millis(50))
+        .handle_raw(move |d: Delivery| {
+            let seen = seen.clone();
+            async move {
+                let mut runs = seen.lock().unwrap();
+                runs.push((t0.elapsed().as_secs(), d.attempt));
+                if runs.len() <= 3 {
+                    return Err(JobError::snooze(Duration::from_secs(10)));
+                }
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    queue_core::testkit::eventually_worker(&w, Duration::from_secs(120), "it succeeds", |r| {
+        r.succeeded == 1
+    })
+    .await;
+    let r = w.shutdown().await;
+    assert_eq!(r.snoozed, 3, "{r:?}");
+    assert_eq!(r.retried, 0, "{r:?}");
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.iter().map(|r| r.1).collect::<Vec<_>>(), [1, 1, 1, 1]);
+    for pair in runs.windows(2) {
+        assert!((10..=12).contains(&(pair[1].0 - pair[0].0)), "{runs:?}");
+    }
+
+    // Past the limit (zero here: the limit counts in wall-clock time from the first
+    // enqueue, which the paused clock does not move), with two attempts: each snooze
+    // spends one, and the job is dead-lettered.
+    q.producer().send(Message::new("never")).await.unwrap();
+    let w = q
+        .worker()
+        .poll_wait(Duration::from_millis(50))
+        .snooze_limit(Duration::ZERO)
+        .retry(RetryPolicy::new(2, Backoff::Fixed(Duration::from_secs(1))))
+        .handle_raw(|_| async { Err(JobError::snooze(Duration::from_secs(10))) })
+        .start()
+        .unwrap();
+    queue_core::testkit::eventually_worker(&w, Duration::from_secs(300), "dead-lettered", |r| {
+        r.dead_lettered == 1
+    })
+    .await;
+    let r = w.shutdown().await;
+    assert_eq!((r.snoozed, r.retried), (0, 1), "{r:?}");
+    assert_eq!(q.stats().await.unwrap().dead, 1);
+}

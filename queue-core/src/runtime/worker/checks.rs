@@ -34,6 +34,12 @@ pub(super) fn check_config(c: &WorkerConfig, caps: &Capabilities, batch_mode: bo
             ));
         }
     }
+    if c.snooze_limit > 366 * 24 * HOUR {
+        return bad(format!(
+            "snooze_limit must be at most 366 days, got {:?}",
+            c.snooze_limit
+        ));
+    }
     if c.unknown_job_grace > 30 * 24 * HOUR {
         return bad(format!(
             "unknown_job_grace must be at most 30 days, got {:?}",

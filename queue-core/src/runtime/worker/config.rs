@@ -65,6 +65,12 @@ pub struct WorkerConfig {
     /// watch [`WorkerReport::unknown_job`](crate::WorkerReport::unknown_job). Default `false`: the queue is this worker's,
     /// and [`unknown_job_grace`](Self::unknown_job_grace) bounds the wait.
     pub shared_queue: bool,
+    /// How long after its first enqueue a job may still [snooze](crate::JobError::snooze)
+    /// without spending an attempt. Default 7 days. Past it a snooze is an ordinary retry
+    /// after the snooze's delay (it spends an attempt, so a job that snoozes for ever ends
+    /// in the dead-letter queue): said in the log, never silent. Zero: every snooze spends
+    /// an attempt.
+    pub snooze_limit: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -83,6 +89,7 @@ impl Default for WorkerConfig {
             crash_limit: 3,
             shared_queue: false,
             unknown_job_grace: Duration::from_secs(3600),
+            snooze_limit: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

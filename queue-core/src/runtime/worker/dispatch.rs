@@ -69,6 +69,7 @@ pub(super) async fn supervise<T: Send + 'static>(
                 kind: DeadLetterKind::Timeout,
                 retry_after: None,
                 rate_limited: None,
+                snooze: None,
             }))
         }
         _ = forced(&mut force) => Err(None),
@@ -360,6 +361,7 @@ async fn before_run(
                 kind: DeadLetterKind::Crashed,
                 retry_after: None,
                 rate_limited: None,
+                snooze: None,
             };
             return Go::Settled(
                 Box::pin(settle_failure(inner, d, f, RetryPolicy::none(), meters)).await,
@@ -410,6 +412,12 @@ async fn after_run(
                 lifecycle::ended(inner, d, tracked, JobState::Succeeded, None).await;
                 true
             }
+            Some((_, f)) if f.snooze.is_some() && settle::may_snooze(inner, d) => {
+                release(inner, key).await;
+                lifecycle::ended(inner, d, tracked, JobState::Queued, None).await;
+                Box::pin(settle::snooze(inner, d, f.snooze.unwrap_or_default())).await;
+                false
+            }
             Some((_, f)) if f.rate_limited.is_some() && limits::pauses(inner, d) => {
                 release(inner, key).await;
                 lifecycle::ended(inner, d, tracked, JobState::Queued, Some(f.error)).await;
@@ -445,6 +453,15 @@ async fn after_run(
                 // given back for ever).
                 if let Some(pause) = f.rate_limited.take() {
                     f.retry_after = Some(pause);
+                }
+                // Snoozed past the worker's snooze_limit: a retry after its delay.
+                if let Some(delay) = f.snooze.take() {
+                    tracing::warn!(
+                        ?delay,
+                        limit = ?inner.config.snooze_limit,
+                        "job snoozed past the worker's snooze_limit; retried, spending an attempt"
+                    );
+                    f.retry_after = Some(delay);
                 }
                 let error = f.error.clone();
                 lifecycle::ended(inner, d, tracked, JobState::Failed, Some(error.clone())).await;
@@ -529,7 +546,14 @@ pub(super) async fn run_batch(
                             settle_success(&inner, d, None, &acks, &inner.meters.batch).await;
                             lifecycle::ended(&inner, d, &tracked, JobState::Succeeded, None).await;
                         }
-                        Some(f) => {
+                        Some(f) if f.snooze.is_some() && settle::may_snooze(&inner, d) => {
+                            settle::snooze(&inner, d, f.snooze.unwrap_or_default()).await;
+                            lifecycle::ended(&inner, d, &tracked, JobState::Queued, None).await;
+                        }
+                        Some(mut f) => {
+                            if let Some(delay) = f.snooze.take() {
+                                f.retry_after = Some(delay);
+                            }
                             let error = f.error.clone();
                             let dead = settle_failure(
                                 &inner,

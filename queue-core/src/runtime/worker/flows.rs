@@ -85,6 +85,7 @@ pub(super) async fn dead_letter_doomed(
         kind: DeadLetterKind::DependencyFailed,
         retry_after: None,
         rate_limited: None,
+        snooze: None,
     };
     Box::pin(settle_failure(inner, d, f, RetryPolicy::none(), m)).await
 }

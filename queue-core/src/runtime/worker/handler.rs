@@ -22,6 +22,7 @@ pub struct JobError {
     pub(super) permanent: bool,
     pub(super) retry_after: Option<Duration>,
     pub(super) rate_limited: Option<Duration>,
+    pub(super) snooze: Option<Duration>,
 }
 
 impl JobError {
@@ -32,6 +33,7 @@ impl JobError {
             permanent: false,
             retry_after: None,
             rate_limited: None,
+            snooze: None,
         }
     }
     /// A failure no retry can fix: the job goes straight to the dead-letter queue.
@@ -41,6 +43,7 @@ impl JobError {
             permanent: true,
             retry_after: None,
             rate_limited: None,
+            snooze: None,
         }
     }
     /// The remote service asked to be left alone for `pause` (an HTTP 429 with
@@ -56,6 +59,26 @@ impl JobError {
             permanent: false,
             retry_after: None,
             rate_limited: Some(pause),
+            snooze: None,
+        }
+    }
+    /// Not now: the job goes back to the queue and comes back after `delay` *without
+    /// spending an attempt* (Oban's and River's snooze): for a job that waits on something
+    /// outside (a file still uploading, a payment not yet settled) and is not failing.
+    /// The worker counts it ([`WorkerReport::snoozed`](crate::WorkerReport::snoozed));
+    /// a job snoozes so for at most [`Worker::snooze_limit`](crate::Worker::snooze_limit)
+    /// after its first enqueue (7 days by default), and past it a snooze is an ordinary
+    /// retry after `delay`, so a job that snoozes for ever still ends in the dead-letter
+    /// queue. The delay is bounded by what the backend can hold a message back (Kafka:
+    /// 15 minutes), cut to it with a log line. On SQS FIFO each snooze counts toward the
+    /// queue's `maxReceiveCount`, as every give-back there does.
+    pub fn snooze(delay: Duration) -> Self {
+        JobError {
+            message: format!("snoozed for {delay:?}"),
+            permanent: false,
+            retry_after: None,
+            rate_limited: None,
+            snooze: Some(delay),
         }
     }
     /// Retry after `delay` instead of the policy's backoff (e.g. an HTTP 429's Retry-After).

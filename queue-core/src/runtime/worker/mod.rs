@@ -16,6 +16,7 @@
 //! | shutdown grace ran out | given back with no delay: back in the queue at once |
 //! | idempotency key held by another worker | given back until its claim can end (one lease) |
 //! | over a rate limit ([`Worker::rate_limit`]) | waits for its slot, or given back until it (no attempt) |
+//! | [`JobError::snooze`] | given back after its delay, no attempt spent (within [`Worker::snooze_limit`] of its first enqueue; past it, an ordinary retry) |
 //! | [`JobError::rate_limited`] | with a rate limit: its key paused, given back until the pause ends (no attempt); without one: retried after the pause |
 //!
 //! An *attempt* is a delivery that reached its handler. A delivery given back without
@@ -115,6 +116,9 @@ pub struct WorkerReport {
     /// Deliveries held or given back for a rate limit (or a handler's
     /// [`JobError::rate_limited`]) before they ran.
     pub rate_limited: u64,
+    /// Jobs that snoozed ([`JobError::snooze`]): back in the queue after their delay,
+    /// without spending an attempt.
+    pub snoozed: u64,
     /// Backend calls that failed (receive, ack, nack, extend, dead-letter).
     pub backend_errors: u64,
     /// The worker's own loop died (a panic: in a driver's `receive`, or a bug) and it
@@ -135,6 +139,7 @@ struct Counters {
     cancelled: AtomicU64,
     rate_limited: AtomicU64,
     unknown_job: AtomicU64,
+    snoozed: AtomicU64,
     backend_errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     crashed: std::sync::atomic::AtomicBool,
@@ -154,6 +159,7 @@ impl Counters {
             cancelled: r(&self.cancelled),
             rate_limited: r(&self.rate_limited),
             unknown_job: r(&self.unknown_job),
+            snoozed: r(&self.snoozed),
             backend_errors: r(&self.backend_errors),
             crashed: self.crashed.load(AtomicOrdering::Relaxed),
         }
@@ -424,6 +430,12 @@ impl Worker {
     /// [`WorkerConfig::unknown_job_grace`].
     pub fn unknown_job_grace(mut self, grace: Duration) -> Self {
         self.config.unknown_job_grace = grace;
+        self
+    }
+    /// How long after its first enqueue a job may still snooze without spending an
+    /// attempt (at most 366 days). See [`WorkerConfig::snooze_limit`].
+    pub fn snooze_limit(mut self, limit: Duration) -> Self {
+        self.config.snooze_limit = limit;
         self
     }
     /// Default retry policy.

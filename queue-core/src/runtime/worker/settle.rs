@@ -69,6 +69,8 @@ pub(super) struct Failure {
     pub(super) retry_after: Option<Duration>,
     /// The handler's [`JobError::rate_limited`] pause.
     pub(super) rate_limited: Option<Duration>,
+    /// The handler's [`JobError::snooze`] delay.
+    pub(super) snooze: Option<Duration>,
 }
 
 impl Failure {
@@ -83,6 +85,7 @@ impl Failure {
             permanent: e.permanent,
             retry_after: e.retry_after,
             rate_limited: e.rate_limited,
+            snooze: e.snooze,
         }
     }
     pub(super) fn malformed(e: &DecodeError) -> Self {
@@ -96,6 +99,7 @@ impl Failure {
             kind,
             retry_after: None,
             rate_limited: None,
+            snooze: None,
         }
     }
     pub(super) fn retryable(error: String) -> Self {
@@ -105,6 +109,7 @@ impl Failure {
             kind: DeadLetterKind::MaxAttempts,
             retry_after: None,
             rate_limited: None,
+            snooze: None,
         }
     }
 }
@@ -196,6 +201,32 @@ pub(super) async fn settle_failure(
                 }
             }
         }
+    }
+}
+
+/// Whether `d` may still snooze without spending an attempt ([`JobError::snooze`]).
+pub(super) fn may_snooze(inner: &Inner, d: &Delivery) -> bool {
+    let age = SystemTime::now()
+        .duration_since(d.first_enqueued_at)
+        .unwrap_or_default();
+    age < inner.config.snooze_limit
+}
+
+/// Gives a snoozed job back for `delay`, without an attempt.
+pub(super) async fn snooze(inner: &Inner, d: &Delivery, delay: Duration) {
+    bump(&inner.counters.snoozed);
+    tracing::info!(?delay, "job snoozed");
+    if let Err(e) = inner
+        .driver
+        .give_back(d, clamp_delay(&inner.caps, delay))
+        .await
+    {
+        backend_error(
+            inner,
+            "could not give back a snoozed job; it comes back when its lease ends",
+            Some(&d.id),
+            &e,
+        );
     }
 }
 
