@@ -180,6 +180,7 @@ pub fn router(dash: Dashboard) -> Router {
         .route("/queues/{queue}/redrive", post(redrive))
         .route("/queues/{queue}/purge", post(purge))
         .route("/jobs", get(job_page))
+        .route("/flows", get(flow_page))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(dash.clone(), auth))
         .with_state(dash)
@@ -471,6 +472,27 @@ async fn job_page(State(d): State<Dashboard>, Query(j): Query<JobQuery>) -> Resp
         _ => StatusCode::OK,
     };
     (status, pages::job(id, found)).into_response()
+}
+
+async fn flow_page(State(d): State<Dashboard>, Query(j): Query<JobQuery>) -> Response {
+    let id = j.id.unwrap_or_default();
+    let id = id.trim();
+    let found = if id.is_empty() {
+        None
+    } else {
+        Some(
+            d.inner
+                .backend
+                .flow_status(id)
+                .await
+                .map_err(|e| e.to_string()),
+        )
+    };
+    let status = match &found {
+        Some(Ok(None)) => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    };
+    (status, pages::flow(id, found)).into_response()
 }
 
 async fn metrics_text(State(d): State<Dashboard>) -> Response {

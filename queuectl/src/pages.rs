@@ -1,6 +1,7 @@
 //! The dashboard's HTML (maud: escaped by default, checked at compile time).
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
+use queue::flow::{FlowStatus, NodeState, NodeStatus, OnFailure};
 use queue::{DeadLetter, JobStatus, QueueStats};
 
 use crate::dashboard::url_path;
@@ -21,6 +22,11 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,monospace;font-size:13px}
 form.inline{display:inline-block;background:#fff;border:1px solid #e3e6eb;padding:.7em 1em;margin:0 1em 1em 0}
 button{font:inherit;padding:.2em .9em}
+.levels{display:flex;gap:1.2em;align-items:flex-start;overflow-x:auto;margin:.5em 0 1.5em}
+.level{display:flex;flex-direction:column;gap:.6em;min-width:11em}
+.node{background:#fff;border:1px solid #e3e6eb;border-left:5px solid #9aa3b2;padding:.4em .7em}
+.node.succeeded{border-left-color:#2e9e5b}.node.failed{border-left-color:#b42318}
+.node.sent,.node.released{border-left-color:#2f6fdb}
 ";
 
 fn layout(title: &str, refresh: bool, body: Markup) -> Markup {
@@ -38,6 +44,10 @@ fn layout(title: &str, refresh: bool, body: Markup) -> Markup {
                     a href="/" { "queuectl" }
                     form action="/jobs" method="get" {
                         input name="id" placeholder="job id" aria-label="job id";
+                        " " button type="submit" { "Look up" }
+                    }
+                    form action="/flows" method="get" {
+                        input name="id" placeholder="flow id" aria-label="flow id";
                         " " button type="submit" { "Look up" }
                     }
                 }
@@ -180,6 +190,87 @@ pub(crate) fn job(id: &str, found: Option<Result<Option<JobStatus>, String>>) ->
             }
         },
     )
+}
+
+/// A flow as its graph: one column per level (a job's level is one more than its
+/// deepest dependency's), each job a box with its state, queue, job name and what it
+/// waits on; then the counts per state.
+pub(crate) fn flow(id: &str, found: Option<Result<Option<FlowStatus>, String>>) -> Markup {
+    layout(
+        "Flow",
+        true,
+        html! {
+            h1 { "Flow " span.mono { (id) } }
+            @match found {
+                None => { p { "Enter a flow id above." } }
+                Some(Err(e)) => { p.error { (e) } }
+                Some(Ok(None)) => { p.error id="flow-missing" { "No such flow: unknown, or its records expired." } }
+                Some(Ok(Some(s))) => {
+                    p id="flow-counts" {
+                        @for state in [NodeState::Waiting, NodeState::Sent, NodeState::Succeeded, NodeState::Failed] {
+                            (state.as_str()) " " strong { (s.count(state)) } " · "
+                        }
+                        @if s.is_finished() { "finished" } @else { "running" }
+                    }
+                    div.levels id="flow" {
+                        @for level in levels(&s) {
+                            div.level {
+                                @for n in level {
+                                    div class=(format!("node {}", n.state.as_str())) data-node=(n.node.index()) {
+                                        strong { "#" (n.node.index()) " " (n.job.as_deref().unwrap_or("(raw)")) }
+                                        br;
+                                        span.state { (n.state.as_str()) }
+                                        " on " a href=(url_path(&n.queue)) { (n.queue) }
+                                        br;
+                                        @if !n.dependencies.is_empty() {
+                                            "after "
+                                            @for (i, (d, p)) in n.dependencies.iter().enumerate() {
+                                                @if i > 0 { ", " }
+                                                "#" (d.index())
+                                                @if !matches!(p, OnFailure::Fail) { " (" (format!("{p:?}").to_lowercase()) ")" }
+                                            }
+                                            br;
+                                        }
+                                        a.mono href=(format!("/jobs?id={}", n.id)) { "job" }
+                                        @if let Some(e) = &n.error { div.dead { (e) } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The flow's jobs by level: roots first, each job one level past its deepest dependency.
+fn levels(s: &FlowStatus) -> Vec<Vec<&NodeStatus>> {
+    let n = s.nodes.len();
+    let mut level = vec![0usize; n];
+    // Dependencies always point at jobs added earlier or later; repeat until nothing moves
+    // (at most n rounds, as the graph has no cycle).
+    for _ in 0..n {
+        let mut moved = false;
+        for (i, node) in s.nodes.iter().enumerate() {
+            for (d, _) in &node.dependencies {
+                let want = level.get(d.index() as usize).map_or(0, |l| l + 1);
+                if level[i] < want {
+                    level[i] = want;
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    let depth = level.iter().max().map_or(0, |m| m + 1);
+    let mut out = vec![Vec::new(); depth];
+    for (node, l) in s.nodes.iter().zip(level) {
+        out[l].push(node);
+    }
+    out
 }
 
 pub(crate) fn not_found(q: &str) -> Markup {

@@ -177,6 +177,28 @@ async fn pages_forms_and_metrics() {
             m.body
         );
     }
+
+    // A flow as its graph: the root on the first level, its dependent on the second.
+    let mut f = queue::flow::Flow::with_id("order-77");
+    let charge = f.job("orders", &Charge { n: 77 }).unwrap();
+    let ship = f.message("orders", Message::new("ship"));
+    f.depends_on(ship, charge, queue::flow::OnFailure::Ignore);
+    backend.add_flow(f).await.unwrap();
+    let page = http(addr, "/flows?id=order-77", None, &[]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let levels: Vec<&str> = page.body.split(r#"<div class="level">"#).skip(1).collect();
+    assert_eq!(levels.len(), 2, "{}", page.body);
+    assert!(levels[0].contains(r#"data-node="0""#) && levels[0].contains("charge"));
+    assert!(levels[1].contains(r#"data-node="1""#) && levels[1].contains("after #0 (ignore)"));
+    assert!(
+        page.body.contains("waiting <strong>1</strong>"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        http(addr, "/flows?id=nope", None, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +218,13 @@ async fn a_token_guards_every_page() {
     let addr =
         serve(Dashboard::new(backend, vec!["orders".into()], Access::Token(token.into())).unwrap())
             .await;
-    for path in ["/", "/queues/orders", "/metrics", "/jobs?id=x"] {
+    for path in [
+        "/",
+        "/queues/orders",
+        "/metrics",
+        "/jobs?id=x",
+        "/flows?id=x",
+    ] {
         assert_eq!(
             http(addr, path, None, &[]).await.status,
             StatusCode::UNAUTHORIZED,

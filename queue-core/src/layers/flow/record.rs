@@ -481,6 +481,15 @@ mod tests {
         }
     }
 
+    /// Nodes 0 and 2, sent, both dependencies of node 1.
+    fn two_into_one() -> [NodeRec; 3] {
+        [
+            rec(NodeState::Sent, &[], &[1]),
+            rec(NodeState::Waiting, &[0, 2], &[]),
+            rec(NodeState::Sent, &[], &[1]),
+        ]
+    }
+
     async fn state(store: &MemoryStore, node: u32) -> NodeRec {
         NodeRec::decode(&store.get(&node_key("f", node)).await.unwrap().unwrap()).unwrap()
     }
@@ -491,18 +500,7 @@ mod tests {
     #[tokio::test]
     async fn a_repeated_settlement_counts_once_and_finishes_a_cut_short_one() {
         let store = MemoryStore::new();
-        let ttl = Duration::from_secs(60);
-        let recs = [
-            rec(NodeState::Sent, &[], &[1]),
-            rec(NodeState::Waiting, &[0, 2], &[]),
-            rec(NodeState::Sent, &[], &[1]),
-        ];
-        for (i, r) in recs.iter().enumerate() {
-            store
-                .insert(&node_key("f", i as u32), &r.encode(), ttl)
-                .await
-                .unwrap();
-        }
+        put(&store, &two_into_one()).await;
         let sent = Mutex::new(Vec::new());
         let ok = |q: String, _: Option<String>, m: Message| {
             sent.lock().unwrap().push((q, m));
@@ -542,18 +540,7 @@ mod tests {
     #[tokio::test]
     async fn a_dependent_released_by_another_settlement_is_not_sent_twice() {
         let store = MemoryStore::new();
-        let ttl = Duration::from_secs(60);
-        let recs = [
-            rec(NodeState::Sent, &[], &[1]),
-            rec(NodeState::Waiting, &[0, 2], &[]),
-            rec(NodeState::Sent, &[], &[1]),
-        ];
-        for (i, r) in recs.iter().enumerate() {
-            store
-                .insert(&node_key("f", i as u32), &r.encode(), ttl)
-                .await
-                .unwrap();
-        }
+        put(&store, &two_into_one()).await;
         let sent = Mutex::new(Vec::new());
         let ok = |_: String, _: Option<String>, m: Message| {
             sent.lock().unwrap().push(m);

@@ -50,13 +50,7 @@ async fn record(inner: &Inner, d: &Delivery, header: &str, outcome: Outcome) -> 
 /// Gives back a job whose flow settlement could not be recorded (see [`recorded`]).
 pub(super) async fn give_back_unrecorded(inner: &Inner, d: &Delivery) {
     bump(&inner.counters.returned);
-    if let Err(e) = inner
-        .driver
-        .give_back(d, clamp_delay(&inner.caps, GIVE_BACK))
-        .await
-    {
-        backend_error(inner, "could not give back a flow's job", Some(&d.id), &e);
-    }
+    give_back_after(inner, d, GIVE_BACK, "a flow's job").await;
 }
 
 /// Why `d` is to be dead-lettered without running: a dependency of its flow failed. A

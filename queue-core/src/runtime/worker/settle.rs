@@ -46,18 +46,7 @@ pub(super) async fn give_back_unknown(inner: &Inner, d: &Delivery) {
         age.clamp(Duration::from_secs(1), Duration::from_secs(300))
             .min(left + Duration::from_millis(1))
     };
-    if let Err(e) = inner
-        .driver
-        .give_back(d, clamp_delay(&inner.caps, delay))
-        .await
-    {
-        backend_error(
-            inner,
-            "could not give back a job no handler here knows; it comes back when its lease ends",
-            Some(&d.id),
-            &e,
-        );
-    }
+    give_back_after(inner, d, delay, "a job no handler here knows").await;
 }
 
 /// Why an attempt failed, as the worker sees it.
@@ -216,6 +205,12 @@ pub(super) fn may_snooze(inner: &Inner, d: &Delivery) -> bool {
 pub(super) async fn snooze(inner: &Inner, d: &Delivery, delay: Duration) {
     bump(&inner.counters.snoozed);
     tracing::info!(?delay, "job snoozed");
+    give_back_after(inner, d, delay, "a snoozed job").await;
+}
+
+/// Gives `d` back for `delay` (cut to what the backend holds, said in the log) without
+/// an attempt; a failure is logged and counted: `d` then comes back when its lease ends.
+pub(super) async fn give_back_after(inner: &Inner, d: &Delivery, delay: Duration, what: &str) {
     if let Err(e) = inner
         .driver
         .give_back(d, clamp_delay(&inner.caps, delay))
@@ -223,7 +218,7 @@ pub(super) async fn snooze(inner: &Inner, d: &Delivery, delay: Duration) {
     {
         backend_error(
             inner,
-            "could not give back a snoozed job; it comes back when its lease ends",
+            &format!("could not give back {what}; it comes back when its lease ends"),
             Some(&d.id),
             &e,
         );
