@@ -24,6 +24,8 @@
 //!   raw shows what the limiter costs.
 //! - **fairness** (`--fairness N`): N jobs of one tenant, then 10 of another; how long until
 //!   the small tenant is done, with a plain worker and with per-key concurrency.
+//! - **flows** (`--flows N`): N chains of two jobs as flows against 2N plain jobs, and a
+//!   1,000-job batch to its report: what a flow costs per job (see `flows.rs`).
 //! - **in flight** (`--in-flight N`): N jobs whose handlers all wait until the N-th has
 //!   started (concurrency N); reports the worker's resident memory for N jobs in flight
 //!   (framework only: the raw clients have no notion of a job in flight).
@@ -49,6 +51,7 @@ use serde::Serialize;
 mod bloat;
 mod chart;
 mod fairness;
+mod flows;
 mod inflight;
 mod raw;
 mod status;
@@ -128,6 +131,10 @@ struct Args {
     /// long until the small tenant's jobs are done, without and with per-key concurrency.
     #[arg(long)]
     fairness: Option<usize>,
+    /// Flows mode: this many chains of two jobs against twice as many plain jobs, and a
+    /// batch of 1,000 jobs to its report: what a flow costs per job.
+    #[arg(long)]
+    flows: Option<usize>,
     /// Shards of the fair run in fairness mode (2 to 256; big and small must not share one).
     #[arg(long, default_value_t = 8)]
     fair_shards: u16,
@@ -565,6 +572,13 @@ async fn main() -> std::process::ExitCode {
     }
     if let Some(n) = a.fairness {
         return fairness::run(&a, n).await;
+    }
+    if let Some(n) = a.flows {
+        if n == 0 || n > 1_000_000 {
+            eprintln!("--flows must be 1 to 1000000");
+            return std::process::ExitCode::FAILURE;
+        }
+        return flows::run(&a, n).await;
     }
     if let Some(secs) = a.pg_bloat {
         if !(15..=24 * 3600).contains(&secs) {
