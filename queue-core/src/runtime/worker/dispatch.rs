@@ -208,6 +208,10 @@ pub(super) fn run_one_inner<'a>(
             Err(None) => Ran::Forced,
         };
         meters.duration.record(started.elapsed().as_secs_f64());
+        // A flow's settlement writes and sends for each dependent: its lease is kept alive
+        // meanwhile, so that a wide fan-out does not outlive it and run twice.
+        let _held = (tracked.flow.is_some() && leases::extendable(inner))
+            .then(|| inner.leases.hold(&[&d.receipt]));
         let end = after_run(inner, d, acks, meters, tracked, ran, key.as_deref(), policy);
         let settled = Box::pin(end).await;
         // A per-key place, if any, is held until the delivery is settled.
