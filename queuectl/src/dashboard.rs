@@ -448,51 +448,51 @@ async fn purge(
     }
 }
 
+/// `?id=` of the job and flow pages.
 #[derive(Deserialize)]
-struct JobQuery {
+struct IdQuery {
     id: Option<String>,
 }
 
-async fn job_page(State(d): State<Dashboard>, Query(j): Query<JobQuery>) -> Response {
-    let id = j.id.unwrap_or_default();
-    let id = id.trim();
-    let found = if id.is_empty() {
-        None
-    } else {
-        Some(
-            d.inner
-                .backend
-                .job_status(&queue::MessageId::new(id))
-                .await
-                .map_err(|e| e.to_string()),
-        )
+/// A lookup page: nothing asked (no id), found, not found (404), or the store's error.
+async fn lookup<T, F>(
+    q: IdQuery,
+    find: impl FnOnce(String) -> F,
+    page: impl FnOnce(&str, Option<Result<Option<T>, String>>) -> maud::Markup,
+) -> Response
+where
+    F: std::future::Future<Output = queue::Result<Option<T>>>,
+{
+    let id = q.id.unwrap_or_default().trim().to_string();
+    let found = match id.is_empty() {
+        true => None,
+        false => Some(find(id.clone()).await.map_err(|e| e.to_string())),
     };
     let status = match &found {
         Some(Ok(None)) => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
     };
-    (status, pages::job(id, found)).into_response()
+    (status, page(&id, found)).into_response()
 }
 
-async fn flow_page(State(d): State<Dashboard>, Query(j): Query<JobQuery>) -> Response {
-    let id = j.id.unwrap_or_default();
-    let id = id.trim();
-    let found = if id.is_empty() {
-        None
-    } else {
-        Some(
-            d.inner
-                .backend
-                .flow_status(id)
-                .await
-                .map_err(|e| e.to_string()),
-        )
-    };
-    let status = match &found {
-        Some(Ok(None)) => StatusCode::NOT_FOUND,
-        _ => StatusCode::OK,
-    };
-    (status, pages::flow(id, found)).into_response()
+async fn job_page(State(d): State<Dashboard>, Query(q): Query<IdQuery>) -> Response {
+    let backend = &d.inner.backend;
+    lookup(
+        q,
+        |id| async move { backend.job_status(&queue::MessageId::new(id)).await },
+        pages::job,
+    )
+    .await
+}
+
+async fn flow_page(State(d): State<Dashboard>, Query(q): Query<IdQuery>) -> Response {
+    let backend = &d.inner.backend;
+    lookup(
+        q,
+        |id| async move { backend.flow_status(&id).await },
+        pages::flow,
+    )
+    .await
 }
 
 async fn metrics_text(State(d): State<Dashboard>) -> Response {
