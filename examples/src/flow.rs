@@ -79,6 +79,20 @@ impl Job for Report {
     const NAME: &'static str = "report";
 }
 
+/// The job of every node of `tests/kill_flow.rs`'s flows, and of its victim process
+/// `flow-worker`: node `n`, which has `deps` dependencies (one definition, so the test and
+/// the worker it kills agree on the wire).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Node {
+    /// Its node number.
+    pub n: u32,
+    /// How many dependencies' results it must see.
+    pub deps: usize,
+}
+impl Job for Node {
+    const NAME: &'static str = "node";
+}
+
 /// What happened.
 #[derive(Debug)]
 pub struct Outcome {

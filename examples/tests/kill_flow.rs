@@ -9,19 +9,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use examples::flow::Node;
 use queue::flow::{Flow, NodeState};
 use queue::testkit::unique;
 
 const URL: &str = "redis://127.0.0.1:6379";
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Node {
-    n: u32,
-    deps: usize,
-}
-impl queue::Job for Node {
-    const NAME: &'static str = "node";
-}
 
 fn spawn(queue: &str) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flow-worker"))

@@ -7,17 +7,8 @@
 
 use std::time::Duration;
 
+use examples::flow::Node;
 use queue::{JobContext, JobError};
-
-/// The job every node of the test's flows runs.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Node {
-    n: u32,
-    deps: usize,
-}
-impl queue::Job for Node {
-    const NAME: &'static str = "node";
-}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
