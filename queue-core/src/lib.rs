@@ -21,6 +21,8 @@
 //!   key), [`pause`] (a queue paused for all its workers).
 //! - [`flow`]: jobs that wait for other jobs (a DAG across queues) and read their
 //!   results, with a failure policy per dependency ([`Backend::add_flow`]).
+//! - [`batch`]: a group of jobs, open until closed, with `on_success` and `on_complete`
+//!   callbacks that run once, progress counts, and nesting ([`Backend::new_batch`]).
 //! - [`driver`]: the interface a backend implements ([`Driver`]), for driver authors.
 //! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering, priority and
 //!   dedup semantics (`memory://NAME`).
@@ -89,7 +91,7 @@ mod runtime;
 pub use contract::{driver, needs, options, profile};
 #[cfg(feature = "cron")]
 pub use layers::schedule;
-pub use layers::{dedup, fair, flow, limit, pause, relay, status, store, tiers, unique};
+pub use layers::{batch, dedup, fair, flow, limit, pause, relay, status, store, tiers, unique};
 pub use runtime::{idempotency, job, retry};
 
 pub(crate) use contract::{error, message, registry};

@@ -137,6 +137,11 @@ pub enum QueueError {
     /// [`crate::flow`].
     #[error("invalid flow: {0}")]
     InvalidFlow(String),
+    /// A batch operation that cannot be done: adding to a closed batch, a batch id that is
+    /// taken or unknown, a callback the backend would refuse, or records that cannot be
+    /// read. See [`crate::batch`].
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
     /// An operation needs job status, and the backend was not given a status store
     /// ([`crate::Backend::with_status`]).
     #[error(

@@ -60,6 +60,11 @@ pub mod headers {
     /// why. The worker dead-letters it without running it (`dependency-failed`), unless
     /// it was redriven since.
     pub const FLOW_FAILED: &str = "x-queue-flow-failed";
+    /// The batch and slot a job belongs to, `<batch id>/<slot>` (see [`crate::batch`]).
+    pub const BATCH: &str = "x-queue-batch";
+    /// On a batch's callback job: the batch and which callback, `<batch id>/success` or
+    /// `<batch id>/complete` (see [`crate::batch`]).
+    pub const BATCH_CALLBACK: &str = "x-queue-batch-callback";
 }
 
 /// A message id, assigned by the framework when a [`Message`] is built, so it is the same

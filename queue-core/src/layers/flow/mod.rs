@@ -137,9 +137,9 @@ use serde::{Deserialize, Serialize};
 
 pub use build::Flow;
 pub use context::{Dependency, FlowContext};
-pub(crate) use ops::{parse_header, settle};
+pub(crate) use ops::{parse_header, sender, settle};
 pub use ops::{FlowStatus, NodeStatus};
-pub(crate) use record::Outcome;
+pub(crate) use record::{cut, now_ms, ttl_until, Outcome, Stored};
 
 /// The error a cancelled flow's unfinished jobs carry ([`Backend::cancel_flow`](crate::Backend::cancel_flow)).
 pub const CANCELLED: &str = "cancelled";

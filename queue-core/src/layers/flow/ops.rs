@@ -243,11 +243,13 @@ impl Backend {
     }
 }
 
-type SendFut = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+pub(crate) type SendFut = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 /// How the flow layer sends a node: through the queue's producer, so that job status
 /// records it `queued` and the message is checked like any other.
-fn sender(backend: &Backend) -> impl Fn(String, Option<String>, Message) -> SendFut {
+pub(crate) fn sender(
+    backend: &Backend,
+) -> impl Fn(String, Option<String>, Message) -> SendFut + Send + Sync {
     let backend = backend.clone();
     move |queue: String, job: Option<String>, m: Message| {
         let backend = backend.clone();

@@ -53,13 +53,13 @@ pub(super) struct FlowRec {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub(super) fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     crate::message::unix_millis(std::time::SystemTime::now())
 }
 
 /// The time to live left before `exp` (Unix ms), at least 1 ms: every record of a flow
 /// expires at the same instant, however often it is rewritten.
-pub(super) fn ttl_until(exp: u64) -> Duration {
+pub(crate) fn ttl_until(exp: u64) -> Duration {
     Duration::from_millis(exp.saturating_sub(now_ms()).max(1))
 }
 
@@ -68,7 +68,7 @@ pub(super) fn ttl_until(exp: u64) -> Duration {
 pub(super) const MAX_REASON: usize = 256;
 
 /// `s` cut to at most `max` bytes, at a character boundary.
-pub(super) fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -78,7 +78,7 @@ pub(super) fn cut(s: &str, max: usize) -> String {
 
 /// A message as stored until its node is sent.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub(super) struct Stored {
+pub(crate) struct Stored {
     /// The payload, when it is UTF-8 (jobs' JSON envelopes always are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     p: Option<String>,
@@ -99,7 +99,7 @@ pub(super) struct Stored {
 }
 
 impl Stored {
-    pub(super) fn of(m: &Message) -> Self {
+    pub(crate) fn of(m: &Message) -> Self {
         let (p, x) = match std::str::from_utf8(&m.payload) {
             Ok(s) => (Some(s.to_string()), None),
             Err(_) => (None, Some(hex(&m.payload))),
@@ -115,7 +115,7 @@ impl Stored {
         }
     }
 
-    fn message(&self, id: &str) -> Result<Message> {
+    pub(crate) fn message(&self, id: &str) -> Result<Message> {
         let payload: Vec<u8> = match (&self.p, &self.x) {
             (Some(p), _) => p.clone().into_bytes(),
             (None, Some(x)) => unhex(x).ok_or_else(|| corrupt("a payload is not hex"))?,

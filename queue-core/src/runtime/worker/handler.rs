@@ -182,6 +182,17 @@ impl JobContext {
         self.flow.as_ref()
     }
 
+    /// The id of the batch this job belongs to, or whose callback it is (see
+    /// [`crate::batch`]); [`Backend::batch_status`](crate::Backend::batch_status) reads its
+    /// counts.
+    pub fn batch_id(&self) -> Option<&str> {
+        self.headers
+            .get(crate::message::headers::BATCH)
+            .or_else(|| self.headers.get(crate::message::headers::BATCH_CALLBACK))
+            .and_then(|h| crate::batch::parse_header(h))
+            .map(|(id, _)| id)
+    }
+
     /// Completes when someone cancels this job (never, without job status on):
     ///
     /// ```
