@@ -3,6 +3,9 @@
 //! store for PostgreSQL): an order pipeline, charge, then e-mail and invoice side by side,
 //! then ship with both results; and a failed charge whose dependents are dead-lettered
 //! `dependency-failed` without running, while the e-mail (policy Ignore) still goes.
+//! And batches (`queue::batch`) on every backend: 200 thumbnails, one of which fails for
+//! good, and a nested batch of 20 with its own callback; each callback runs once, the
+//! child's before the parent's, and the counts add up.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -159,9 +162,133 @@ async fn story(url: &str, store: &str) {
     q.delete().await.ok();
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Thumb {
+    n: u32,
+}
+impl Job for Thumb {
+    const NAME: &'static str = "thumb";
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Report {
+    name: String,
+}
+impl Job for Report {
+    const NAME: &'static str = "report";
+}
+
+/// A callback's run: its name, when, and the batch's (succeeded, dead) counts then.
+type Called = (String, Instant, (u32, u32));
+
+async fn batch_story(url: &str, store: &str) {
+    let b = backend(url, store).await;
+    let jobs = b.queue(queue::testkit::unique("thumbs"));
+    let reports = b.queue(queue::testkit::unique("reports"));
+    jobs.create().await.unwrap();
+    reports.create().await.unwrap();
+    let ran: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let seen = ran.clone();
+    let w = jobs
+        .worker()
+        .concurrency(16)
+        .poll_wait(Duration::from_millis(200))
+        .retry(RetryPolicy::none())
+        .handle(move |t: Thumb, _ctx: JobContext| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(t.n);
+                match t.n {
+                    7 => Err(JobError::permanent("corrupt image")),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .start()
+        .unwrap();
+    let called: Arc<Mutex<Vec<Called>>> = Arc::default();
+    let (seen, backend) = (called.clone(), b.clone());
+    let cw = reports
+        .worker()
+        .poll_wait(Duration::from_millis(200))
+        .handle(move |r: Report, ctx: JobContext| {
+            let (seen, backend) = (seen.clone(), backend.clone());
+            async move {
+                let s = backend
+                    .batch_status(ctx.batch_id().expect("a callback"))
+                    .await?
+                    .expect("its batch");
+                if r.name == "child" {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let counts = (s.succeeded, s.dead);
+                seen.lock().unwrap().push((r.name, Instant::now(), counts));
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+
+    let report = |name: &str| Report { name: name.into() };
+    let parent = b
+        .new_batch()
+        .description("album")
+        .on_complete(reports.name(), &report("complete"))
+        .on_success(reports.name(), &report("success"))
+        .open()
+        .await
+        .unwrap();
+    let thumbs: Vec<Thumb> = (0..200).map(|n| Thumb { n }).collect();
+    parent.add(jobs.name(), &thumbs[..100]).await.unwrap();
+    let child = parent
+        .child()
+        .on_complete(reports.name(), &report("child"))
+        .open()
+        .await
+        .unwrap();
+    let nested: Vec<Thumb> = (1000..1020).map(|n| Thumb { n }).collect();
+    child.add(jobs.name(), &nested).await.unwrap();
+    child.close().await.unwrap();
+    parent.add(jobs.name(), &thumbs[100..]).await.unwrap();
+    parent.close().await.unwrap();
+
+    let t0 = Instant::now();
+    let s = loop {
+        let s = b.batch_status(parent.id()).await.unwrap().unwrap();
+        if s.is_finished() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(90), "{url}: never finished: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Time for a wrongly repeated callback to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = w.shutdown().await;
+    cw.shutdown().await;
+
+    assert_eq!((s.total, s.succeeded, s.dead), (201, 200, 1), "{url}: {s:#?}");
+    assert!(s.errors[0].1.contains("corrupt image"), "{url}: {s:#?}");
+    let ran = ran.lock().unwrap().clone();
+    for n in (0..200).chain(1000..1020) {
+        assert!(ran.contains(&n), "{url}: thumbnail {n} never ran");
+    }
+    let called = called.lock().unwrap().clone();
+    let times = |n: &str| called.iter().filter(|c| c.0 == n).count();
+    assert_eq!(times("child"), 1, "{url}: {called:?}");
+    assert_eq!(times("complete"), 1, "{url}: {called:?}");
+    assert_eq!(times("success"), 0, "{url}: a dead job, yet: {called:?}");
+    let at = |n: &str| called.iter().find(|c| c.0 == n).unwrap();
+    assert!(at("complete").1 >= at("child").1, "{url}: {called:?}");
+    assert_eq!(at("complete").2, (200, 1), "{url}");
+    assert_eq!(report.backend_errors, 0, "{url}: {report:?}");
+    jobs.delete().await.ok();
+    reports.delete().await.ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory() {
     story("memory://workflows", "memory://").await;
+    batch_story("memory://batches", "memory://").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,20 +297,38 @@ async fn redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_batch() {
+    batch_story(REDIS, REDIS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres() {
     story(POSTGRES, POSTGRES).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batch() {
+    batch_story(POSTGRES, POSTGRES).await;
+}
+
+const SQS: &str = "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs() {
-    story(
-        "sqs://test:test@us-east-1?endpoint=http://127.0.0.1:4566",
-        REDIS,
-    )
-    .await;
+    story(SQS, REDIS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_batch() {
+    batch_story(SQS, REDIS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka() {
     story("kafka://127.0.0.1:9092", REDIS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_batch() {
+    batch_story("kafka://127.0.0.1:9092", REDIS).await;
 }
