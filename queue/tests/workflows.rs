@@ -258,7 +258,10 @@ async fn batch_story(url: &str, store: &str) {
         if s.is_finished() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(90), "{url}: never finished: {s:#?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "{url}: never finished: {s:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Time for a wrongly repeated callback to show.
@@ -266,7 +269,11 @@ async fn batch_story(url: &str, store: &str) {
     let report = w.shutdown().await;
     cw.shutdown().await;
 
-    assert_eq!((s.total, s.succeeded, s.dead), (201, 200, 1), "{url}: {s:#?}");
+    assert_eq!(
+        (s.total, s.succeeded, s.dead),
+        (201, 200, 1),
+        "{url}: {s:#?}"
+    );
     assert!(s.errors[0].1.contains("corrupt image"), "{url}: {s:#?}");
     let ran = ran.lock().unwrap().clone();
     for n in (0..200).chain(1000..1020) {

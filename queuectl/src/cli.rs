@@ -128,6 +128,14 @@ pub enum Command {
         #[arg(long)]
         cancel: bool,
     },
+    /// A batch's counts and callbacks (see `queue::batch`); `--close` closes it first.
+    Batch {
+        /// The batch's id.
+        id: String,
+        /// Close it (it takes no more jobs; its callbacks go once every job has settled).
+        #[arg(long)]
+        close: bool,
+    },
     /// The web dashboard, with Prometheus metrics at /metrics.
     Serve {
         /// Queues to show.
@@ -391,6 +399,33 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError>
                 .map_err(explain_store)?
                 .ok_or_else(gone)?;
             output::flow(out, fmt, &s)
+        }
+        Command::Batch { id, close } => {
+            let gone = || {
+                CliError::NotFound(format!(
+                    "no batch {id:?} in the store (unknown, or its records expired)"
+                ))
+            };
+            // Read first: closing an unknown batch is a not-found, like reading one.
+            backend
+                .batch_status(&id)
+                .await
+                .map_err(explain_store)?
+                .ok_or_else(gone)?;
+            if close {
+                backend
+                    .batch(id.clone())
+                    .close()
+                    .await
+                    .map_err(explain_store)?;
+                eprintln!("closed batch {id:?}");
+            }
+            let s = backend
+                .batch_status(&id)
+                .await
+                .map_err(explain_store)?
+                .ok_or_else(gone)?;
+            output::batch(out, fmt, &s)
         }
         Command::Serve { .. } => unreachable!("handled above"),
     }

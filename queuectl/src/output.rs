@@ -297,6 +297,90 @@ pub(crate) fn flow(out: Out<'_>, fmt: Output, s: &queue::flow::FlowStatus) -> Re
     Ok(())
 }
 
+/// A batch: its counts, then one line per callback.
+pub(crate) fn batch(
+    out: Out<'_>,
+    fmt: Output,
+    s: &queue::batch::BatchStatus,
+) -> Result<(), CliError> {
+    let callbacks: Vec<_> = s
+        .callbacks
+        .iter()
+        .map(|c| {
+            json!({
+                "kind": c.kind.as_str(),
+                "queue": c.queue,
+                "job": c.job,
+                "id": c.id.as_str(),
+                "state": c.state.as_str(),
+                "error": c.error,
+            })
+        })
+        .collect();
+    if fmt == Output::Json {
+        return print_json(
+            out,
+            &json!({
+                "id": s.id,
+                "description": s.description,
+                "parent": s.parent,
+                "total": s.total,
+                "pending": s.pending(),
+                "succeeded": s.succeeded,
+                "dead": s.dead,
+                "closed": s.closed,
+                "complete": s.complete,
+                "success": s.success,
+                "finished": s.is_finished(),
+                "callbacks": callbacks,
+                "errors": s.errors.iter().map(|(slot, e)| json!({"slot": slot, "error": e})).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    let state = match (s.closed, s.complete, s.success) {
+        (false, _, _) => "open",
+        (true, false, _) => "closed, running",
+        (true, true, true) => "complete, every job succeeded",
+        (true, true, false) => "complete, some jobs dead",
+    };
+    let fields = [
+        ("id", Some(s.id.clone())),
+        ("description", s.description.clone()),
+        ("parent", s.parent.clone()),
+        ("state", Some(state.to_string())),
+        ("total", Some(s.total.to_string())),
+        ("pending", Some(s.pending().to_string())),
+        ("succeeded", Some(s.succeeded.to_string())),
+        ("dead", Some(s.dead.to_string())),
+        ("opened_at", Some(time(s.opened_at))),
+    ];
+    for (k, v) in fields {
+        writeln!(
+            out,
+            "{:<12} {}",
+            format!("{k}:"),
+            v.as_deref().unwrap_or("-")
+        )
+        .map_err(io)?;
+    }
+    for c in &s.callbacks {
+        writeln!(
+            out,
+            "on_{:<9} {:<10} {} {} {}",
+            c.kind.as_str(),
+            c.state.as_str(),
+            c.queue,
+            c.job.as_deref().unwrap_or("(raw)"),
+            c.error.as_deref().unwrap_or("")
+        )
+        .map_err(io)?;
+    }
+    for (slot, e) in &s.errors {
+        writeln!(out, "dead slot {slot}: {e}").map_err(io)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn job(out: Out<'_>, fmt: Output, s: &JobStatus) -> Result<(), CliError> {
     if fmt == Output::Json {
         let v = serde_json::to_value(s).map_err(|e| CliError::Usage(e.to_string()))?;

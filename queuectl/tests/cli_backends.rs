@@ -182,6 +182,39 @@ async fn story(url: &str, can: Can) {
     assert_eq!(cancelled["finished"], true, "{cancelled}");
     assert_eq!(cancelled["jobs"][1]["error"], "cancelled", "{cancelled}");
     assert_eq!(queuectl(url, &["flow", "no-such-flow"]).await.code, 4);
+
+    // A batch: its counts while open, then closed from the command line.
+    let batch = backend
+        .new_batch()
+        .description("cli")
+        .on_message(queue::batch::Kind::Complete, n, queue::Message::new("done"))
+        .open()
+        .await
+        .unwrap();
+    let two = vec![queue::Message::new("a"), queue::Message::new("b")];
+    batch.add_messages(n, two).await.unwrap();
+    let shown = ok_json(url, &["batch", batch.id()]).await;
+    assert_eq!(shown["total"], 2, "{shown}");
+    assert_eq!(shown["pending"], 2, "{shown}");
+    assert_eq!(shown["closed"], false, "{shown}");
+    assert_eq!(shown["callbacks"][0]["state"], "pending", "{shown}");
+    let closed = ok_json(url, &["batch", batch.id(), "--close"]).await;
+    assert_eq!(closed["closed"], true, "{closed}");
+    assert_eq!(closed["complete"], false, "{closed}");
+    let text = queuectl(url, &["batch", batch.id()]).await;
+    assert!(text.stdout.contains("closed, running"), "{}", text.stdout);
+    assert!(text.stdout.contains("cli"), "{}", text.stdout);
+    assert!(batch
+        .add_messages(n, vec![queue::Message::new("c")])
+        .await
+        .is_err());
+    assert_eq!(queuectl(url, &["batch", "no-such-batch"]).await.code, 4);
+    assert_eq!(
+        queuectl(url, &["batch", "no-such-batch", "--close"])
+            .await
+            .code,
+        4
+    );
     q.delete().await.ok();
 }
 
