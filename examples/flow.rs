@@ -1,7 +1,7 @@
-//! Flows: an order pipeline (charge, then e-mail and invoice side by side, then ship with
-//! the invoice's number; a declined card stops the invoice and the shipment but not the
-//! e-mail) and a batch of 1,000 thumbnails with a report once all have finished. The
-//! story is `examples/src/flow.rs`.
+//! Flows and batches: an order pipeline as a flow (charge, then e-mail and invoice side
+//! by side, then ship with the invoice's number; a declined card stops the invoice and
+//! the shipment but not the e-mail) and a batch of 1,000 thumbnails whose `on_complete`
+//! report runs once all have finished. The story is `examples/src/flow.rs`.
 //!
 //! ```text
 //! cargo run --example flow                                            # embedded

@@ -1,5 +1,5 @@
-//! The `flow` story: an order pipeline and a batch with a report, as flows
-//! (`queue::flow`). See `examples/flow.rs`.
+//! The `flow` story: an order pipeline as flows (`queue::flow`), and a batch with a
+//! report (`queue::batch`). See `examples/flow.rs`.
 //!
 //! - Each order: charge the card; then e-mail the customer and write the invoice side by
 //!   side; then ship, reading the invoice's number. The e-mail goes whatever became of
@@ -7,8 +7,8 @@
 //!   that worked (the default, [`OnFailure::Fail`]: dead-lettered `dependency-failed`
 //!   without running).
 //! - A batch of thumbnails with a report that runs once every thumbnail has finished,
-//!   whether it worked or not (Sidekiq's `on_complete`): the report depends on each
-//!   thumbnail with [`OnFailure::Ignore`] and counts what its dependencies did.
+//!   whether it worked or not (Sidekiq's `on_complete`): the batch's `on_complete`
+//!   callback, which reads the batch's counts.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -108,8 +108,7 @@ pub struct Outcome {
     pub batch_time: Duration,
 }
 
-/// Runs the story on the backend at `url`, with `thumbnails` images in the batch (at most
-/// `queue::flow::MAX_DEPENDENCIES`).
+/// Runs the story on the backend at `url`, with `thumbnails` images in the batch.
 pub async fn run(url: &str, thumbnails: u32) -> Result<Outcome, Box<dyn std::error::Error>> {
     // One process here, so an in-memory store will do; workers in several processes share
     // a Redis or PostgreSQL store (`queue::connect_store`).
@@ -164,14 +163,16 @@ pub async fn run(url: &str, thumbnails: u32) -> Result<Outcome, Box<dyn std::err
     }
 
     let started = Instant::now();
-    let mut batch = Flow::new();
-    let report_node = batch.job(images.name(), &Report)?;
-    for image in 0..thumbnails {
-        let t = batch.job(images.name(), &Thumbnail { image })?;
-        batch.depends_on(report_node, t, OnFailure::Ignore);
-    }
-    let batch = backend.add_flow(batch).await?;
-    until_finished(&backend, batch.as_str()).await?;
+    let batch = backend
+        .new_batch()
+        .description("album thumbnails")
+        .on_complete(images.name(), &Report)
+        .open()
+        .await?;
+    let all: Vec<Thumbnail> = (0..thumbnails).map(|image| Thumbnail { image }).collect();
+    batch.add(images.name(), &all).await?;
+    batch.close().await?;
+    until_batch_finished(&backend, batch.id()).await?;
     let batch_time = started.elapsed();
 
     let mut out = Vec::new();
@@ -208,6 +209,22 @@ async fn until_finished(
             Some(s) if s.is_finished() => return Ok(s),
             _ if t0.elapsed() > Duration::from_secs(120) => {
                 return Err(format!("flow {id} did not finish in two minutes").into())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn until_batch_finished(
+    backend: &Backend,
+    id: &str,
+) -> Result<queue::batch::BatchStatus, Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    loop {
+        match backend.batch_status(id).await? {
+            Some(s) if s.is_finished() => return Ok(s),
+            _ if t0.elapsed() > Duration::from_secs(120) => {
+                return Err(format!("batch {id} did not finish in two minutes").into())
             }
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -264,6 +281,7 @@ fn image_worker(
     report: Arc<std::sync::Mutex<(u32, u32)>>,
     runs: Arc<AtomicU32>,
 ) -> queue::Result<queue::WorkerHandle> {
+    let b = backend.clone();
     backend
         .queue(queue)
         .worker()
@@ -277,20 +295,18 @@ fn image_worker(
             Ok(())
         })
         .handle(move |_: Report, ctx: JobContext| {
-            let (report, runs) = (report.clone(), runs.clone());
+            let (report, runs, b) = (report.clone(), runs.clone(), b.clone());
             async move {
                 runs.fetch_add(1, Ordering::SeqCst);
-                let flow = ctx
-                    .flow()
-                    .ok_or_else(|| JobError::permanent("not in a flow"))?;
-                let deps = flow.dependencies().await.map_err(JobError::retry)?;
-                let made = deps
-                    .iter()
-                    .filter(|d| d.state == NodeState::Succeeded)
-                    .count();
-                let failed = deps.iter().filter(|d| d.state == NodeState::Failed).count();
-                println!("report: {made} thumbnails made, {failed} failed");
-                *report.lock().unwrap_or_else(|p| p.into_inner()) = (made as u32, failed as u32);
+                let id = ctx
+                    .batch_id()
+                    .ok_or_else(|| JobError::permanent("not a batch's callback"))?;
+                let s = b
+                    .batch_status(id)
+                    .await?
+                    .ok_or_else(|| JobError::permanent("its batch expired"))?;
+                println!("report: {} thumbnails made, {} failed", s.succeeded, s.dead);
+                *report.lock().unwrap_or_else(|p| p.into_inner()) = (s.succeeded, s.dead);
                 Ok(())
             }
         })
