@@ -1,9 +1,10 @@
-//! Flows across real crashes: worker processes are SIGKILLed again and again while forty
-//! diamond flows run on Redis (state in the same Redis). Kills land mid-job and
-//! mid-settlement; afterwards a last worker runs to the end. Every flow finishes with
-//! every job succeeded, each dependent having seen all its dependencies' results (the
-//! victim's handler refuses to succeed otherwise), nothing is dead-lettered, nothing is
-//! left in the queue.
+//! Flows and batches across real crashes: worker processes are SIGKILLed again and again
+//! while forty diamond flows and eight batches (each with a nested batch) run on Redis
+//! (state in the same Redis). Kills land mid-job and mid-settlement; afterwards a last
+//! worker runs to the end. Every flow finishes with every job succeeded, each dependent
+//! having seen all its dependencies' results (the victim's handler refuses to succeed
+//! otherwise); every batch completes with every slot succeeded and its callbacks (and its
+//! child's) recorded as succeeded, having run; nothing is dead-lettered, nothing is stuck.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -15,10 +16,11 @@ use queue::testkit::unique;
 
 const URL: &str = "redis://127.0.0.1:6379";
 
-fn spawn(queue: &str) -> Child {
+fn spawn(queue: &str, log: &std::path::Path) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flow-worker"))
         .args([queue, "1500"])
         .env("QUEUE_URL", URL)
+        .env("CALLBACK_LOG", log)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start flow-worker");
@@ -29,7 +31,7 @@ fn spawn(queue: &str) -> Child {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkilled_workers_leave_no_flow_stuck() {
+async fn sigkilled_workers_leave_no_flow_or_batch_stuck() {
     let store = queue::connect_store(URL).await.unwrap_or_else(|e| {
         panic!("Redis at {URL} is not reachable ({e}); run scripts/services.sh")
     });
@@ -48,10 +50,43 @@ async fn sigkilled_workers_leave_no_flow_stuck() {
         f.after(b, &[a]).after(c, &[a]).after(d, &[b, c]);
         ids.push(backend.add_flow(f).await.unwrap());
     }
+    // Eight batches of 30 jobs, each with a child batch of 10; a callback on each.
+    let log = std::env::temp_dir().join(format!("{name}-callbacks.log"));
+    let mut batches = Vec::new();
+    for i in 0..8u32 {
+        let callback = Node {
+            n: 1_000 + i,
+            deps: 0,
+        };
+        let batch = backend
+            .new_batch()
+            .on_complete(&name, &callback)
+            .open()
+            .await
+            .unwrap();
+        let jobs: Vec<Node> = (0..30).map(|n| Node { n, deps: 0 }).collect();
+        batch.add(&name, &jobs).await.unwrap();
+        let child = batch
+            .child()
+            .on_success(
+                &name,
+                &Node {
+                    n: 2_000 + i,
+                    deps: 0,
+                },
+            )
+            .open()
+            .await
+            .unwrap();
+        child.add(&name, &jobs[..10]).await.unwrap();
+        child.close().await.unwrap();
+        batch.close().await.unwrap();
+        batches.push((batch.id().to_string(), child.id().to_string()));
+    }
 
     // Two workers at a time, each killed after a while, six rounds.
     for round in 0..6u64 {
-        let mut pair = [spawn(&name), spawn(&name)];
+        let mut pair = [spawn(&name, &log), spawn(&name, &log)];
         tokio::time::sleep(Duration::from_millis(150 + 90 * round)).await;
         for child in &mut pair {
             child.kill().unwrap(); // SIGKILL: no ack, no settlement, no goodbye
@@ -59,7 +94,7 @@ async fn sigkilled_workers_leave_no_flow_stuck() {
         }
     }
 
-    let mut last = spawn(&name);
+    let mut last = spawn(&name, &log);
     let t0 = Instant::now();
     let mut unfinished = ids.clone();
     while !unfinished.is_empty() {
@@ -84,8 +119,51 @@ async fn sigkilled_workers_leave_no_flow_stuck() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let t0 = Instant::now();
+    for (batch, child) in &batches {
+        let s = loop {
+            let s = backend
+                .batch_status(batch)
+                .await
+                .unwrap()
+                .expect("batch exists");
+            if s.is_finished() {
+                break s;
+            }
+            if t0.elapsed() > Duration::from_secs(90) {
+                last.kill().ok();
+                panic!("batch stuck: {s:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!((s.total, s.succeeded, s.dead), (31, 31, 0), "{s:#?}");
+        assert!(s.success, "{s:#?}");
+        let c = backend.batch_status(child).await.unwrap().unwrap();
+        assert_eq!((c.total, c.succeeded), (10, 10), "{c:#?}");
+        for st in [&s, &c] {
+            use queue::batch::CallbackState::Succeeded;
+            assert!(
+                st.callbacks.iter().all(|cb| cb.state == Succeeded),
+                "{st:#?}"
+            );
+        }
+    }
     last.kill().unwrap();
     last.wait().unwrap();
+    // Each callback ran (a SIGKILL between its handler's end and its record may run one
+    // twice; its record says succeeded once, and a later copy is skipped).
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    for (batch, child) in &batches {
+        for id in [batch, child] {
+            let runs = logged
+                .lines()
+                .filter(|l| l.starts_with(&format!("{id} ")))
+                .count();
+            assert!(runs >= 1, "{id}'s callback never ran: {logged}");
+        }
+    }
+    println!("callback runs: {} for {} callbacks", logged.lines().count(), 2 * batches.len());
+    let _ = std::fs::remove_file(&log);
     let stats = q.stats().await.unwrap();
     assert_eq!(stats.dead, 0, "nothing dead-lettered: {stats:?}");
     q.delete().await.ok();

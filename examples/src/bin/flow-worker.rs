@@ -1,9 +1,11 @@
-//! A worker for flows' jobs, on Redis with its flow state in the same Redis: the victim of
-//! `tests/kill_flow.rs`, which SIGKILLs it again and again while flows run. Each job
-//! sleeps a little (so kills land mid-job and mid-settlement alike) and sets its node's
-//! number as its result; a job with dependencies checks that it sees all their results.
+//! A worker for flows' and batches' jobs, on Redis with their state in the same Redis: the
+//! victim of `tests/kill_flow.rs`, which SIGKILLs it again and again while flows and
+//! batches run. Each job sleeps a little (so kills land mid-job and mid-settlement alike);
+//! a flow's job sets its node's number as its result, and one with dependencies checks
+//! that it sees all their results; a batch's callback appends a line to `CALLBACK_LOG`
+//! once its handler is done.
 //!
-//! Usage: `QUEUE_URL=redis://127.0.0.1:6379 flow-worker QUEUE LEASE_MS`
+//! Usage: `QUEUE_URL=redis://127.0.0.1:6379 CALLBACK_LOG=FILE flow-worker QUEUE LEASE_MS`
 
 use std::time::Duration;
 
@@ -33,9 +35,16 @@ async fn main() -> std::process::ExitCode {
         .lease(Duration::from_millis(lease))
         .poll_wait(Duration::from_millis(200))
         .handle(|job: Node, ctx: JobContext| async move {
-            let flow = ctx
-                .flow()
-                .ok_or_else(|| JobError::permanent("not a flow's job"))?;
+            let Some(flow) = ctx.flow() else {
+                let batch = ctx
+                    .batch_id()
+                    .ok_or_else(|| JobError::permanent("neither a flow's job nor a batch's"))?;
+                tokio::time::sleep(Duration::from_millis(fastrand_ms())).await;
+                if ctx.headers.contains_key(queue::headers::BATCH_CALLBACK) {
+                    log_callback(batch, job.n)?;
+                }
+                return Ok(());
+            };
             let seen: Vec<u32> = flow.results().await.map_err(JobError::retry)?;
             if seen.len() != job.deps {
                 return Err(JobError::permanent(format!(
@@ -60,6 +69,18 @@ async fn main() -> std::process::ExitCode {
     println!("ready");
     std::future::pending::<()>().await;
     std::process::ExitCode::SUCCESS
+}
+
+/// Appends `batch n` to the file `CALLBACK_LOG` names.
+fn log_callback(batch: &str, n: u32) -> Result<(), JobError> {
+    use std::io::Write;
+    let path = std::env::var("CALLBACK_LOG").map_err(|_| JobError::permanent("no CALLBACK_LOG"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(JobError::retry)?;
+    writeln!(f, "{batch} {n}").map_err(JobError::retry)
 }
 
 async fn connect(url: &str) -> queue::Result<queue::Backend> {
