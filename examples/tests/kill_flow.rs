@@ -162,7 +162,11 @@ async fn sigkilled_workers_leave_no_flow_or_batch_stuck() {
             assert!(runs >= 1, "{id}'s callback never ran: {logged}");
         }
     }
-    println!("callback runs: {} for {} callbacks", logged.lines().count(), 2 * batches.len());
+    println!(
+        "callback runs: {} for {} callbacks",
+        logged.lines().count(),
+        2 * batches.len()
+    );
     let _ = std::fs::remove_file(&log);
     let stats = q.stats().await.unwrap();
     assert_eq!(stats.dead, 0, "nothing dead-lettered: {stats:?}");

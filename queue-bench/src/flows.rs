@@ -5,7 +5,10 @@
 //! - chains: N flows of two jobs (the second after the first), each added with one
 //!   `add_flow`, eight adds at a time, until every second job is done;
 //! - batch: one flow of 1,000 no-op jobs and a report that depends on each (`Ignore`:
-//!   Sidekiq's `on_complete`), from the add to the report's start.
+//!   Sidekiq's `on_complete`), from the add to the report's end;
+//! - a batch (`queue_core::batch`) of 10,000 no-op jobs, added 1,000 at a time, with an
+//!   `on_complete` callback, from the open to the callback's end; beside 10,000 plain
+//!   jobs sent the same way, its cost per job.
 //!
 //! The per-job cost of a flow is (chains - plain) / 2N: the store writes of adding the
 //! records, the read before each run, the compare-and-set of each settlement and the
@@ -149,6 +152,15 @@ async fn batch(a: &Args, kind: &str) -> Result<Duration, String> {
         t0,
     )
     .await?;
+    report_ran(&q, t0, took).await
+}
+
+/// Runs the raw report left on `q` once the jobs are done; the time from `t0` to its end.
+async fn report_ran(
+    q: &queue_core::Queue,
+    t0: Instant,
+    took: Duration,
+) -> Result<Duration, String> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let w = q
         .worker()
@@ -168,36 +180,97 @@ async fn batch(a: &Args, kind: &str) -> Result<Duration, String> {
     Ok(to_report)
 }
 
+/// Jobs in the big batch.
+const BIG: usize = 10_000;
+
+/// 10,000 jobs, added 1,000 at a time, to their end: in a batch with an `on_complete`
+/// callback (to the callback's end) when `batched`, else plain.
+async fn big(a: &Args, kind: &str, batched: bool) -> Result<Duration, String> {
+    let b = backend(a, kind).await?;
+    let name = unique("batchbench");
+    let q = b.queue(name.clone());
+    q.create().await.map_err(|e| e.to_string())?;
+    let e = |e: queue_core::QueueError| e.to_string();
+    let t0 = Instant::now();
+    let jobs: Vec<Step> = (0..BIG).map(|_| Step).collect();
+    if batched {
+        let report = Message::new("report");
+        let batch = b
+            .new_batch()
+            .on_message(queue_core::batch::Kind::Complete, &name, report)
+            .open()
+            .await
+            .map_err(e)?;
+        for chunk in jobs.chunks(1_000) {
+            batch.add(&name, chunk).await.map_err(e)?;
+        }
+        batch.close().await.map_err(e)?;
+    } else {
+        let p = q.producer();
+        for chunk in jobs.chunks(1_000) {
+            let msgs = chunk
+                .iter()
+                .map(|j| queue_core::job_message(j, Default::default()))
+                .collect::<queue_core::Result<Vec<_>>>()
+                .map_err(e)?;
+            p.send_batch(msgs).await.map_err(e)?;
+        }
+    }
+    let took = drain(&q, a, Arc::new(AtomicUsize::new(BIG)), t0).await?;
+    match batched {
+        true => report_ran(&q, t0, took).await,
+        false => {
+            q.delete().await.ok();
+            Ok(took)
+        }
+    }
+}
+
 /// The mode: each backend in `--backends`, plain then chains then the batch.
 pub async fn run(a: &Args, n: usize) -> std::process::ExitCode {
     println!(
-        "flows: {n} chains of two jobs against {} plain jobs, concurrency {}; a batch of {} jobs to its report",
+        "flows: {n} chains of two jobs against {} plain jobs, concurrency {}; a flow of {} jobs to its report; \
+         a batch of {BIG} jobs to its on_complete against {BIG} plain jobs",
         2 * n,
         a.consumers,
         queue_core::flow::MAX_DEPENDENCIES
     );
     println!(
-        "{:<9} {:>10} {:>10} {:>12} {:>16} {:>12}",
-        "backend", "plain s", "chains s", "plain job/s", "flow cost/job", "batch s"
+        "{:<9} {:>10} {:>10} {:>12} {:>16} {:>12} {:>11} {:>11} {:>15}",
+        "backend",
+        "plain s",
+        "chains s",
+        "plain job/s",
+        "flow cost/job",
+        "fan-in s",
+        "10k plain s",
+        "10k batch s",
+        "batch cost/job"
     );
     for kind in &a.backends {
         let row = async {
             let p = plain(a, kind, n).await?;
             let c = chains(a, kind, n).await?;
             let bt = batch(a, kind).await?;
-            Ok::<_, String>((p, c, bt))
+            let big_plain = big(a, kind, false).await?;
+            let big_batch = big(a, kind, true).await?;
+            Ok::<_, String>((p, c, bt, big_plain, big_batch))
         };
         match row.await {
-            Ok((p, c, bt)) => {
+            Ok((p, c, bt, bp, bb)) => {
                 let jobs = (2 * n) as f64;
                 let cost_us = (c.as_secs_f64() - p.as_secs_f64()) / jobs * 1e6;
+                let batch_us = (bb.as_secs_f64() - bp.as_secs_f64()) / BIG as f64 * 1e6;
                 println!(
-                    "{kind:<9} {:>10.2} {:>10.2} {:>12.0} {:>13.0} µs {:>12.2}",
+                    "{kind:<9} {:>10.2} {:>10.2} {:>12.0} {:>13.0} µs {:>12.2} {:>11.2} {:>11.2} {:>12.0} µs",
                     p.as_secs_f64(),
                     c.as_secs_f64(),
                     jobs / p.as_secs_f64(),
                     cost_us,
-                    bt.as_secs_f64()
+                    bt.as_secs_f64(),
+                    bp.as_secs_f64(),
+                    bb.as_secs_f64(),
+                    batch_us
                 );
             }
             Err(e) => println!("{kind:<9} failed: {e}"),

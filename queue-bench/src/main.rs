@@ -131,8 +131,9 @@ struct Args {
     /// long until the small tenant's jobs are done, without and with per-key concurrency.
     #[arg(long)]
     fairness: Option<usize>,
-    /// Flows mode: this many chains of two jobs against twice as many plain jobs, and a
-    /// batch of 1,000 jobs to its report: what a flow costs per job.
+    /// Flows mode: this many chains of two jobs against twice as many plain jobs, a flow
+    /// of 1,000 jobs to its report, and a batch of 10,000 jobs to its `on_complete`
+    /// against 10,000 plain jobs: what a flow and a batch cost per job.
     #[arg(long)]
     flows: Option<usize>,
     /// Shards of the fair run in fairness mode (2 to 256; big and small must not share one).
