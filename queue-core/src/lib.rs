@@ -91,7 +91,9 @@ mod runtime;
 pub use contract::{driver, needs, options, profile};
 #[cfg(feature = "cron")]
 pub use layers::schedule;
-pub use layers::{batch, dedup, fair, flow, limit, pause, relay, status, store, tiers, unique};
+pub use layers::{
+    batch, debounce, dedup, fair, flow, limit, pause, relay, status, store, tiers, unique,
+};
 pub use runtime::{idempotency, job, retry};
 
 pub(crate) use contract::{error, message, registry};

@@ -5,7 +5,8 @@
 //! `dependency-failed` without running, while the e-mail (policy Ignore) still goes.
 //! And batches (`queue::batch`) on every backend: 200 thumbnails, one of which fails for
 //! good, and a nested batch of 20 with its own callback; each callback runs once, the
-//! child's before the parent's, and the counts add up.
+//! child's before the parent's, and the counts add up. And debounce (`queue::debounce`):
+//! of three jobs sent under one key, only the last runs, on every backend.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -292,10 +293,59 @@ async fn batch_story(url: &str, store: &str) {
     reports.delete().await.ok();
 }
 
+async fn debounce_story(url: &str, store: &str) {
+    let b = backend(url, store).await;
+    let q = b.queue(queue::testkit::unique("debounce"));
+    q.create().await.unwrap();
+    let ran: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let seen = ran.clone();
+    let w = q
+        .worker()
+        .poll_wait(Duration::from_millis(200))
+        .handle(move |t: Thumb, _ctx: JobContext| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(t.n);
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    let p = q.producer();
+    for n in 1..=3 {
+        p.debounce(&Thumb { n }, "album-7", Duration::from_secs(1))
+            .await
+            .unwrap();
+    }
+    let t0 = Instant::now();
+    while w.report().superseded < 2 || ran.lock().unwrap().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{url}: {:?}",
+            w.report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let report = w.shutdown().await;
+    assert_eq!(*ran.lock().unwrap(), [3], "{url}: only the last runs");
+    assert_eq!(report.superseded, 2, "{url}: {report:?}");
+    q.delete().await.ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory() {
     story("memory://workflows", "memory://").await;
     batch_story("memory://batches", "memory://").await;
+    debounce_story("memory://debounce", "memory://").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debounce_everywhere() {
+    debounce_story(REDIS, REDIS).await;
+    debounce_story(POSTGRES, POSTGRES).await;
+    debounce_story(SQS, REDIS).await;
+    debounce_story("kafka://127.0.0.1:9092", REDIS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

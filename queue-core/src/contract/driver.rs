@@ -652,6 +652,7 @@ pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Resu
             headers::FLOW if crate::flow::parse_header(v).is_some() => {}
             headers::FLOW_FAILED => {}
             headers::BATCH | headers::BATCH_CALLBACK if crate::batch::valid_header(k, v) => {}
+            headers::DEBOUNCE if crate::debounce::valid_header(v) => {}
             headers::MAX_ATTEMPTS if v.parse::<u32>().is_ok_and(|n| n >= 1) => {}
             headers::MAX_ATTEMPTS => {
                 return Err(QueueError::InvalidOption(format!(

@@ -65,6 +65,9 @@ pub mod headers {
     /// On a batch's callback job: the batch and which callback, `<batch id>/success` or
     /// `<batch id>/complete` (see [`crate::batch`]).
     pub const BATCH_CALLBACK: &str = "x-queue-batch-callback";
+    /// A debounced or replacing job's place among the sends under its key,
+    /// `<number>/<queue>:<key>` (see [`crate::debounce`]).
+    pub const DEBOUNCE: &str = "x-queue-debounce";
 }
 
 /// A message id, assigned by the framework when a [`Message`] is built, so it is the same

@@ -6,6 +6,7 @@
 //! wait for other jobs, advanced in the store as each settles.
 
 pub mod batch;
+pub mod debounce;
 pub mod dedup;
 pub mod fair;
 pub mod flow;

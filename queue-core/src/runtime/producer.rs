@@ -164,6 +164,27 @@ impl Producer {
             .ok_or_else(|| QueueError::backend(self.queue.backend().kind(), "send returned no id"))
     }
 
+    /// Debounces a typed job under `key` ([`crate::debounce`]): it runs `delay` after the
+    /// last send under `key` on this queue, and the jobs sent before it under that key do
+    /// not run. Needs the backend's shared store. Returns its id.
+    pub async fn debounce<J: Job>(&self, job: &J, key: &str, delay: Duration) -> Result<MessageId> {
+        let m = job_message(job, SendOptions::default())?;
+        crate::debounce::send(self, m, Some(J::NAME), key, delay, false).await
+    }
+
+    /// Replaces the job pending under `key` with this one ([`crate::debounce`]): it runs
+    /// when the pending one was due (after `delay` if none is pending), and the pending one
+    /// does not run. Needs the backend's shared store. Returns its id.
+    pub async fn replace_pending<J: Job>(
+        &self,
+        job: &J,
+        key: &str,
+        delay: Duration,
+    ) -> Result<MessageId> {
+        let m = job_message(job, SendOptions::default())?;
+        crate::debounce::send(self, m, Some(J::NAME), key, delay, true).await
+    }
+
     /// Sends many messages, each under its unique key: those whose key is free are sent
     /// (in one batch), the others are answered with their holder's id. A key repeated
     /// within the batch is sent once.

@@ -254,6 +254,19 @@ async fn before_run(
         }
         return Go::Settled(dead);
     }
+    if let Some(h) = d.headers.get(headers::DEBOUNCE) {
+        if Box::pin(superseded(inner, h)).await {
+            tracing::info!("a later job under this job's debounce key supersedes it; acked unrun");
+            bump(&inner.counters.superseded);
+            let _ = acks.send(d.receipt.clone());
+            if inner.status.is_some() {
+                lifecycle::started(inner, d, tracked).await;
+                let why = Some("superseded by a later job under its debounce key".to_string());
+                lifecycle::ended(inner, d, tracked, JobState::Cancelled, why).await;
+            }
+            return Go::Settled(true);
+        }
+    }
     let before = flows::before(inner, d, tracked).await;
     if let flows::Before::NoStore = before {
         flows::give_back_unrecorded(inner, d).await;
@@ -496,6 +509,18 @@ pub(super) async fn run_batch(
         let why = flows::doomed(d).unwrap_or_default();
         flows::dead_letter_doomed(&inner, d, why, &inner.meters.batch).await;
     }
+    // Nor do debounced jobs a later send superseded.
+    let mut live = Vec::with_capacity(batch.len());
+    for d in batch {
+        match d.headers.get(headers::DEBOUNCE) {
+            Some(h) if superseded(&inner, h).await => {
+                bump(&inner.counters.superseded);
+                let _ = acks.send(d.receipt.clone());
+            }
+            _ => live.push(d),
+        }
+    }
+    let batch = live;
     if batch.is_empty() {
         return;
     }
@@ -660,6 +685,21 @@ pub(super) fn prepare<'a>(inner: &'a Inner, d: &Delivery) -> (&'a JobMeters, Pre
                 known,
             };
             (&meters.unknown, (Err(e), tracked))
+        }
+    }
+}
+
+/// Whether a debounced job was superseded (see [`crate::debounce`]). Without a shared
+/// store, or when it cannot be read, the job runs: at least once, as ever.
+async fn superseded(inner: &Inner, header: &str) -> bool {
+    let Some(store) = inner.backend.store() else {
+        return false;
+    };
+    match crate::debounce::superseded(store.as_ref(), header).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read this job's debounce record; running it");
+            false
         }
     }
 }

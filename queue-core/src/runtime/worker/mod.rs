@@ -119,6 +119,9 @@ pub struct WorkerReport {
     /// Jobs that snoozed ([`JobError::snooze`]): back in the queue after their delay,
     /// without spending an attempt.
     pub snoozed: u64,
+    /// Debounced or replaced jobs acked without running: a later send under their key
+    /// superseded them (see [`crate::debounce`]).
+    pub superseded: u64,
     /// Backend calls that failed (receive, ack, nack, extend, dead-letter).
     pub backend_errors: u64,
     /// The worker's own loop died (a panic: in a driver's `receive`, or a bug) and it
@@ -140,6 +143,7 @@ struct Counters {
     rate_limited: AtomicU64,
     unknown_job: AtomicU64,
     snoozed: AtomicU64,
+    superseded: AtomicU64,
     backend_errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     crashed: std::sync::atomic::AtomicBool,
@@ -160,6 +164,7 @@ impl Counters {
             rate_limited: r(&self.rate_limited),
             unknown_job: r(&self.unknown_job),
             snoozed: r(&self.snoozed),
+            superseded: r(&self.superseded),
             backend_errors: r(&self.backend_errors),
             crashed: self.crashed.load(AtomicOrdering::Relaxed),
         }
