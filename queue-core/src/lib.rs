@@ -23,6 +23,10 @@
 //!   results, with a failure policy per dependency ([`Backend::add_flow`]).
 //! - [`batch`]: a group of jobs, open until closed, with `on_success` and `on_complete`
 //!   callbacks that run once, progress counts, and nesting ([`Backend::new_batch`]).
+//! - [`aggregate`]: jobs that share a key handed to one handler call in sets (by size,
+//!   minimum size or wait), each still settled on its own.
+//! - [`debounce`]: of the jobs sent under one key, only the last runs
+//!   ([`Producer::debounce`], [`Producer::replace_pending`]).
 //! - [`driver`]: the interface a backend implements ([`Driver`]), for driver authors.
 //! - [`MemoryQueue`]: the in-memory driver, with real lease, delay, ordering, priority and
 //!   dedup semantics (`memory://NAME`).
@@ -92,7 +96,8 @@ pub use contract::{driver, needs, options, profile};
 #[cfg(feature = "cron")]
 pub use layers::schedule;
 pub use layers::{
-    batch, debounce, dedup, fair, flow, limit, pause, relay, status, store, tiers, unique,
+    aggregate, batch, debounce, dedup, fair, flow, limit, pause, relay, status, store, tiers,
+    unique,
 };
 pub use runtime::{idempotency, job, retry};
 

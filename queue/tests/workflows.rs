@@ -6,7 +6,8 @@
 //! And batches (`queue::batch`) on every backend: 200 thumbnails, one of which fails for
 //! good, and a nested batch of 20 with its own callback; each callback runs once, the
 //! child's before the parent's, and the counts add up. And debounce (`queue::debounce`):
-//! of three jobs sent under one key, only the last runs, on every backend.
+//! of three jobs sent under one key, only the last runs, on every backend. And
+//! aggregation (`queue::aggregate`): jobs handed over in sets of one key each.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -338,6 +339,79 @@ async fn memory() {
     story("memory://workflows", "memory://").await;
     batch_story("memory://batches", "memory://").await;
     debounce_story("memory://debounce", "memory://").await;
+}
+
+/// Twelve jobs of two users, sets of up to three by user: every job in one set, no set
+/// mixes users or exceeds three.
+async fn aggregate_story(url: &str) {
+    let b = queue::connect(url).await.unwrap();
+    let q = b.queue(queue::testkit::unique("digest"));
+    q.create().await.unwrap();
+    let sets: Arc<Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+    let seen = sets.clone();
+    let agg = queue::aggregate::Aggregate::new(3)
+        .unwrap()
+        .max_wait(Duration::from_millis(500))
+        .unwrap()
+        .by_header("user");
+    let w = q
+        .worker()
+        .concurrency(8)
+        .batch_size(2)
+        .poll_wait(Duration::from_millis(200))
+        .handle_batch(agg.handler(move |user: String, set: Vec<queue::Delivery>| {
+            let seen = seen.clone();
+            async move {
+                let ids = set.iter().map(|d| d.headers["n"].clone()).collect();
+                seen.lock().unwrap().push((user, ids));
+                Vec::<queue::ItemFailure>::new()
+            }
+        }))
+        .start()
+        .unwrap();
+    for n in 0..12 {
+        let user = ["ann", "bob"][n % 2];
+        let m = queue::Message::new("note")
+            .header("user", user)
+            .header("n", n.to_string());
+        q.send(m).await.unwrap();
+    }
+    let t0 = Instant::now();
+    while w.report().succeeded < 12 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{url}: {:?}",
+            w.report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.shutdown().await;
+    let sets = sets.lock().unwrap().clone();
+    let mut all: Vec<u32> = Vec::new();
+    for (user, ids) in &sets {
+        assert!(!ids.is_empty() && ids.len() <= 3, "{url}: {sets:?}");
+        for id in ids {
+            let n: u32 = id.parse().unwrap();
+            assert_eq!(["ann", "bob"][n as usize % 2], user, "{url}: {sets:?}");
+            all.push(n);
+        }
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..12).collect::<Vec<_>>(),
+        "{url}: each job in one set: {sets:?}"
+    );
+    q.delete().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_everywhere() {
+    aggregate_story("memory://aggregate").await;
+    aggregate_story(REDIS).await;
+    aggregate_story(POSTGRES).await;
+    aggregate_story(SQS).await;
+    aggregate_story("kafka://127.0.0.1:9092").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 //! tiers ([`tiers`]), where the backend has no priorities. Flows ([`flow`]) are jobs that
 //! wait for other jobs, advanced in the store as each settles.
 
+pub mod aggregate;
 pub mod batch;
 pub mod debounce;
 pub mod dedup;
