@@ -341,13 +341,16 @@ async fn memory() {
     debounce_story("memory://debounce", "memory://").await;
 }
 
+/// One set handed over: its key and its jobs' numbers.
+type Set = (String, Vec<String>);
+
 /// Twelve jobs of two users, sets of up to three by user: every job in one set, no set
 /// mixes users or exceeds three.
 async fn aggregate_story(url: &str) {
     let b = queue::connect(url).await.unwrap();
     let q = b.queue(queue::testkit::unique("digest"));
     q.create().await.unwrap();
-    let sets: Arc<Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+    let sets: Arc<Mutex<Vec<Set>>> = Arc::default();
     let seen = sets.clone();
     let agg = queue::aggregate::Aggregate::new(3)
         .unwrap()
