@@ -181,6 +181,7 @@ pub fn router(dash: Dashboard) -> Router {
         .route("/queues/{queue}/purge", post(purge))
         .route("/jobs", get(job_page))
         .route("/flows", get(flow_page))
+        .route("/batches", get(batch_page))
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(dash.clone(), auth))
         .with_state(dash)
@@ -448,7 +449,7 @@ async fn purge(
     }
 }
 
-/// `?id=` of the job and flow pages.
+/// `?id=` of the job, flow and batch pages.
 #[derive(Deserialize)]
 struct IdQuery {
     id: Option<String>,
@@ -491,6 +492,16 @@ async fn flow_page(State(d): State<Dashboard>, Query(q): Query<IdQuery>) -> Resp
         q,
         |id| async move { backend.flow_status(&id).await },
         pages::flow,
+    )
+    .await
+}
+
+async fn batch_page(State(d): State<Dashboard>, Query(q): Query<IdQuery>) -> Response {
+    let backend = &d.inner.backend;
+    lookup(
+        q,
+        |id| async move { backend.batch_status(&id).await },
+        pages::batch,
     )
     .await
 }

@@ -1,6 +1,7 @@
 //! The dashboard's HTML (maud: escaped by default, checked at compile time).
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
+use queue::batch::BatchStatus;
 use queue::flow::{FlowStatus, NodeState, NodeStatus, OnFailure};
 use queue::{DeadLetter, JobStatus, QueueStats};
 
@@ -48,6 +49,10 @@ fn layout(title: &str, refresh: bool, body: Markup) -> Markup {
                     }
                     form action="/flows" method="get" {
                         input name="id" placeholder="flow id" aria-label="flow id";
+                        " " button type="submit" { "Look up" }
+                    }
+                    form action="/batches" method="get" {
+                        input name="id" placeholder="batch id" aria-label="batch id";
                         " " button type="submit" { "Look up" }
                     }
                 }
@@ -242,6 +247,73 @@ pub(crate) fn flow(id: &str, found: Option<Result<Option<FlowStatus>, String>>) 
             }
         },
     )
+}
+
+/// A batch: its counts as a bar, its callbacks, its first errors.
+pub(crate) fn batch(id: &str, found: Option<Result<Option<BatchStatus>, String>>) -> Markup {
+    layout(
+        "Batch",
+        true,
+        html! {
+            h1 { "Batch " span.mono { (id) } }
+            @match found {
+                None => { p { "Enter a batch id above." } }
+                Some(Err(e)) => { p.error { (e) } }
+                Some(Ok(None)) => { p.error id="batch-missing" { "No such batch: unknown, or its records expired." } }
+                Some(Ok(Some(s))) => {
+                    @if let Some(d) = &s.description { p { (d) } }
+                    @if let Some(p) = &s.parent {
+                        p { "Nested in " a.mono href=(format!("/batches?id={p}")) { (p) } }
+                    }
+                    p id="batch-counts" {
+                        "total " strong { (s.total) } " · pending " strong { (s.pending()) }
+                        " · succeeded " strong { (s.succeeded) } " · dead " strong.dead[s.dead > 0] { (s.dead) }
+                        " · "
+                        @if !s.closed { "open" }
+                        @else if !s.complete { "closed, running" }
+                        @else if s.success { "complete, every job succeeded" }
+                        @else { "complete, some jobs dead" }
+                    }
+                    (bar(s.total, s.succeeded, s.dead))
+                    @if !s.callbacks.is_empty() {
+                        h2 { "Callbacks" }
+                        table {
+                            tr { th { "on" } th { "state" } th { "queue" } th { "job" } th { "error" } }
+                            @for c in &s.callbacks {
+                                tr {
+                                    td { (c.kind.as_str()) }
+                                    td { (c.state.as_str()) }
+                                    td { a href=(url_path(&c.queue)) { (c.queue) } }
+                                    td { a.mono href=(format!("/jobs?id={}", c.id)) { (c.job.as_deref().unwrap_or("(raw)")) } }
+                                    td.dead { (c.error.as_deref().unwrap_or("")) }
+                                }
+                            }
+                        }
+                    }
+                    @if !s.errors.is_empty() {
+                        h2 { "First dead jobs" }
+                        ul { @for (slot, e) in &s.errors { li { "slot " (slot) ": " span.dead { (e) } } } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Succeeded, dead and pending as one horizontal bar, drawn as SVG.
+fn bar(total: u32, ok: u32, dead: u32) -> Markup {
+    let w = |n: u32| match total {
+        0 => 0.0,
+        t => f64::from(n) * 600.0 / f64::from(t),
+    };
+    let (ok_w, dead_w) = (w(ok), w(dead));
+    html! {
+        svg id="batch-bar" width="600" height="14" role="img" aria-label="progress" {
+            rect x="0" y="0" width="600" height="14" fill="#e3e6eb" {}
+            rect x="0" y="0" width=(format!("{ok_w:.1}")) height="14" fill="#2e9e5b" {}
+            rect x=(format!("{ok_w:.1}")) y="0" width=(format!("{dead_w:.1}")) height="14" fill="#b42318" {}
+        }
+    }
 }
 
 /// The flow's jobs by level: roots first, each job one level past its deepest dependency.

@@ -70,11 +70,26 @@ async fn dashboard_in_a_browser() {
     }
     common::work_charges(&q, 2, 1).await;
     q.enqueue(&Charge { n: 4 }).await.unwrap();
+    // A batch of two jobs, open, its state in the same Redis.
+    let store = queue::connect_store(REDIS).await.expect("redis up");
+    let batch = backend
+        .clone()
+        .with_store(store)
+        .new_batch()
+        .description("browser batch")
+        .open()
+        .await
+        .unwrap();
+    let jobs = backend.queue(format!("{name}-batch"));
+    jobs.create().await.unwrap();
+    let two = vec![queue::Message::new("a"), queue::Message::new("b")];
+    batch.add_messages(jobs.name(), two).await.unwrap();
 
     let port = free_port();
     let _dash = Killed(
         Command::new(env!("CARGO_BIN_EXE_queuectl"))
             .args(["serve", &name, "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--status-url", REDIS])
             .env("QUEUE_URL", REDIS)
             .env_remove("QUEUECTL_TOKEN")
             .stdout(Stdio::null())
@@ -173,6 +188,26 @@ async fn dashboard_in_a_browser() {
             c.screenshot().await?,
         )
         .unwrap();
+
+        // A batch, looked up from the header's form: its counts and bar.
+        let form = c.find(Locator::Css(r#"form[action="/batches"]"#)).await?;
+        form.find(Locator::Css("input[name=id]"))
+            .await?
+            .send_keys(batch.id())
+            .await?;
+        form.find(Locator::Css("button")).await?.click().await?;
+        let counts = c.wait().for_element(Locator::Id("batch-counts")).await?;
+        let text = counts.text().await?;
+        assert!(
+            text.contains("total 2") && text.contains("pending 2") && text.contains("open"),
+            "{text}"
+        );
+        c.find(Locator::Id("batch-bar")).await?;
+        std::fs::write(
+            shots.join("queuectl-dashboard-batch.png"),
+            c.screenshot().await?,
+        )
+        .unwrap();
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
@@ -186,4 +221,5 @@ async fn dashboard_in_a_browser() {
         "the click moved exactly one dead letter"
     );
     q.delete().await.ok();
+    jobs.delete().await.ok();
 }

@@ -199,6 +199,39 @@ async fn pages_forms_and_metrics() {
         http(addr, "/flows?id=nope", None, &[]).await.status,
         StatusCode::NOT_FOUND
     );
+
+    // A batch: its counts, its bar and its callback.
+    let batch = backend
+        .new_batch()
+        .id("album-9")
+        .description("album nine")
+        .on_message(
+            queue::batch::Kind::Complete,
+            "orders",
+            Message::new("report"),
+        )
+        .open()
+        .await
+        .unwrap();
+    let three = vec![Message::new("a"), Message::new("b"), Message::new("c")];
+    batch.add_messages("orders", three).await.unwrap();
+    batch.close().await.unwrap();
+    let page = http(addr, "/batches?id=album-9", None, &[]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for want in [
+        "total <strong>3</strong>",
+        "pending <strong>3</strong>",
+        "closed, running",
+        "album nine",
+        r#"id="batch-bar""#,
+        "<td>complete</td><td>pending</td>",
+    ] {
+        assert!(page.body.contains(want), "{want:?} missing: {}", page.body);
+    }
+    assert_eq!(
+        http(addr, "/batches?id=nope", None, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,6 +257,7 @@ async fn a_token_guards_every_page() {
         "/metrics",
         "/jobs?id=x",
         "/flows?id=x",
+        "/batches?id=x",
     ] {
         assert_eq!(
             http(addr, path, None, &[]).await.status,
