@@ -408,6 +408,75 @@ async fn aggregate_story(url: &str) {
     q.delete().await.ok();
 }
 
+/// One flow across two backends sharing a Redis store: charge on Redis, then the e-mail
+/// on SQS, then the shipment on Redis again, reading both results. Each backend is named,
+/// and knows the other by its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_across_backends() {
+    let redis = backend(REDIS, REDIS).await.with_name("redis").unwrap();
+    let sqs = backend(SQS, REDIS).await.with_name("sqs").unwrap();
+    let (redis, sqs) = (
+        redis.clone().with_peer("sqs", sqs.clone()).unwrap(),
+        sqs.with_peer("redis", redis).unwrap(),
+    );
+    let (orders, mail) = (
+        queue::testkit::unique("x-orders"),
+        queue::testkit::unique("x-mail"),
+    );
+    redis.queue(orders.clone()).create().await.unwrap();
+    sqs.queue(mail.clone()).create().await.unwrap();
+    let ran: Arc<Mutex<Vec<Run>>> = Arc::default();
+    let worker = |b: &Backend, q: &str| {
+        let seen = ran.clone();
+        b.queue(q.to_string())
+            .worker()
+            .poll_wait(Duration::from_millis(200))
+            .handle(move |s: Step, ctx: JobContext| {
+                let seen = seen.clone();
+                async move {
+                    let got: Vec<String> = ctx.flow().expect("a flow's job").results().await?;
+                    seen.lock().unwrap().push((s.order, s.name.clone(), got));
+                    ctx.set_result(&format!("{}@{}", s.name, ctx.queue));
+                    Ok(())
+                }
+            })
+            .start()
+            .unwrap()
+    };
+    let (w1, w2) = (worker(&redis, &orders), worker(&sqs, &mail));
+    let make = || {
+        let mut f = Flow::new();
+        let charge = f.job(&orders, &step("x", "charge")).unwrap();
+        let email = f.job_on("sqs", &mail, &step("x", "email")).unwrap();
+        let ship = f.job(&orders, &step("x", "ship")).unwrap();
+        f.after(email, &[charge]).after(ship, &[charge, email]);
+        f
+    };
+    let unnamed = backend(REDIS, REDIS)
+        .await
+        .with_peer("sqs", sqs.clone())
+        .unwrap();
+    let refused = unnamed.add_flow(make()).await;
+    assert!(
+        matches!(refused, Err(queue::QueueError::InvalidFlow(_))),
+        "an unnamed backend cannot add a flow across backends: {refused:?}"
+    );
+    let id = redis.add_flow(make()).await.unwrap();
+    let s = finished(&redis, id.as_str(), Duration::from_secs(60)).await;
+    w1.shutdown().await;
+    w2.shutdown().await;
+    assert_eq!(s.count(NodeState::Succeeded), 3, "{s:#?}");
+    assert_eq!(s.nodes[1].backend.as_deref(), Some("sqs"));
+    assert_eq!(s.nodes[0].backend.as_deref(), Some("redis"));
+    let ran = ran.lock().unwrap().clone();
+    let shipped = ran.iter().find(|r| r.1 == "ship").expect("ship ran");
+    assert_eq!(
+        shipped.2,
+        [format!("charge@{orders}"), format!("email@{mail}")],
+        "{ran:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregate_everywhere() {
     aggregate_story("memory://aggregate").await;

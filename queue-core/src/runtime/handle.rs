@@ -36,6 +36,11 @@ pub struct Backend {
     store: Option<Arc<dyn Store>>,
     /// Priorities the application declared ([`Backend::with_priorities`]).
     priority_levels: Option<u8>,
+    /// Other backends a flow's or batch's jobs may be sent to, by name
+    /// ([`Backend::with_peer`]).
+    peers: Arc<std::collections::BTreeMap<String, Backend>>,
+    /// Its own name among peers ([`Backend::with_name`]).
+    name: Option<Arc<str>>,
 }
 
 impl Backend {
@@ -52,6 +57,8 @@ impl Backend {
             status: None,
             store: None,
             priority_levels: None,
+            peers: Arc::default(),
+            name: None,
         }
     }
 
@@ -82,6 +89,54 @@ impl Backend {
     pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
+    }
+
+    /// This backend, knowing `other` as `name`: a flow's jobs may then be on `other`'s
+    /// queues ([`Flow::job_on`](crate::flow::Flow::job_on)), so that one flow spans
+    /// backends (a Kafka event, then a job on Redis). Names are shared by every process
+    /// that runs the flow's jobs: each backend involved gets its own name
+    /// ([`Backend::with_name`]) and knows the others by theirs, and all share one store.
+    /// A worker that must send a job to a peer it does not know gives its own job back
+    /// and logs why, until it does. `name`: 1 to 64 letters, digits, `-` or `_`; a name
+    /// given twice keeps the last.
+    pub fn with_peer(mut self, name: &str, other: Backend) -> Result<Self> {
+        check_peer_name(name)?;
+        let mut peers = (*self.peers).clone();
+        peers.insert(name.to_string(), other);
+        self.peers = Arc::new(peers);
+        Ok(self)
+    }
+
+    /// The backend known as `name` ([`Backend::with_peer`]).
+    pub fn peer(&self, name: &str) -> Option<&Backend> {
+        self.peers.get(name)
+    }
+
+    /// This backend's own name among its peers (see [`Backend::with_peer`]); a flow that
+    /// spans backends is added through a named one.
+    pub fn with_name(mut self, name: &str) -> Result<Self> {
+        check_peer_name(name)?;
+        self.name = Some(name.into());
+        Ok(self)
+    }
+
+    /// Its name among peers, if it has one ([`Backend::with_name`]).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The backend a flow's job named `peer` goes to: this one (no name, or its own), or
+    /// a peer.
+    pub(crate) fn resolve(&self, peer: Option<&str>) -> Result<&Backend> {
+        match peer {
+            None => Ok(self),
+            Some(p) if Some(p) == self.name() => Ok(self),
+            Some(p) => self.peer(p).ok_or_else(|| {
+                QueueError::InvalidFlow(format!(
+                    "this process knows no backend named {p:?} (Backend::with_peer)"
+                ))
+            }),
+        }
     }
 
     /// This backend for an application that uses priorities `0..levels` (2 to 16), on every
@@ -204,6 +259,20 @@ impl Backend {
     /// The driver underneath, for the worker and the conformance kit.
     pub(crate) fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver
+    }
+}
+
+fn check_peer_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    match ok {
+        true => Ok(()),
+        false => Err(QueueError::InvalidOption(format!(
+            "backend name {name:?}: 1 to 64 letters, digits, '-' or '_'"
+        ))),
     }
 }
 

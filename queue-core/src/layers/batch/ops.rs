@@ -347,7 +347,7 @@ async fn queue_exists(backend: &Backend, q: &str) -> Result<()> {
 
 fn sender(
     backend: &Backend,
-) -> impl Fn(String, Option<String>, Message) -> record::SendFut + Send + Sync {
+) -> impl Fn(Option<String>, String, Option<String>, Message) -> record::SendFut + Send + Sync {
     crate::flow::sender(backend)
 }
 

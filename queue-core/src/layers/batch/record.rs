@@ -392,7 +392,8 @@ pub(crate) enum Settled {
 }
 
 /// How the batch layer sends a callback: `(queue, job name, message)`.
-pub(super) type SendFn<'a> = &'a (dyn Fn(String, Option<String>, Message) -> SendFut + Sync);
+pub(super) type SendFn<'a> =
+    &'a (dyn Fn(Option<String>, String, Option<String>, Message) -> SendFut + Sync);
 pub(super) type SendFut = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 /// The most levels of nesting a settlement follows up through parents.
@@ -600,7 +601,7 @@ async fn send_due(store: &dyn Store, batch: &str, head: &mut Head, send: SendFn<
         .cloned()
         .collect();
     for cb in due {
-        send(cb.q.clone(), cb.job.clone(), cb.message(batch)?).await?;
+        send(None, cb.q.clone(), cb.job.clone(), cb.message(batch)?).await?;
         if let Some((h, _)) = update_head(store, batch, |h| {
             Ok(match h.cbs.iter_mut().find(|c| c.kind == cb.kind) {
                 Some(c) if c.s == CallbackState::Due => {

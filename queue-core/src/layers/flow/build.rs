@@ -17,6 +17,9 @@ use super::{
 };
 
 struct Draft {
+    /// The peer backend it goes to ([`Backend::with_peer`](crate::Backend::with_peer)),
+    /// or the flow's own.
+    peer: Option<String>,
     queue: String,
     job: Option<String>,
     message: Message,
@@ -112,17 +115,36 @@ impl Flow {
     /// Adds a typed job with send options (delay, ordering key, priority, ...).
     pub fn job_with<J: Job>(&mut self, queue: &str, job: &J, opts: SendOptions) -> Result<NodeId> {
         let m = job_message(job, opts)?;
-        Ok(self.push(queue, Some(J::NAME.to_string()), m))
+        Ok(self.push(None, queue, Some(J::NAME.to_string()), m))
     }
 
     /// Adds a raw message on `queue` (for a raw handler).
     pub fn message(&mut self, queue: &str, message: Message) -> NodeId {
-        self.push(queue, None, message)
+        self.push(None, queue, None, message)
     }
 
-    fn push(&mut self, queue: &str, job: Option<String>, message: Message) -> NodeId {
+    /// Adds a typed job on `queue` of the peer backend `peer`
+    /// ([`Backend::with_peer`](crate::Backend::with_peer)): one flow across backends.
+    pub fn job_on<J: Job>(&mut self, peer: &str, queue: &str, job: &J) -> Result<NodeId> {
+        let m = job_message(job, SendOptions::default())?;
+        Ok(self.push(Some(peer), queue, Some(J::NAME.to_string()), m))
+    }
+
+    /// Adds a raw message on `queue` of the peer backend `peer`.
+    pub fn message_on(&mut self, peer: &str, queue: &str, message: Message) -> NodeId {
+        self.push(Some(peer), queue, None, message)
+    }
+
+    fn push(
+        &mut self,
+        peer: Option<&str>,
+        queue: &str,
+        job: Option<String>,
+        message: Message,
+    ) -> NodeId {
         let n = self.nodes.len() as u32;
         self.nodes.push(Draft {
+            peer: peer.map(str::to_string),
             queue: queue.to_string(),
             job,
             message,
@@ -187,7 +209,7 @@ impl Flow {
     }
 
     /// Checks the flow and lays out its records.
-    pub(super) fn plan(self, backend: &Backend) -> Result<(String, Vec<NodeRec>, u64, u64)> {
+    pub(super) fn plan(mut self, backend: &Backend) -> Result<(String, Vec<NodeRec>, u64, u64)> {
         let mut mistakes = self.mistakes;
         let n = self.nodes.len();
         if n == 0 {
@@ -234,7 +256,18 @@ impl Flow {
             return Err(QueueError::InvalidFlow(mistakes.join("; ")));
         }
         let id = self.id;
-        let caps = backend.capabilities();
+        if self.nodes.iter().any(|d| d.peer.is_some()) {
+            let Some(own) = backend.name() else {
+                return Err(QueueError::InvalidFlow(
+                    "a flow across backends is added through a named backend \
+                     (Backend::with_name), so that other processes know where its own jobs go"
+                        .into(),
+                ));
+            };
+            for d in &mut self.nodes {
+                d.peer.get_or_insert_with(|| own.to_string());
+            }
+        }
         let mut next: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (i, d) in self.nodes.iter().enumerate() {
             for (dep, _) in &d.deps {
@@ -256,8 +289,12 @@ impl Flow {
                     .headers
                     .insert(headers::FLOW_FAILED.into(), "x".repeat(record::MAX_REASON));
             }
-            crate::driver::validate(&caps, backend.kind(), &probe)
+            let target = backend
+                .resolve(d.peer.as_deref())
+                .map_err(|e| QueueError::InvalidFlow(format!("job {i}: {e}")))?;
+            crate::driver::validate(&target.capabilities(), target.kind(), &probe)
                 .map_err(|e| QueueError::InvalidFlow(format!("job {i} on {}: {e}", d.queue)))?;
+            shape.add(d.peer.as_deref().unwrap_or("").as_bytes());
             shape.add(d.queue.as_bytes());
             shape.add(d.job.as_deref().unwrap_or("").as_bytes());
             shape.add(&d.message.payload);
@@ -279,6 +316,7 @@ impl Flow {
                 shape.add(&[*p as u8]);
             }
             recs.push(NodeRec {
+                b: d.peer,
                 q: d.queue,
                 id: d.message.id.as_str().to_string(),
                 job: d.job,
@@ -369,6 +407,7 @@ mod tests {
 
     fn draft(deps: &[u32]) -> Draft {
         Draft {
+            peer: None,
             queue: "q".into(),
             job: None,
             message: Message::new("x"),

@@ -78,8 +78,14 @@
 //! - Results: a job's [`JobContext::set_result`](crate::JobContext::set_result) value is
 //!   kept in its node (with or without job status on); [`FlowContext::results`](crate::flow::FlowContext::results) and
 //!   [`FlowContext::dependencies`](crate::flow::FlowContext::dependencies) read them.
-//! - Across queues: nodes may be on any queue of the backend. Across backends: not yet
-//!   (a node names a queue, not a backend).
+//! - Across queues: nodes may be on any queue of the backend. Across backends:
+//!   [`Flow::job_on`](crate::flow::Flow::job_on) puts a node on a peer backend's queue
+//!   ([`Backend::with_peer`](crate::Backend::with_peer)). Each backend involved has a
+//!   name ([`Backend::with_name`](crate::Backend::with_name)), every node records its
+//!   backend's name, and every process that runs the flow's jobs knows the others by the
+//!   same names and shares one store: a Kafka consumer's job can release a job on Redis.
+//!   A worker asked to send to a name it does not know gives its own job back (retried
+//!   later, logged) instead of failing the flow.
 //!
 //! - A job's worker reads its state in the flow before it runs it: one that has finished
 //!   already (a duplicate delivery of a job that succeeded, a job of a cancelled flow) is

@@ -15,6 +15,9 @@ use super::{FlowId, NodeId, NodeState, OnFailure, CANCELLED, MAX_ID_LEN, MAX_NOD
 pub struct NodeStatus {
     /// Its place in the flow.
     pub node: NodeId,
+    /// The backend its queue is on, by name, in a flow across backends
+    /// ([`Backend::with_peer`]).
+    pub backend: Option<String>,
     /// Its queue.
     pub queue: String,
     /// Its job's name (`None` for a raw message).
@@ -58,6 +61,7 @@ impl FlowStatus {
 fn node_status(i: u32, r: NodeRec) -> NodeStatus {
     NodeStatus {
         node: NodeId::read(i),
+        backend: r.b,
         queue: r.q,
         job: r.job,
         id: MessageId::new(r.id),
@@ -86,11 +90,15 @@ impl Backend {
         let store = self.store().ok_or(QueueError::NoStatusStore)?.clone();
         let (id, mut recs, shape, exp) = flow.plan(self)?;
         // Each queue must exist: a job whose queue is missing could never be sent.
-        let mut queues: Vec<&str> = recs.iter().map(|r| r.q.as_str()).collect();
+        let mut queues: Vec<(Option<&str>, &str)> = recs
+            .iter()
+            .map(|r| (r.b.as_deref(), r.q.as_str()))
+            .collect();
         queues.sort_unstable();
         queues.dedup();
-        for q in queues {
-            match self.queue(q).stats().await {
+        for (peer, q) in queues {
+            let target = self.resolve(peer)?;
+            match target.queue(q).stats().await {
                 Ok(_) => {}
                 Err(QueueError::UnknownQueue(_)) => {
                     return Err(QueueError::InvalidFlow(format!(
@@ -249,12 +257,12 @@ pub(crate) type SendFut = std::pin::Pin<Box<dyn std::future::Future<Output = Res
 /// records it `queued` and the message is checked like any other.
 pub(crate) fn sender(
     backend: &Backend,
-) -> impl Fn(String, Option<String>, Message) -> SendFut + Send + Sync {
+) -> impl Fn(Option<String>, String, Option<String>, Message) -> SendFut + Send + Sync {
     let backend = backend.clone();
-    move |queue: String, job: Option<String>, m: Message| {
-        let backend = backend.clone();
+    move |peer: Option<String>, queue: String, job: Option<String>, m: Message| {
+        let target = backend.resolve(peer.as_deref()).cloned();
         Box::pin(async move {
-            backend
+            target?
                 .queue(queue)
                 .producer()
                 .send_named(vec![m], job.as_deref())

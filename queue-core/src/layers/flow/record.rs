@@ -134,6 +134,9 @@ impl Stored {
 /// One node's record.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub(super) struct NodeRec {
+    /// The peer backend its queue is on, if not the flow's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) b: Option<String>,
     /// Its queue.
     pub(super) q: String,
     /// Its message id.
@@ -290,11 +293,11 @@ pub(super) async fn send_released<F, Fut>(
     send: &F,
 ) -> Result<()>
 where
-    F: Fn(String, Option<String>, Message) -> Fut,
+    F: Fn(Option<String>, String, Option<String>, Message) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let m = rec.message(flow, node)?;
-    send(rec.q.clone(), rec.job.clone(), m).await?;
+    send(rec.b.clone(), rec.q.clone(), rec.job.clone(), m).await?;
     // Best effort: the node is in its queue whatever this write does. Left `released`, it
     // is sent again only by a repeat of the settlement that released it (a duplicate
     // delivery), never by this one's retries.
@@ -323,7 +326,7 @@ pub(super) async fn settle<F, Fut>(
     send: &F,
 ) -> Result<()>
 where
-    F: Fn(String, Option<String>, Message) -> Fut,
+    F: Fn(Option<String>, String, Option<String>, Message) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let key = node_key(flow, node);
@@ -465,6 +468,7 @@ mod tests {
 
     fn rec(s: NodeState, deps: &[u32], next: &[u32]) -> NodeRec {
         NodeRec {
+            b: None,
             q: "q".into(),
             id: MessageId::random().into_string(),
             job: None,
@@ -502,11 +506,11 @@ mod tests {
         let store = MemoryStore::new();
         put(&store, &two_into_one()).await;
         let sent = Mutex::new(Vec::new());
-        let ok = |q: String, _: Option<String>, m: Message| {
+        let ok = |_: Option<String>, q: String, _: Option<String>, m: Message| {
             sent.lock().unwrap().push((q, m));
             async { Ok(()) }
         };
-        let crash = |_: String, _: Option<String>, _: Message| async {
+        let crash = |_: Option<String>, _: String, _: Option<String>, _: Message| async {
             Err(QueueError::backend("memory", "the process died here"))
         };
         let done = Outcome::Succeeded {
@@ -542,11 +546,11 @@ mod tests {
         let store = MemoryStore::new();
         put(&store, &two_into_one()).await;
         let sent = Mutex::new(Vec::new());
-        let ok = |_: String, _: Option<String>, m: Message| {
+        let ok = |_: Option<String>, _: String, _: Option<String>, m: Message| {
             sent.lock().unwrap().push(m);
             async { Ok(()) }
         };
-        let crash = |_: String, _: Option<String>, _: Message| async {
+        let crash = |_: Option<String>, _: String, _: Option<String>, _: Message| async {
             Err(QueueError::backend("memory", "the process died here"))
         };
         let failed = Outcome::Failed("boom".into());
@@ -608,7 +612,7 @@ mod tests {
         )
         .await;
         let sent = Mutex::new(Vec::new());
-        let send = |q: String, _: Option<String>, m: Message| {
+        let send = |_: Option<String>, q: String, _: Option<String>, m: Message| {
             let r = if q == "gone" {
                 Err(QueueError::UnknownQueue(q))
             } else {
@@ -641,7 +645,7 @@ mod tests {
     async fn only_a_redriven_success_replaces_a_failure() {
         let store = MemoryStore::new();
         put(&store, &[rec(NodeState::Sent, &[], &[])]).await;
-        let none = |_: String, _: Option<String>, _: Message| async { Ok(()) };
+        let none = |_: Option<String>, _: String, _: Option<String>, _: Message| async { Ok(()) };
         settle(&store, "f", 0, &Outcome::Failed("boom".into()), &none)
             .await
             .unwrap();
@@ -674,7 +678,7 @@ mod tests {
         )
         .await;
         let sent = Mutex::new(Vec::new());
-        let send = |_: String, _: Option<String>, m: Message| {
+        let send = |_: Option<String>, _: String, _: Option<String>, m: Message| {
             sent.lock().unwrap().push(m);
             async { Ok(()) }
         };
