@@ -547,3 +547,79 @@ async fn bad_batches_are_refused_with_nothing_written() {
     assert_eq!(b.queue("jobs").stats().await.unwrap().ready, 0);
     assert_eq!(b.queue("callbacks").stats().await.unwrap().ready, 0);
 }
+
+/// Three jobs under one idempotency key: the first runs, the other two are skipped as
+/// its duplicates, and count as succeeded, so the batch completes.
+#[tokio::test(start_paused = true)]
+async fn jobs_skipped_by_their_idempotency_key_count_as_succeeded() {
+    let b = backend().await;
+    let seen = Arc::new(Seen::default());
+    let batch = b
+        .new_batch()
+        .on_complete("callbacks", &done("complete"))
+        .open()
+        .await
+        .unwrap();
+    let opts = SendOptions::new().idempotency_key("charge-7");
+    batch.add_with("jobs", &works(3), opts).await.unwrap();
+    batch.close().await.unwrap();
+    let ran = seen.clone();
+    let w = b
+        .queue("jobs")
+        .worker()
+        .poll_wait(Duration::from_millis(20))
+        .idempotency(
+            Arc::new(queue_core::idempotency::MemoryIdempotency::new()),
+            Duration::from_secs(3600),
+        )
+        .handle(move |w: Work, _ctx: JobContext| {
+            let ran = ran.clone();
+            async move {
+                ran.jobs.lock().unwrap().push((w.n, Instant::now()));
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    let cb = callback_worker(&b, &seen);
+    let s = finished(&b, batch.id()).await;
+    assert_eq!((s.succeeded, s.dead), (3, 0), "{s:#?}");
+    assert_eq!(seen.jobs.lock().unwrap().len(), 1);
+    assert_eq!(seen.callbacks("complete").len(), 1);
+    w.shutdown().await;
+    cb.shutdown().await;
+}
+
+/// A forged job naming a slot the batch never handed out settles nothing that counts:
+/// the batch's one real job, still waiting, keeps it from completing.
+#[tokio::test(start_paused = true)]
+async fn a_slot_never_handed_out_does_not_complete_a_batch() {
+    let b = backend().await;
+    b.queue("parked").create().await.unwrap();
+    let seen = Arc::new(Seen::default());
+    let batch = b
+        .new_batch()
+        .on_complete("callbacks", &done("complete"))
+        .open()
+        .await
+        .unwrap();
+    batch.add("parked", &works(1)).await.unwrap(); // slot 0, shard 0: nobody runs it
+    batch.close().await.unwrap();
+    // Slot 32 is in shard 0 too.
+    let forged = job_message(&Work { n: 9, sleep_ms: 0 }, SendOptions::default())
+        .unwrap()
+        .header(headers::BATCH, format!("{}/32", batch.id()));
+    b.queue("jobs").producer().send(forged).await.unwrap();
+    let w = job_worker(&b, &seen, 2, None);
+    let cb = callback_worker(&b, &seen);
+    queue_core::testkit::eventually_worker(&w, Duration::from_secs(10), "ran", |r| {
+        r.succeeded == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = batch.status().await.unwrap().unwrap();
+    assert!(!s.complete, "{s:#?}");
+    assert!(seen.callbacks("complete").is_empty());
+    w.shutdown().await;
+    cb.shutdown().await;
+}

@@ -642,6 +642,17 @@ pub trait Driver: Send + Sync + 'static {
 /// Every send through a [`crate::Queue`] handle goes through it; drivers need not repeat
 /// it.
 pub fn validate(caps: &Capabilities, backend: &'static str, m: &Message) -> Result<()> {
+    if m.headers.contains_key(headers::DEBOUNCE)
+        && [headers::FLOW, headers::BATCH, headers::BATCH_CALLBACK]
+            .iter()
+            .any(|h| m.headers.contains_key(*h))
+    {
+        return Err(QueueError::InvalidOption(
+            "a debounced job cannot be a flow's or batch's job (a superseded one would never \
+             settle its place)"
+                .into(),
+        ));
+    }
     for (k, v) in &m.headers {
         if !k.starts_with("x-queue-") {
             continue;

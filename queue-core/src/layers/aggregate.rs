@@ -39,9 +39,11 @@
 //!   a set in each);
 //! - the worker's [`concurrency`](crate::Worker::concurrency) bounds the receives that
 //!   may wait at once: with 1, a set holds the only receive until its time is up;
-//! - a job timeout ([`Worker::job_timeout`](crate::Worker::job_timeout)) covers the wait,
-//!   so it must be longer than [`Aggregate::max_wait`]; keep `max_wait` under the
-//!   shutdown grace as well, or a shutdown gives the waiting jobs back (they come again).
+//! - a job timeout ([`Worker::job_timeout`](crate::Worker::job_timeout)) covers the wait
+//!   and the handler's run, so it must be longer than [`Aggregate::max_wait`] plus that;
+//!   keep `max_wait` under the shutdown grace as well, or a shutdown gives the waiting
+//!   jobs back (they come again). A job given back so leaves its set: it is never handed
+//!   over by this worker after.
 //! - The group key: a header, the ordering key, or a function of the delivery; a
 //!   delivery without the header is grouped under `""`.
 
@@ -201,6 +203,9 @@ impl Sets {
                     items: Vec::new(),
                     generation: fastrand::u64(..),
                 });
+                // Jobs whose receive gave up waiting (a job timeout, a forced shutdown) were
+                // given back: they leave the set.
+                g.items.retain(|(_, tx)| !tx.is_closed());
                 if g.items.is_empty() {
                     g.generation = g.generation.wrapping_add(1);
                     timers.push((key.clone(), g.generation));
@@ -259,7 +264,12 @@ impl Sets {
 
 /// Runs the handler on one set and tells each job's receive how it went.
 async fn run(f: SetFn, key: String, items: Vec<(Delivery, oneshot::Sender<Outcome>)>) {
-    let (deliveries, senders): (Vec<Delivery>, Vec<_>) = items.into_iter().unzip();
+    // A job whose receive gave up waiting was given back: it is not handed over.
+    let (deliveries, senders): (Vec<Delivery>, Vec<_>) =
+        items.into_iter().filter(|(_, tx)| !tx.is_closed()).unzip();
+    if deliveries.is_empty() {
+        return;
+    }
     let n = deliveries.len();
     let mut failed: HashMap<usize, JobError> = f(key, deliveries)
         .await

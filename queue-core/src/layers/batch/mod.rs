@@ -63,17 +63,23 @@
 //! # The model
 //! - Each job added takes the batch's next slot. A slot is *pending*, *succeeded* or
 //!   *dead* (dead-lettered: its retries spent, a permanent error, cancelled). Retries
-//!   within a job are not the batch's business. A success replaces a death (a job
-//!   redriven from the dead-letter queue); a death never replaces a success.
+//!   within a job are not the batch's business. A success replaces a death: a job
+//!   redriven from the dead-letter queue, or a copy of a job whose lease ran out that
+//!   succeeds after the other copy was dead-lettered (a flow keeps the failure there);
+//!   a death never replaces a success. A job skipped because its idempotency key's work
+//!   is done counts as succeeded. A batch's jobs cannot carry dedup ids (a dropped
+//!   duplicate would never settle its slot), nor be debounced.
 //! - A job's worker records its slot *before* it acks the job, by compare-and-set on one
 //!   of the batch's [`SHARDS`] shard records (two bitmaps each), so a duplicate delivery
 //!   counts once, and a crash in between only means the job is delivered and recorded
 //!   again. The callbacks are made due by exactly one compare-and-set on the batch's head
-//!   record, and sent by whoever made that write. A callback's worker records its
+//!   record, and sent by whoever made that write; if that sender dies before it marks
+//!   them sent, the repeat of its job's settlement (or of the close) sends them once they
+//!   have been due for 30 s. A callback's worker records its
 //!   outcome the same way, and skips a duplicate of a callback that already succeeded:
 //!   each callback runs once in effect.
 //! - Nested batches: [`Batch::child`](crate::batch::Batch::child) opens a batch that takes
-//!   one slot of its parent. That slot settles once the child has finished: complete,
+//!   one slot of its parent (at most [`MAX_DEPTH`] levels). That slot settles once the child has finished: complete,
 //!   and its due callbacks have settled. It succeeds when none of the child's jobs and
 //!   callbacks is dead. So a parent's `on_success` runs after its children's callbacks.
 //! - Adding is open until the batch is closed: [`Batch::add`](crate::batch::Batch::add)
@@ -112,6 +118,8 @@ pub const MAX_SLOTS: u32 = 1_000_000;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest batch id.
 pub const MAX_ID_LEN: usize = 128;
+/// The deepest nesting of batches.
+pub const MAX_DEPTH: u8 = 16;
 /// The longest error a dead slot or a failed callback keeps (bytes).
 pub const MAX_REASON: usize = 256;
 

@@ -289,6 +289,7 @@ impl BatchBuilder {
                 id: m.id.as_str().to_string(),
                 m: crate::flow::Stored::of(&m),
                 s: CallbackState::Pending,
+                due_at: 0,
                 error: None,
             };
             let checked = cb.message(&self.id)?;
@@ -299,8 +300,13 @@ impl BatchBuilder {
         }
         let mut head = Head::new(exp, self.desc, cbs);
         if let Some(parent) = &self.parent {
-            let slot = self.backend.batch(parent.clone()).allocate(1).await?;
+            let (slot, depth) = self
+                .backend
+                .batch(parent.clone())
+                .allocate_for(1, true)
+                .await?;
             head.parent = Some((parent.clone(), slot));
+            head.depth = depth + 1;
         }
         let ttl = head.ttl();
         let shards: Vec<Vec<u8>> = (0..SHARDS).map(|_| Shard::new(exp).encode()).collect();
@@ -319,8 +325,11 @@ impl BatchBuilder {
             if let Some((parent, slot)) = &head.parent {
                 // The slot taken in the parent is settled, so the parent can still finish.
                 let why = Settled::Dead("its child batch could not be opened".into());
-                let _ = record::settle(store.as_ref(), parent, *slot, why, &sender(&self.backend))
-                    .await;
+                if let Err(e) =
+                    record::settle(store.as_ref(), parent, *slot, why, &sender(&self.backend)).await
+                {
+                    tracing::warn!(parent, slot, error = %e, "could not settle the slot of a child batch that failed to open; the parent stays incomplete");
+                }
             }
             written?;
             return Err(QueueError::InvalidBatch(format!(
@@ -403,13 +412,20 @@ impl Batch {
         }
         // Checked with the longest header they will carry, before any slot is taken.
         let caps = self.backend.capabilities();
-        let widest = format!("{}/{}", self.id, MAX_SLOTS);
+        let widest = format!("{}/{}", self.id, MAX_SLOTS - 1);
+        if messages.iter().any(|m| m.dedup_id.is_some()) {
+            return Err(QueueError::InvalidBatch(
+                "a batch's job cannot carry a dedup id: a send the backend drops as a \
+                 duplicate would leave its slot pending for ever"
+                    .into(),
+            ));
+        }
         for m in &mut messages {
             m.headers.insert(headers::BATCH.into(), widest.clone());
             crate::driver::validate(&caps, self.backend.kind(), m)?;
         }
         let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
-        let first = self.allocate(n).await?;
+        let (first, _) = self.allocate(n).await?;
         for (i, m) in messages.iter_mut().enumerate() {
             m.headers.insert(
                 headers::BATCH.into(),
@@ -436,11 +452,24 @@ impl Batch {
         sent
     }
 
-    /// Takes `n` slots; the first one's index.
-    async fn allocate(&self, n: u32) -> Result<u32> {
+    /// Takes `n` slots (`child`: for a child batch); the first one's index, and this
+    /// batch's depth.
+    async fn allocate(&self, n: u32) -> Result<(u32, u8)> {
+        self.allocate_for(n, false).await
+    }
+
+    async fn allocate_for(&self, n: u32, child: bool) -> Result<(u32, u8)> {
         let store = self.backend.store().ok_or(QueueError::NoStatusStore)?;
         let mut first = 0;
         let found = record::update_head(store.as_ref(), &self.id, |h| {
+            if child && h.depth + 1 > super::MAX_DEPTH {
+                return Err(QueueError::InvalidBatch(format!(
+                    "batch {:?} is nested {} deep: a child would pass the {} levels a batch may have",
+                    self.id,
+                    h.depth,
+                    super::MAX_DEPTH
+                )));
+            }
             if h.closed {
                 return Err(QueueError::InvalidBatch(format!(
                     "batch {:?} is closed: it takes no more jobs",
@@ -461,7 +490,7 @@ impl Batch {
         })
         .await?;
         match found {
-            Some(_) => Ok(first),
+            Some((h, _)) => Ok((first, h.depth)),
             None => Err(QueueError::InvalidBatch(format!(
                 "no batch {:?} (unknown, or expired)",
                 self.id
@@ -503,7 +532,7 @@ pub(crate) fn parse_header(v: &str) -> Option<(&str, &str)> {
 /// and a slot; [`headers::BATCH_CALLBACK`]: a batch id and a callback's kind).
 pub(crate) fn valid_header(k: &str, v: &str) -> bool {
     match parse_header(v) {
-        Some((_, slot)) if k == headers::BATCH => slot.parse::<u32>().is_ok(),
+        Some((_, slot)) if k == headers::BATCH => slot.parse::<u32>().is_ok_and(|s| s < MAX_SLOTS),
         Some((_, kind)) if k == headers::BATCH_CALLBACK => Kind::parse(kind).is_some(),
         _ => false,
     }
@@ -512,7 +541,9 @@ pub(crate) fn valid_header(k: &str, v: &str) -> bool {
 /// Records how a batch's job ended (the worker calls it before it acks or dead-letters the
 /// job).
 pub(crate) async fn settle(backend: &Backend, header: &str, outcome: Settled) -> Result<()> {
-    let Some((batch, slot)) = parse_header(header).and_then(|(b, s)| Some((b, s.parse().ok()?)))
+    let Some((batch, slot)) = parse_header(header)
+        .and_then(|(b, s)| Some((b, s.parse::<u32>().ok()?)))
+        .filter(|(_, s)| *s < MAX_SLOTS)
     else {
         tracing::warn!(
             header,

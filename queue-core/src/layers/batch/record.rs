@@ -72,6 +72,9 @@ pub(super) struct Callback {
     pub(super) id: String,
     pub(super) m: Stored,
     pub(super) s: CallbackState,
+    /// When it became due, Unix ms.
+    #[serde(default)]
+    pub(super) due_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) error: Option<String>,
 }
@@ -111,6 +114,9 @@ pub(super) struct Head {
     /// The parent batch and this batch's slot in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) parent: Option<(String, u32)>,
+    /// How deep it is nested (0: no parent).
+    #[serde(default)]
+    pub(super) depth: u8,
     /// The outcome last settled in the parent's slot (true: succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) told: Option<bool>,
@@ -129,6 +135,7 @@ impl Head {
             shards: vec![ShardSummary::default(); SHARDS as usize],
             cbs,
             parent: None,
+            depth: 0,
             told: None,
         }
     }
@@ -178,6 +185,7 @@ impl Head {
             };
             if due && cb.s == CallbackState::Pending {
                 cb.s = CallbackState::Due;
+                cb.due_at = now_ms();
             }
         }
     }
@@ -251,6 +259,19 @@ fn set(map: &mut Vec<u64>, j: u32, on: bool) {
     }
 }
 
+/// Set bits among the first `limit`.
+fn ones_below(map: &[u64], limit: u32) -> u32 {
+    let full = (limit / 64) as usize;
+    let mut n: u32 = map.iter().take(full).map(|w| w.count_ones()).sum();
+    if let Some(w) = map.get(full) {
+        let rest = limit % 64;
+        if rest > 0 {
+            n += (w & ((1u64 << rest) - 1)).count_ones();
+        }
+    }
+    n
+}
+
 fn ones(map: &[u64]) -> u32 {
     map.iter().map(|w| w.count_ones()).sum()
 }
@@ -321,10 +342,14 @@ impl Shard {
 
     /// This shard's report to a head that has handed out `n` slots.
     fn report(&self, n: u32, shard: u32) -> ShardSummary {
+        // Only slots handed out count: a bit past them (a forged header, an old job of
+        // an expired batch whose id was reused) cannot complete the shard.
+        let m = members(n, shard);
+        let dead = ones_below(&self.dead, m);
         ShardSummary {
             seq: self.seq,
-            done: self.succeeded() + self.dead_count() >= members(n, shard),
-            dead: self.dead_count() > 0,
+            done: ones_below(&self.ok, m) + dead >= m,
+            dead: dead > 0,
         }
     }
 }
@@ -397,7 +422,7 @@ pub(super) type SendFn<'a> =
 pub(super) type SendFut = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
 /// The most levels of nesting a settlement follows up through parents.
-const MAX_DEPTH: usize = 16;
+const MAX_DEPTH: usize = super::MAX_DEPTH as usize;
 
 /// Records slot `slot` of `batch` as `outcome`, and everything that follows: the shard's
 /// report to the head, the callbacks it makes due, and the parent's slot when the batch
@@ -433,9 +458,10 @@ pub(super) async fn tell(
         };
         parent = settle_slot(store, &t.parent, t.slot, &outcome, send).await?;
         update_head(store, &child, |h| {
-            Ok(match h.told == Some(t.ok) {
-                true => false,
-                false => {
+            // A stale tell (the outcome moved on meanwhile) records nothing.
+            Ok(match h.told != Some(t.ok) && h.outcome() == Some(t.ok) {
+                false => false,
+                true => {
                     h.told = Some(t.ok);
                     true
                 }
@@ -495,9 +521,11 @@ async fn settle_slot(
     advance(store, batch, Some((shard, rec)), !changed, send).await
 }
 
-/// Reports `shard` (when given) to the head, sends the callbacks this call made due (or,
-/// with `resend`, every one found due), and returns the parent's slot to settle when the
-/// batch has finished with an outcome its parent was not told yet.
+/// Reports `shard` (when given) to the head, sends the callbacks this call made due (and,
+/// with `resend`, those due for longer than [`RESEND_AFTER_MS`], whose sender died), and
+/// returns the parent's slot to settle when the batch has finished with an outcome its
+/// parent was not told yet. A repeat (`resend`) that finds a callback due but not yet
+/// stale is an error: its job goes back and looks again later, until the callback is sent.
 pub(super) async fn advance(
     store: &dyn Store,
     batch: &str,
@@ -509,7 +537,7 @@ pub(super) async fn advance(
         return Ok(None);
     };
     let mut head = Head::decode(&v.value)?;
-    let mut made_due = false;
+    let mut made_due = Vec::new();
     if let Some((s, rec)) = &shard {
         if !head.closed {
             // The close reads every shard after it closes the batch.
@@ -518,11 +546,11 @@ pub(super) async fn advance(
         let report = rec.report(head.n, *s);
         let summary = head.shards[*s as usize];
         if report.done && (!summary.done || summary.dead != report.dead) {
-            let mut made = false;
+            let mut made = Vec::new();
             if let Some((h, _)) = update_head(store, batch, |h| {
-                let before = due(h);
+                let before = states(h);
                 let changed = h.apply(*s, report);
-                made = due(h) > before;
+                made = became_due(&before, h);
                 Ok(changed)
             })
             .await?
@@ -532,8 +560,14 @@ pub(super) async fn advance(
             }
         }
     }
-    if made_due || resend {
-        send_due(store, batch, &mut head, send).await?;
+    let waiting = send_due(store, batch, &mut head, &made_due, send).await?;
+    if resend && waiting > 0 {
+        return Err(QueueError::backend(
+            "batch",
+            format!(
+                "a callback of batch {batch:?} is due and not marked sent yet; looking again later"
+            ),
+        ));
     }
     Ok(tell_parent(&head))
 }
@@ -571,35 +605,70 @@ pub(super) async fn close(
         };
         reports.push((s as u32, Shard::decode(&v.value)?.report(head.n, s as u32)));
     }
+    let mut made = Vec::new();
     let Some((mut head, _)) = update_head(store, batch, |h| {
+        let before = states(h);
         let mut changed = false;
         for (s, r) in &reports {
             if r.done {
                 changed |= h.apply(*s, *r);
             }
         }
+        made = became_due(&before, h);
         Ok(changed)
     })
     .await?
     else {
         return Ok(None);
     };
-    send_due(store, batch, &mut head, send).await?;
+    if send_due(store, batch, &mut head, &made, send).await? > 0 {
+        return Err(QueueError::backend(
+            "batch",
+            format!(
+                "a callback of batch {batch:?} is due and being sent by another call; if that \
+                 one died, close the batch again in {} s",
+                RESEND_AFTER_MS / 1000
+            ),
+        ));
+    }
     Ok(tell_parent(&head))
 }
 
-fn due(h: &Head) -> usize {
-    h.cbs.iter().filter(|c| c.s == CallbackState::Due).count()
+/// How long a callback may stay due (made due, not yet marked sent) before a repeat
+/// settlement or close sends it again: its first sender is taken for dead by then.
+pub(super) const RESEND_AFTER_MS: u64 = 30_000;
+
+fn states(h: &Head) -> Vec<CallbackState> {
+    h.cbs.iter().map(|c| c.s).collect()
 }
 
-/// Sends each due callback, then marks it sent.
-async fn send_due(store: &dyn Store, batch: &str, head: &mut Head, send: SendFn<'_>) -> Result<()> {
-    let due: Vec<Callback> = head
+/// The callbacks that a write moved from pending to due.
+fn became_due(before: &[CallbackState], h: &Head) -> Vec<Kind> {
+    h.cbs
+        .iter()
+        .zip(before)
+        .filter(|(c, b)| **b == CallbackState::Pending && c.s == CallbackState::Due)
+        .map(|(c, _)| c.kind)
+        .collect()
+}
+
+/// Sends the due callbacks this call made due (`mine`) and those due for longer than
+/// [`RESEND_AFTER_MS`], marking each sent; returns how many it left due (another call is
+/// sending them).
+async fn send_due(
+    store: &dyn Store,
+    batch: &str,
+    head: &mut Head,
+    mine: &[Kind],
+    send: SendFn<'_>,
+) -> Result<usize> {
+    let now = now_ms();
+    let (due, left): (Vec<Callback>, Vec<Callback>) = head
         .cbs
         .iter()
         .filter(|c| c.s == CallbackState::Due)
         .cloned()
-        .collect();
+        .partition(|c| mine.contains(&c.kind) || now.saturating_sub(c.due_at) >= RESEND_AFTER_MS);
     for cb in due {
         send(None, cb.q.clone(), cb.job.clone(), cb.message(batch)?).await?;
         if let Some((h, _)) = update_head(store, batch, |h| {
@@ -616,7 +685,7 @@ async fn send_due(store: &dyn Store, batch: &str, head: &mut Head, send: SendFn<
             *head = h;
         }
     }
-    Ok(())
+    Ok(left.len())
 }
 
 /// Records how callback `kind` of `batch` ended (its worker calls it before it acks or

@@ -208,9 +208,9 @@ pub(super) fn run_one_inner<'a>(
             Err(None) => Ran::Forced,
         };
         meters.duration.record(started.elapsed().as_secs_f64());
-        // A flow's settlement writes and sends for each dependent: its lease is kept alive
-        // meanwhile, so that a wide fan-out does not outlive it and run twice.
-        let _held = (tracked.flow.is_some() && leases::extendable(inner))
+        // A flow's or batch's settlement writes and sends (each dependent, callbacks,
+        // parents): its lease is kept alive meanwhile, so that it does not run twice.
+        let _held = (flows::grouped(d) && leases::extendable(inner))
             .then(|| inner.leases.hold(&[&d.receipt]));
         let end = after_run(inner, d, acks, meters, tracked, ran, key.as_deref(), policy);
         let settled = Box::pin(end).await;
@@ -254,7 +254,7 @@ async fn before_run(
         }
         return Go::Settled(dead);
     }
-    if let Some(h) = d.headers.get(headers::DEBOUNCE) {
+    if let Some(h) = debounce_header(d) {
         if Box::pin(superseded(inner, h)).await {
             tracing::info!("a later job under this job's debounce key supersedes it; acked unrun");
             bump(&inner.counters.superseded);
@@ -343,6 +343,15 @@ async fn before_run(
     let key = match claim(inner, d).await {
         Claim::Run(key) => key,
         Claim::Skip => {
+            // Its key's work is done: a flow's or batch's job counts as succeeded.
+            let done = || Outcome::Succeeded {
+                result: None,
+                redriven: false,
+            };
+            if !flows::recorded(inner, d, done).await {
+                flows::give_back_unrecorded(inner, d).await;
+                return Go::Settled(false);
+            }
             bump(&inner.counters.duplicates_skipped);
             let _ = acks.send(d.receipt.clone());
             return Go::Settled(true);
@@ -512,12 +521,34 @@ pub(super) async fn run_batch(
     // Nor do debounced jobs a later send superseded.
     let mut live = Vec::with_capacity(batch.len());
     for d in batch {
-        match d.headers.get(headers::DEBOUNCE) {
+        match debounce_header(&d) {
             Some(h) if superseded(&inner, h).await => {
                 bump(&inner.counters.superseded);
                 let _ = acks.send(d.receipt.clone());
+                continue;
             }
-            _ => live.push(d),
+            _ => {}
+        }
+        // A flow's or batch's job: skipped when already finished, given back without a
+        // store (as in the one-job path).
+        match flows::before(&inner, &d, &Tracked::new(&inner, &d, None)).await {
+            flows::Before::Run => live.push(d),
+            flows::Before::NoStore => flows::give_back_unrecorded(&inner, &d).await,
+            flows::Before::Finished { cancelled } => {
+                let outcome = || match cancelled {
+                    true => Outcome::Failed(crate::flow::CANCELLED.into()),
+                    false => Outcome::Succeeded {
+                        result: None,
+                        redriven: false,
+                    },
+                };
+                if !flows::recorded(&inner, &d, outcome).await {
+                    flows::give_back_unrecorded(&inner, &d).await;
+                    continue;
+                }
+                bump(&inner.counters.duplicates_skipped);
+                let _ = acks.send(d.receipt.clone());
+            }
         }
     }
     let batch = live;
@@ -686,6 +717,14 @@ pub(super) fn prepare<'a>(inner: &'a Inner, d: &Delivery) -> (&'a JobMeters, Pre
             };
             (&meters.unknown, (Err(e), tracked))
         }
+    }
+}
+
+/// A delivery's debounce header, unless it was redriven (an operator's redrive runs).
+fn debounce_header(d: &Delivery) -> Option<&str> {
+    match d.headers.contains_key(headers::REDRIVEN_AT) {
+        true => None,
+        false => d.headers.get(headers::DEBOUNCE).map(String::as_str),
     }
 }
 

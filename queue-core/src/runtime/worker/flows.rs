@@ -14,7 +14,7 @@ const TRIES: u32 = 4;
 const GIVE_BACK: Duration = Duration::from_secs(5);
 
 /// Whether `d` is a flow's or a batch's job (or a batch's callback).
-fn grouped(d: &Delivery) -> bool {
+pub(super) fn grouped(d: &Delivery) -> bool {
     [headers::FLOW, headers::BATCH, headers::BATCH_CALLBACK]
         .iter()
         .any(|h| d.headers.contains_key(*h))
