@@ -4,12 +4,12 @@
 //! succeeds; an open batch waits for its close; nesting; duplicates counted once; a
 //! settlement cut short finished by the job's next delivery; bad batches refused.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_core::batch::{BatchStatus, CallbackState, Kind};
-use queue_core::store::{Versioned, Write};
+use queue_core::testkit::store::Yielding;
 use queue_core::*;
 use tokio::time::Instant;
 
@@ -64,60 +64,7 @@ impl Seen {
     }
 }
 
-/// A store that yields inside every read and write, so that two settlements in flight
-/// interleave between their read and their compare-and-set.
-#[derive(Debug)]
-struct Interleaving {
-    inner: MemoryStore,
-    /// Head writes to refuse (a store outage at the worst moment), counted down.
-    fail_head_writes: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl Store for Interleaving {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>> {
-        tokio::task::yield_now().await;
-        let v = self.inner.get(key).await;
-        tokio::task::yield_now().await;
-        v
-    }
-    async fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<u64>> {
-        tokio::task::yield_now().await;
-        self.inner.insert(key, value, ttl).await
-    }
-    async fn replace(
-        &self,
-        key: &str,
-        version: u64,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<Option<u64>> {
-        tokio::task::yield_now().await;
-        let head = key.starts_with("batch:") && key.matches(':').count() == 1;
-        if head
-            && self
-                .fail_head_writes
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Err(QueueError::backend("test store", "head write refused"));
-        }
-        self.inner.replace(key, version, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.inner.delete(key).await
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Versioned>>> {
-        tokio::task::yield_now().await;
-        self.inner.get_many(keys).await
-    }
-    async fn write_many(&self, writes: &[Write<'_>]) -> Result<Vec<Option<u64>>> {
-        tokio::task::yield_now().await;
-        self.inner.write_many(writes).await
-    }
-}
-
-async fn backend_with(store: Arc<Interleaving>) -> Backend {
+async fn backend_with(store: Arc<Yielding>) -> Backend {
     let b = connect(&format!("memory://batch-{}", fastrand::u64(..)))
         .await
         .unwrap()
@@ -128,11 +75,9 @@ async fn backend_with(store: Arc<Interleaving>) -> Backend {
     b
 }
 
-fn store() -> Arc<Interleaving> {
-    Arc::new(Interleaving {
-        inner: MemoryStore::new(),
-        fail_head_writes: AtomicUsize::new(0),
-    })
+/// A store whose calls interleave (see [`Yielding`]).
+fn store() -> Arc<Yielding> {
+    Arc::new(Yielding::new())
 }
 
 async fn backend() -> Backend {
@@ -464,7 +409,10 @@ async fn a_settlement_cut_short_is_finished_by_the_next_delivery() {
         .unwrap();
     batch.add("jobs", &works(1)).await.unwrap();
     batch.close().await.unwrap();
-    store.fail_head_writes.store(4, Ordering::SeqCst);
+    // Four head writes refused: the worker's four tries.
+    store.refuse_replaces(4, |k| {
+        k.starts_with("batch:") && k.matches(':').count() == 1
+    });
     let w = job_worker(&b, &seen, 1, None);
     let cb = callback_worker(&b, &seen);
     queue_core::testkit::eventually_worker(&w, Duration::from_secs(10), "given back", |r| {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queue_core::flow::{Flow, FlowStatus, NodeState, OnFailure};
-use queue_core::store::{Versioned, Write};
+use queue_core::testkit::store::Yielding;
 use queue_core::*;
 use tokio::time::Instant;
 
@@ -62,53 +62,11 @@ impl Seen {
     }
 }
 
-/// A store that yields to the scheduler inside every read and write, so that two
-/// settlements in flight interleave between their read and their compare-and-set (the
-/// in-memory store alone never suspends, and a current-thread runtime would run each
-/// settlement to its end in one go).
-#[derive(Debug)]
-struct Interleaving(MemoryStore);
-
-#[async_trait::async_trait]
-impl Store for Interleaving {
-    async fn get(&self, key: &str) -> Result<Option<Versioned>> {
-        tokio::task::yield_now().await;
-        let v = self.0.get(key).await;
-        tokio::task::yield_now().await;
-        v
-    }
-    async fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> Result<Option<u64>> {
-        tokio::task::yield_now().await;
-        self.0.insert(key, value, ttl).await
-    }
-    async fn replace(
-        &self,
-        key: &str,
-        version: u64,
-        value: &[u8],
-        ttl: Duration,
-    ) -> Result<Option<u64>> {
-        tokio::task::yield_now().await;
-        self.0.replace(key, version, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool> {
-        self.0.delete(key).await
-    }
-    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Versioned>>> {
-        tokio::task::yield_now().await;
-        self.0.get_many(keys).await
-    }
-    async fn write_many(&self, writes: &[Write<'_>]) -> Result<Vec<Option<u64>>> {
-        tokio::task::yield_now().await;
-        self.0.write_many(writes).await
-    }
-}
-
 async fn backend(queues: &[&str]) -> Backend {
     let b = connect(&format!("memory://flow-{}", fastrand::u64(..)))
         .await
         .unwrap()
-        .with_store(Arc::new(Interleaving(MemoryStore::new())));
+        .with_store(Arc::new(Yielding::new()));
     for q in queues {
         b.queue(*q).create().await.unwrap();
     }

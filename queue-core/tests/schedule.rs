@@ -155,47 +155,14 @@ async fn bad_schedules_are_refused() {
     ));
 }
 
-/// A memory store that yields before every call, so that two schedulers' steps interleave.
-#[derive(Debug, Default)]
-struct Yielding(MemoryStore);
-
-#[async_trait::async_trait]
-impl queue_core::Store for Yielding {
-    async fn get(&self, key: &str) -> queue_core::Result<Option<queue_core::store::Versioned>> {
-        tokio::task::yield_now().await;
-        self.0.get(key).await
-    }
-    async fn insert(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> queue_core::Result<Option<u64>> {
-        tokio::task::yield_now().await;
-        self.0.insert(key, value, ttl).await
-    }
-    async fn replace(
-        &self,
-        key: &str,
-        version: u64,
-        value: &[u8],
-        ttl: Duration,
-    ) -> queue_core::Result<Option<u64>> {
-        tokio::task::yield_now().await;
-        self.0.replace(key, version, value, ttl).await
-    }
-    async fn delete(&self, key: &str) -> queue_core::Result<bool> {
-        tokio::task::yield_now().await;
-        self.0.delete(key).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn schedulers_racing_for_one_tick_enqueue_it_once() {
     let b = queue_core::connect("memory://sched-race")
         .await
         .unwrap()
-        .with_status(JobStatuses::new(Arc::new(Yielding::default())));
+        .with_status(JobStatuses::new(Arc::new(
+            queue_core::testkit::store::Yielding::new(),
+        )));
     b.queue("reports").create().await.unwrap();
     let (s1, s2) = (
         Scheduler::new(&b, "app").unwrap(),

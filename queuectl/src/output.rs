@@ -297,6 +297,20 @@ pub(crate) fn flow(out: Out<'_>, fmt: Output, s: &queue::flow::FlowStatus) -> Re
     Ok(())
 }
 
+/// `name: value` lines, `-` for a value that is missing.
+fn print_fields(out: Out<'_>, fields: &[(&str, Option<String>)]) -> Result<(), CliError> {
+    for (k, v) in fields {
+        writeln!(
+            out,
+            "{:<12} {}",
+            format!("{k}:"),
+            v.as_deref().unwrap_or("-")
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
 /// A batch: its counts, then one line per callback.
 pub(crate) fn batch(
     out: Out<'_>,
@@ -354,15 +368,7 @@ pub(crate) fn batch(
         ("dead", Some(s.dead.to_string())),
         ("opened_at", Some(time(s.opened_at))),
     ];
-    for (k, v) in fields {
-        writeln!(
-            out,
-            "{:<12} {}",
-            format!("{k}:"),
-            v.as_deref().unwrap_or("-")
-        )
-        .map_err(io)?;
-    }
+    print_fields(&mut *out, &fields)?;
     for c in &s.callbacks {
         writeln!(
             out,
@@ -403,14 +409,6 @@ pub(crate) fn job(out: Out<'_>, fmt: Output, s: &JobStatus) -> Result<(), CliErr
         ("last_error", s.last_error.clone()),
         ("result", s.result.as_ref().map(|r| r.to_string())),
     ];
-    for (k, v) in fields {
-        writeln!(
-            out,
-            "{:<12} {}",
-            format!("{k}:"),
-            v.as_deref().unwrap_or("-")
-        )
-        .map_err(io)?;
-    }
+    print_fields(&mut *out, &fields)?;
     Ok(())
 }

@@ -287,3 +287,92 @@ pub async fn concurrent_inserts(stores: Vec<Arc<dyn Store>>) {
     );
     let _ = stores[0].delete(&key).await;
 }
+
+/// A [`MemoryStore`](crate::MemoryStore) that yields to the scheduler inside every call,
+/// so that concurrent read-then-compare-and-set loops (settlements, schedulers)
+/// interleave between their read and their write, as they do against a server; the
+/// in-memory store alone never suspends, and a current-thread runtime would run each to
+/// its end in one go. It can also refuse some writes, to stage a store outage at the
+/// worst moment ([`Yielding::refuse_replaces`]).
+#[derive(Debug, Default)]
+pub struct Yielding {
+    inner: crate::MemoryStore,
+    refuse: std::sync::Mutex<Option<Refusal>>,
+}
+
+/// The next `left` replaces of keys that `which` picks fail.
+struct Refusal {
+    left: usize,
+    which: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refusal").field("left", &self.left).finish()
+    }
+}
+
+impl Yielding {
+    /// A yielding store over a fresh [`MemoryStore`](crate::MemoryStore).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next `n` replaces of keys `which` picks fail with a backend error.
+    pub fn refuse_replaces(&self, n: usize, which: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        *self.refuse.lock().unwrap_or_else(|p| p.into_inner()) = Some(Refusal {
+            left: n,
+            which: Box::new(which),
+        });
+    }
+
+    fn refused(&self, key: &str) -> bool {
+        let mut r = self.refuse.lock().unwrap_or_else(|p| p.into_inner());
+        match r.as_mut() {
+            Some(f) if f.left > 0 && (f.which)(key) => {
+                f.left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Yielding {
+    async fn get(&self, key: &str) -> crate::Result<Option<Versioned>> {
+        tokio::task::yield_now().await;
+        let v = self.inner.get(key).await;
+        tokio::task::yield_now().await;
+        v
+    }
+    async fn insert(&self, key: &str, value: &[u8], ttl: Duration) -> crate::Result<Option<u64>> {
+        tokio::task::yield_now().await;
+        self.inner.insert(key, value, ttl).await
+    }
+    async fn replace(
+        &self,
+        key: &str,
+        version: u64,
+        value: &[u8],
+        ttl: Duration,
+    ) -> crate::Result<Option<u64>> {
+        tokio::task::yield_now().await;
+        if self.refused(key) {
+            return Err(crate::QueueError::backend("test store", "write refused"));
+        }
+        self.inner.replace(key, version, value, ttl).await
+    }
+    async fn delete(&self, key: &str) -> crate::Result<bool> {
+        tokio::task::yield_now().await;
+        self.inner.delete(key).await
+    }
+    async fn get_many(&self, keys: &[&str]) -> crate::Result<Vec<Option<Versioned>>> {
+        tokio::task::yield_now().await;
+        self.inner.get_many(keys).await
+    }
+    async fn write_many(&self, writes: &[Write<'_>]) -> crate::Result<Vec<Option<u64>>> {
+        tokio::task::yield_now().await;
+        self.inner.write_many(writes).await
+    }
+}
